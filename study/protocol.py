@@ -1,0 +1,496 @@
+"""How a study runs: stages and phases, on Ray Tune, recorded in MLflow.
+
+    stage pretrain   (only if an arm needs an autoencoder)
+        phase tune       Optuna + ASHA per pretraining kind, on validation reconstruction loss
+        phase replicate  the best config trained on every seed (replicate seeds + tune seed)
+    stage classify
+        phase tune       Optuna + ASHA per arm, same trial budget for every arm, validation only
+        phase replicate  each arm's best config, full length, the same seeds for every arm,
+                         evaluated on the test set; only these runs feed the tables
+
+Each phase is one Tune experiment (all arms share it; see ``searchers``). Progress is kept in
+the parent MLflow run's tags, so ``--resume`` skips finished phases and restores the
+interrupted one from its Tune experiment directory. Trained autoencoders are found again by
+their ``pretrain_cache_key`` tag: a rerun (or another study on the same dataset and budget)
+reuses them instead of retraining.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from search_spaces import default_point
+from study import tracking
+from study.registry import PRETRAIN_SPACE
+from study.spec import Arm, Budget, Pretraining, Study
+from study.tracking import ParentRun
+
+STAGE_PRETRAIN, STAGE_CLASSIFY = "pretrain", "classify"
+PHASE_TUNE, PHASE_REPLICATE = "tune", "replicate"
+AUTOENCODER_SUFFIX = "#autoencoder"   # artifact ref of the whole autoencoder (the denoiser)
+
+
+class StudyInterrupted(Exception):
+    """Tune saved its state after SIGINT/SIGTERM; ``--resume`` continues."""
+
+
+class UsageError(ValueError):
+    """Bad option value or cluster mismatch found before any trial starts (exit 2)."""
+
+
+@dataclass
+class RunOptions:
+    study: Study
+    budget_name: str
+    budget: Budget
+    gpus_per_trial: float = 0.0
+    cpus_per_trial: float = 1.0
+    max_concurrent: int | None = None
+    address: str | None = None
+    tracking_uri: str = ""
+    results_dir: Path = field(default_factory=tracking.default_results_dir)
+    storage: str | None = None
+    data_dir: str | None = None
+    resume: bool = False
+    fresh: bool = False
+    autoscaling: bool = False
+    command: str = ""
+    verbose: int = 1
+
+    @property
+    def storage_path(self) -> str:
+        return self.storage or str(self.results_dir / "tune")
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    trials: int
+    outcomes: dict[str, int]
+    failures: list[tuple[str, str]]        # (arm, reason)
+    best: dict[str, dict] = field(default_factory=dict)
+
+
+def log(message: str) -> None:
+    print(f"[study {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# -- configs -------------------------------------------------------------------------------
+def pretrain_config(p: Pretraining, budget: Budget, seed: int, data_dir: str | None) -> dict:
+    return {**p.trainable_settings(), "dataset": budget.dataset, "data_dir": data_dir,
+            "epochs": budget.pretrain_epochs, "seed": seed, "patience": 0,
+            "trainable": "autoencoder", "stage": STAGE_PRETRAIN, "arm": p.key}
+
+
+def classify_config(arm: Arm, budget: Budget, seed: int, phase: str, data_dir: str | None) -> dict:
+    config = {**arm.settings, "dataset": budget.dataset, "data_dir": data_dir, "epochs": budget.epochs,
+              "seed": seed, "evaluate_test": phase == PHASE_REPLICATE,
+              "trainable": "classifier", "stage": STAGE_CLASSIFY, "phase": phase, "arm": arm.name}
+    if arm.pretraining:
+        config["encoder_artifact"] = f"{arm.pretraining.key}/{seed}"
+    if arm.denoiser:
+        config["denoiser_artifact"] = f"{arm.denoiser.key}/{seed}{AUTOENCODER_SUFFIX}"
+    return config
+
+
+def pretrain_cache_key(p: Pretraining, budget: Budget, data_sha256: str, seed: int) -> str:
+    """Identity of a trained autoencoder: what it was trained on, how long, how tuned."""
+    return tracking.config_hash({"pretraining": p.key, "data": data_sha256, "epochs": budget.pretrain_epochs,
+                                 "trials": budget.pretrain_trials, "space": PRETRAIN_SPACE.name,
+                                 "params": [q.describe() for q in PRETRAIN_SPACE.params], "seed": seed,
+                                 "grace": budget.grace_period, "rf": budget.reduction_factor})
+
+
+# -- Ray -----------------------------------------------------------------------------------
+def connect_ray(opts: RunOptions):
+    import ray
+    if ray.is_initialized():
+        return ray
+    address = opts.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        # A private local cluster on loopback; "local" never joins a stale cluster file.
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
+                 object_store_memory=min(2 * 1024 ** 3, _object_store_default()))
+    return ray
+
+
+def _object_store_default() -> int:
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        return int(pages * size * 0.1)
+    except (ValueError, OSError):
+        return 512 * 1024 ** 2
+
+
+def check_resources(ray, opts: RunOptions) -> int:
+    """Validates the request against the cluster and returns max concurrent trials."""
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if opts.gpus_per_trial > 0 and gpus == 0 and not opts.autoscaling:
+        raise UsageError(
+            f"--gpus-per-trial {opts.gpus_per_trial:g} asks for GPUs but the Ray cluster has none "
+            f"(resources: {int(cpus)} CPUs). Drop --gpus-per-trial to run on CPUs, connect to a GPU "
+            f"cluster with --address, or pass --autoscaling if the cluster adds GPU nodes on demand.")
+    if opts.cpus_per_trial > cpus and not opts.autoscaling:
+        raise UsageError(f"--cpus-per-trial {opts.cpus_per_trial:g} exceeds the cluster's {cpus:g} CPUs")
+    if opts.max_concurrent:
+        return opts.max_concurrent
+    limits = [int(cpus // opts.cpus_per_trial) if opts.cpus_per_trial else 1]
+    if opts.gpus_per_trial > 0 and gpus > 0:
+        limits.append(int(round(gpus / opts.gpus_per_trial, 4)))
+    return max(1, min(limits))
+
+
+# -- one phase = one Tune experiment -------------------------------------------------------
+@dataclass
+class PhaseContext:
+    opts: RunOptions
+    parent: ParentRun
+    experiment_id: str
+    datasets: Mapping[str, Any]
+    artifacts: dict[str, bytes]
+    max_concurrent: int
+    base_tags: dict[str, str]
+
+
+def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, num_trials: int,
+              tags_for_config, log_weights: bool = True) -> PhaseResult:
+    from ray import tune
+
+    from study.trial import META_KEYS, run_trial
+
+    opts = ctx.opts
+    name = f"{opts.study.name}-{ctx.parent.run_id[:8]}-{stage}-{phase}"
+    path = f"{opts.storage_path.rstrip('/')}/{name}"
+    resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, datasets=ctx.datasets, artifacts=ctx.artifacts,
+                             gpu_fraction=opts.gpus_per_trial),
+        resources)
+    if tune.Tuner.can_restore(path):
+        log(f"{stage}/{phase}: resuming Tune experiment {path}")
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        logger = tracking.MlflowTrialLogger(
+            opts.tracking_uri, ctx.experiment_id, ctx.parent.run_id, experiment_key=name,
+            base_tags={**ctx.base_tags, "stage": stage, "phase": phase}, tags_for_config=tags_for_config,
+            meta_keys=META_KEYS, resources=resources, log_weights=log_weights)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, scheduler=scheduler, num_samples=num_trials,
+                max_concurrent_trials=ctx.max_concurrent, reuse_actors=True,
+                trial_dirname_creator=lambda t: f"{t.trial_id}"),
+            run_config=tune.RunConfig(
+                name=name, storage_path=opts.storage_path,
+                failure_config=tune.FailureConfig(max_failures=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[logger], verbose=opts.verbose))
+    log(f"{stage}/{phase}: {num_trials} trials, up to {ctx.max_concurrent} at a time "
+        f"({opts.cpus_per_trial:g} CPU, {opts.gpus_per_trial:g} GPU each)")
+    grid = tuner.fit()
+    return summarize_phase(ctx, grid, f"{stage}/{phase}", num_trials)
+
+
+def summarize_phase(ctx: PhaseContext, grid, label: str, expected: int) -> PhaseResult:
+    """Reads outcomes from MLflow (the record) and detects an interrupted fit."""
+    results = [grid[i] for i in range(len(grid))]
+    finished = sum(1 for r in results if r.metrics and (r.metrics.get("final") or r.metrics.get("done"))
+                   or r.error is not None)
+    runs = _phase_runs(ctx, label.split("/")[0], label.split("/")[1])
+    outcomes: dict[str, int] = {}
+    failures = []
+    for run in runs:
+        outcome = run.data.tags.get("outcome", "unknown")
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if outcome == "failed":
+            failures.append((run.data.tags.get("arm", "?"), run.data.tags.get("failure_reason", "")))
+    unfinished = outcomes.get("running", 0) + outcomes.get("interrupted", 0)
+    if len(results) < expected or unfinished or _interrupted(grid):
+        raise StudyInterrupted(f"{label}: {len(results)} of {expected} trials started, {unfinished} unfinished")
+    log(f"{label}: " + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())))
+    return PhaseResult(label, len(results), outcomes, failures)
+
+
+def _interrupted(grid) -> bool:
+    analysis = getattr(grid, "_experiment_analysis", None)
+    trials = getattr(analysis, "trials", None) or []
+    return any(t.status in ("PENDING", "RUNNING", "PAUSED") for t in trials)
+
+
+def _phase_runs(ctx: PhaseContext, stage: str, phase: str):
+    c = tracking.client(ctx.opts.tracking_uri)
+    return c.search_runs([ctx.experiment_id], filter_string=(
+        f"tags.mlflow.parentRunId = '{ctx.parent.run_id}' and tags.stage = '{stage}' and tags.phase = '{phase}'"),
+        max_results=50000)
+
+
+def best_configs(ctx: PhaseContext, stage: str, metric: str, mode: str, tuned: Mapping[str, tuple]) -> dict:
+    """Per arm, the tuned parameters of the best tune-phase trial on the validation metric.
+
+    Trials that ran to full length are preferred over ASHA-stopped ones (an early value is
+    not comparable to a final one); failed trials never win."""
+    best: dict[str, tuple] = {}
+    for run in _phase_runs(ctx, stage, PHASE_TUNE):
+        tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
+        if tags.get("outcome") not in ("completed", "pruned") or metric not in metrics:
+            continue
+        arm = tags["arm"]
+        value = metrics[metric] if mode == "max" else -metrics[metric]
+        rank = (tags["outcome"] == "completed", value)
+        if arm not in best or rank > best[arm][0]:
+            chosen = {p: _parse_param(params[p]) for p in tuned.get(arm, ()) if p in params}
+            best[arm] = (rank, chosen, run.info.run_id, metrics[metric])
+    return {arm: {"params": v[1], "tune_run_id": v[2], "val_metric": v[3]} for arm, v in best.items()}
+
+
+def _parse_param(text: str):
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return text
+
+
+# -- the study -----------------------------------------------------------------------------
+def run_study(opts: RunOptions) -> int:
+    """Runs (or resumes) a whole study; returns the process exit code."""
+    from trainables.data import load_dataset
+
+    study, budget = opts.study, opts.budget
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")   # diverged trials omit it
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+
+    tracking.check_reachable(opts.tracking_uri)
+    experiment_id = tracking.ensure_experiment(opts.tracking_uri, study.name, opts.results_dir / "mlartifacts")
+    previous = tracking.latest_parent(opts.tracking_uri, experiment_id, opts.budget_name, budget.dataset)
+    if previous and not opts.fresh:
+        if previous.status == "finished":
+            log(f"{study.name} ({opts.budget_name}, {budget.dataset}) already finished in run "
+                f"{previous.run_id}; nothing to do. Pass --fresh to run it again.")
+            print_epilogue(opts, previous)
+            return 0
+        if not opts.resume:
+            raise UsageError(
+                f"an unfinished run of {study.name} ({opts.budget_name}) exists (MLflow run {previous.run_id}, "
+                f"status {previous.status}). Pass --resume to continue it, or --fresh to start over.")
+    if opts.resume and (previous is None or opts.fresh):
+        log("nothing to resume: starting the study")
+
+    log(f"loading dataset {budget.dataset}")
+    dataset = load_dataset(budget.dataset, opts.data_dir)
+    ray = connect_ray(opts)
+    max_concurrent = check_resources(ray, opts)
+
+    commit, dirty = tracking.git_state()
+    versions = tracking.package_versions()
+    base_tags = {"study": study.name, "budget": opts.budget_name, "dataset": budget.dataset,
+                 "data_sha256": dataset.sha256, "git_commit": commit, "git_dirty": str(dirty).lower(),
+                 "hardware": tracking.hardware(), "gpus_per_trial": f"{opts.gpus_per_trial:g}",
+                 "cpus_per_trial": f"{opts.cpus_per_trial:g}",
+                 **{f"versions.{k}": v for k, v in versions.items()}}
+    if previous and opts.resume and not opts.fresh:
+        parent = previous
+        tracking.set_parent_status(opts.tracking_uri, parent, "running")
+        log(f"resuming MLflow parent run {parent.run_id}")
+    else:
+        parent = tracking.create_parent(
+            opts.tracking_uri, experiment_id, run_name=f"{study.name}-{opts.budget_name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            tags={**base_tags, "run_kind": "study", "baseline_arm": next(a.name for a in study.arms() if a.is_baseline),
+                  "design": study.design, "factors": json.dumps([f.name for f in study.factors]),
+                  "command": opts.command, "metric": study.metric, "mode": study.mode,
+                  "seeds": json.dumps(list(budget.seeds))},
+            params={"budget." + k: v for k, v in budget.__dict__.items()})
+        log(f"MLflow parent run {parent.run_id} in experiment {study.name!r}")
+    ctx = PhaseContext(opts, parent, experiment_id, {budget.dataset: dataset}, {}, max_concurrent, base_tags)
+
+    # SIGTERM (`ray job stop`, a scheduler's preemption) gets the same graceful save as Ctrl-C:
+    # Tune only handles SIGINT.
+    previous_handler = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT)) \
+        if _main_thread() else None
+    summary: list[PhaseResult] = []
+    try:
+        _pretrain_stage(ctx, summary, dataset.sha256)
+        _classify_stage(ctx, summary)
+    except StudyInterrupted as e:
+        tracking.set_parent_status(opts.tracking_uri, parent, "interrupted")
+        log(f"interrupted ({e}). Continue with: python -m study.run {study.name} --budget {opts.budget_name} --resume")
+        return 130
+    except BaseException:
+        tracking.set_parent_status(opts.tracking_uri, parent, "failed")
+        raise
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    tracking.set_parent_status(opts.tracking_uri, parent, "finished")
+    print_summary(summary)
+    print_epilogue(opts, parent)
+    return 0
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _factor_tags(study: Study):
+    arms = {a.name: a for a in study.arms()}
+
+    def tags_for(config: Mapping[str, Any]) -> dict[str, str]:
+        arm = arms.get(config.get("arm"))
+        tags = {"arm": str(config.get("arm")), "seed": str(config.get("seed"))}
+        if arm is not None:
+            tags["is_baseline"] = str(arm.is_baseline).lower()
+            tags.update({f"factor.{f}": level for f, level in arm.levels.items()})
+        return tags
+    return tags_for
+
+
+def _pretrain_tags(caches: Mapping[tuple[str, int], str]):
+    def tags_for(config: Mapping[str, Any]) -> dict[str, str]:
+        tags = {"arm": str(config["arm"]), "seed": str(config["seed"]), "pretraining": str(config["arm"])}
+        key = caches.get((config["arm"], config["seed"]))
+        if key and config.get("phase") == PHASE_REPLICATE:
+            tags["pretrain_cache_key"] = key
+        return tags
+    return tags_for
+
+
+def _pretrain_stage(ctx: PhaseContext, summary: list, data_sha256: str) -> None:
+    from study.searchers import ListSearcher, PerArmASHA, PerArmOptunaSearch, space_function
+
+    opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
+    needed = study.pretrainings()
+    if not needed:
+        return
+    seeds = sorted(set(budget.seeds) | {budget.tune_seed})
+    caches = {(p.key, s): pretrain_cache_key(p, budget, data_sha256, s) for p in needed for s in seeds}
+    found = _find_pretrained(ctx, caches)
+    missing = [p for p in needed if any((p.key, s) not in found for s in seeds)]
+    if not missing:
+        log(f"pretrain: reusing {len(found)} trained autoencoders ({', '.join(p.key for p in needed)})")
+    else:
+        if len(found):
+            log(f"pretrain: reusing {len(found)} trained autoencoders; training {[p.key for p in missing]}")
+        params = {p.key: PRETRAIN_SPACE.resolve({}) for p in missing}
+        done_tag = "phase_done.pretrain.tune"
+        if ctx.parent.tags.get(done_tag) != "true":
+            arms = {p.key: {**pretrain_config(p, budget, budget.tune_seed, opts.data_dir), "phase": PHASE_TUNE}
+                    for p in missing}
+            from trainables.config import resolve_autoencoder_config
+            defaults = resolve_autoencoder_config({})
+            searcher = PerArmOptunaSearch(
+                arms, lambda key: space_function(params[key]), budget.pretrain_trials,
+                study.pretrain_metric, study.pretrain_mode, seed=budget.tune_seed,
+                first_points={k: default_point(params[k], defaults) for k in arms})
+            scheduler = PerArmASHA(study.pretrain_metric, study.pretrain_mode, budget.pretrain_epochs,
+                                   min(budget.grace_period, budget.pretrain_epochs), budget.reduction_factor)
+            summary.append(run_phase(ctx, STAGE_PRETRAIN, PHASE_TUNE, searcher, scheduler,
+                                     budget.pretrain_trials * len(arms), _pretrain_tags(caches), log_weights=False))
+            best = best_configs(ctx, STAGE_PRETRAIN, study.pretrain_metric, study.pretrain_mode,
+                                {k: [q.name for q in v] for k, v in params.items()})
+            tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {
+                **{f"best_pretrain.{k}": json.dumps(v) for k, v in best.items()}, done_tag: "true"})
+        best = {p.key: json.loads(ctx.parent.tags[f"best_pretrain.{p.key}"])["params"] for p in missing}
+        done_tag = "phase_done.pretrain.replicate"
+        if ctx.parent.tags.get(done_tag) != "true":
+            configs = [{**pretrain_config(p, budget, s, opts.data_dir), **best[p.key], "phase": PHASE_REPLICATE}
+                       for p in missing for s in seeds if (p.key, s) not in found]
+            summary.append(run_phase(ctx, STAGE_PRETRAIN, PHASE_REPLICATE,
+                                     ListSearcher(configs, study.pretrain_metric, study.pretrain_mode), None,
+                                     len(configs), _pretrain_tags(caches)))
+            tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {done_tag: "true"})
+        found = _find_pretrained(ctx, caches)
+    lost = sorted(f"{k}/seed {s}" for (k, s) in caches if (k, s) not in found)
+    if lost:
+        raise RuntimeError(f"pretraining produced no usable autoencoder for {', '.join(lost)}; "
+                           "see the failed pretrain runs in MLflow")
+    # The driver ships the weights to the trials through the object store: worker nodes need
+    # not reach the tracking server's artifact store or the driver's disk.
+    client = tracking.client(opts.tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="study-pretrained-") as tmp:
+        for (key, seed), run_id in sorted(found.items()):
+            for filename, suffix in (("encoder.pt", ""), ("autoencoder.pt", AUTOENCODER_SUFFIX)):
+                local = client.download_artifacts(run_id, filename, tmp)
+                ctx.artifacts[f"{key}/{seed}{suffix}"] = Path(local).read_bytes()
+    tracking.set_parent_tags(opts.tracking_uri, ctx.parent,
+                             {"pretrained_runs": json.dumps({f"{k}/{s}": r for (k, s), r in sorted(found.items())})})
+
+
+def _find_pretrained(ctx: PhaseContext, caches: Mapping[tuple[str, int], str]) -> dict[tuple[str, int], str]:
+    """Completed pretraining runs with a matching cache key, in any experiment of the store."""
+    c = tracking.client(ctx.opts.tracking_uri)
+    experiments = [e.experiment_id for e in c.search_experiments()]
+    found = {}
+    for (key, seed), cache_key in caches.items():
+        runs = c.search_runs(experiments, filter_string=(
+            f"tags.pretrain_cache_key = '{cache_key}' and tags.outcome = 'completed'"),
+            order_by=["attributes.start_time DESC"], max_results=1)
+        if runs:
+            found[(key, seed)] = runs[0].info.run_id
+    return found
+
+
+def _classify_stage(ctx: PhaseContext, summary: list) -> None:
+    from study.searchers import ListSearcher, PerArmASHA, PerArmOptunaSearch, space_function
+    from trainables.config import resolve_classifier_config
+
+    opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
+    arms = {a.name: a for a in study.arms()}
+    params = {name: study.search_space.resolve(arm.settings) for name, arm in arms.items()}
+    tags_for = _factor_tags(study)
+
+    done_tag = "phase_done.classify.tune"
+    if ctx.parent.tags.get(done_tag) != "true":
+        configs = {name: classify_config(arm, budget, budget.tune_seed, PHASE_TUNE, opts.data_dir)
+                   for name, arm in arms.items()}
+        defaults = resolve_classifier_config({})
+        searcher = PerArmOptunaSearch(
+            configs, lambda name: space_function(params[name]), budget.trials_per_arm, study.metric, study.mode,
+            seed=budget.tune_seed,
+            first_points={name: default_point(params[name], {**defaults, **arms[name].settings}) for name in arms})
+        scheduler = PerArmASHA(study.metric, study.mode, budget.epochs, budget.grace_period, budget.reduction_factor)
+        summary.append(run_phase(ctx, STAGE_CLASSIFY, PHASE_TUNE, searcher, scheduler,
+                                 budget.trials_per_arm * len(arms), tags_for, log_weights=False))
+        best = best_configs(ctx, STAGE_CLASSIFY, study.metric, study.mode,
+                            {k: [q.name for q in v] for k, v in params.items()})
+        missing = sorted(set(arms) - set(best))
+        if missing:
+            raise RuntimeError(f"no tune-phase trial of arm(s) {missing} produced {study.metric}; "
+                               "see their failed runs in MLflow")
+        tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {
+            **{f"best_config.{k}": json.dumps(v) for k, v in best.items()}, done_tag: "true"})
+    best = {name: json.loads(ctx.parent.tags[f"best_config.{name}"])["params"] for name in arms}
+
+    done_tag = "phase_done.classify.replicate"
+    if ctx.parent.tags.get(done_tag) != "true":
+        configs = [{**classify_config(arm, budget, seed, PHASE_REPLICATE, opts.data_dir), **best[name]}
+                   for seed in budget.seeds for name, arm in arms.items()]
+        summary.append(run_phase(ctx, STAGE_CLASSIFY, PHASE_REPLICATE, ListSearcher(configs, study.metric, study.mode),
+                                 None, len(configs), tags_for))
+        tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {done_tag: "true"})
+
+
+def print_summary(summary: list[PhaseResult]) -> None:
+    for phase in summary:
+        counts = ", ".join(f"{n} {o}" for o, n in sorted(phase.outcomes.items()))
+        print(f"  {phase.name:<20} {phase.trials:>4} trials: {counts}")
+        for arm, reason in phase.failures:
+            print(f"      FAILED {arm}: {reason}")
+
+
+def print_epilogue(opts: RunOptions, parent: ParentRun) -> None:
+    uri = tracking.redact(opts.tracking_uri)
+    print(f"MLflow experiment: {opts.study.name} (parent run {parent.run_id}) at {uri}")
+    print(f"  browse: mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"  browse: {uri}")
+    print(f"Tables: python -m analysis.compare {opts.study.name}"
+          + ("" if "MLFLOW_TRACKING_URI" in os.environ or opts.tracking_uri == tracking.default_tracking_uri(opts.results_dir)
+             else f" --tracking-uri {uri}"))

@@ -1,0 +1,152 @@
+"""Run a whole ablation study: ``python -m study.run NAME``.
+
+Examples:
+    python -m study.run --list
+    python -m study.run ablation_pretraining --budget smoke          # ~2 min on a 2-core CPU
+    python -m study.run ablation_pretraining --dry-run --budget full
+    python -m study.run ablation_pretraining --budget full --gpus-per-trial 0.25
+    ray job submit --working-dir . -- python -m study.run ablation_pretraining --budget full
+
+Every trial is an MLflow child run of the study's parent run; tables come from
+``python -m analysis.compare NAME``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from study import tracking
+from study.registry import STUDIES, get_study
+
+EXIT_USAGE = 2
+
+
+def _positive_float(name: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{name} must be > 0, got {text}")
+        if name == "--gpus-per-trial" and value > 1 and value != int(value):
+            raise argparse.ArgumentTypeError(f"{name} above 1 must be a whole number of GPUs, got {text}")
+        return value
+    return parse
+
+
+def _positive_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {text}")
+        return value
+    return parse
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated whole numbers, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"--seeds must be non-negative whole numbers, got {text!r}")
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds repeats a seed: {text!r}")
+    return seeds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m study.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", nargs="?", help="registered study name (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the registered studies and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (stages, arms, phases, trials, epochs, estimated cost); train nothing")
+    parser.add_argument("--budget", default="smoke", choices=("smoke", "full"),
+                        help="smoke: mnist-5k, minutes on a laptop CPU; full: paper-grade budget (default: smoke)")
+    parser.add_argument("--dataset", help="override the budget's dataset (mnist-5k, mnist, fashion-mnist)")
+    parser.add_argument("--data-dir", help="folder holding the standard IDX files (offline clusters); "
+                                           "default: STUDY_DATA_DIR or the download cache")
+    parser.add_argument("--seeds", type=_seeds, help="replicate seeds, e.g. 0,1,2,3,4 (same for every arm)")
+    parser.add_argument("--epochs", type=_positive_int("--epochs"), help="override the classifier epochs")
+    parser.add_argument("--trials-per-arm", type=_positive_int("--trials-per-arm"),
+                        help="override the Optuna trials per arm in the tune phase")
+    parser.add_argument("--gpus-per-trial", type=_positive_float("--gpus-per-trial"), default=None,
+                        help="GPU share per trial; 0.25 packs four trials on a GPU (default: none, CPU only)")
+    parser.add_argument("--cpus-per-trial", type=_positive_float("--cpus-per-trial"), default=1.0,
+                        help="CPUs per trial (default: 1)")
+    parser.add_argument("--max-concurrent", type=_positive_int("--max-concurrent"),
+                        help="max trials at once (default: what the cluster's CPUs/GPUs fit)")
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a private local Ray)")
+    parser.add_argument("--autoscaling", action="store_true",
+                        help="the cluster adds nodes on demand: skip the check that GPUs exist now")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else "
+                                               "sqlite:///<results-dir>/mlflow.db)")
+    parser.add_argument("--results-dir", type=Path, help="where the SQLite store, artifacts and Tune state live "
+                                                          "(default: STUDY_RESULTS_DIR or ./results)")
+    parser.add_argument("--storage", help="Tune storage: a local folder or s3://bucket/prefix, gs://... "
+                                          "(default: <results-dir>/tune; multi-node clusters need shared storage)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run of this study")
+    parser.add_argument("--fresh", action="store_true", help="start over even if a run exists (old runs are kept)")
+    parser.add_argument("--quiet", action="store_true", help="less Tune output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        width = max(len(n) for n in STUDIES)
+        for name, study in sorted(STUDIES.items()):
+            print(f"{name:<{width}}  {study.description}")
+        return 0
+    if not args.study:
+        parser.error("name a study (see --list)")
+    if args.resume and args.fresh:
+        parser.error("--resume and --fresh contradict each other: pick one")
+    try:
+        study = get_study(args.study)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
+
+    from study.protocol import RunOptions, UsageError, run_study
+    from trainables.data import DATASET_NAMES
+    budget = study.budget(args.budget)
+    overrides = {k: v for k, v in {"dataset": args.dataset, "seeds": args.seeds, "epochs": args.epochs,
+                                   "trials_per_arm": args.trials_per_arm}.items() if v is not None}
+    if args.dataset and args.dataset not in DATASET_NAMES:
+        parser.error(f"--dataset {args.dataset!r} is unknown; datasets: {', '.join(DATASET_NAMES)}")
+    try:
+        budget = replace(budget, **overrides)
+    except ValueError as e:
+        parser.error(str(e))
+    results_dir = (args.results_dir or tracking.default_results_dir()).resolve()
+    opts = RunOptions(
+        study=study, budget_name=args.budget, budget=budget, gpus_per_trial=args.gpus_per_trial or 0.0,
+        cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent, address=args.address,
+        tracking_uri=args.tracking_uri or tracking.default_tracking_uri(results_dir), results_dir=results_dir,
+        storage=args.storage, data_dir=args.data_dir, resume=args.resume, fresh=args.fresh,
+        autoscaling=args.autoscaling, command=tracking.redact(shlex.join(["python", "-m", "study.run", *(argv or sys.argv[1:])])),
+        verbose=0 if args.quiet else 1)
+    if args.dry_run:
+        from study.plan import print_plan
+        print_plan(opts)
+        return 0
+    try:
+        return run_study(opts)
+    except (UsageError, tracking.TrackingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

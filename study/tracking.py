@@ -1,0 +1,370 @@
+"""MLflow records of a study: one experiment per study, one parent run per invocation, one
+child run per Tune trial, found again by tags (never by parsing names).
+
+All writes happen on the driver (a Tune callback), so trial processes never contend for the
+SQLite file. The callback finds a trial's run by its ``trial_key`` tag, so a retried trial or a
+resumed study continues the same run instead of creating a duplicate, and it skips epochs it
+has already logged (a trial resumed from an older checkpoint repeats a few epochs).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Environment variables whose values must never reach MLflow (tokens, cloud keys, passwords).
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|PRIVATE_KEY|API_KEY|AUTH",
+                         re.IGNORECASE)
+PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "numpy", "pandas", "scikit-learn", "scipy")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; raised before any training starts."""
+
+
+def default_results_dir() -> Path:
+    return Path(os.environ.get("STUDY_RESULTS_DIR", PROJECT_ROOT / "results")).resolve()
+
+
+def default_tracking_uri(results_dir: Path | None = None) -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    # Absolute path: Ray trials chdir, and a relative sqlite URI would make one DB per dir.
+    return f"sqlite:///{(results_dir or default_results_dir()) / 'mlflow.db'}"
+
+
+# -- secrets -------------------------------------------------------------------------------
+def secret_values() -> list[str]:
+    """Values of secret-looking environment variables (at least 6 characters, to avoid
+    redacting words like 'token' set to '1')."""
+    return [v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 6]
+
+
+def redact(text: str, secrets: Iterable[str] | None = None) -> str:
+    """Removes credentials from ``text``: URL user-info and any secret env var's value."""
+    text = re.sub(r"(?<=://)[^/@\s:]+(:[^/@\s]*)?@", "***@", str(text))
+    for secret in secrets if secrets is not None else secret_values():
+        text = text.replace(secret, "***")
+    return text
+
+
+# -- provenance ----------------------------------------------------------------------------
+def git_state(root: Path = PROJECT_ROOT) -> tuple[str, bool]:
+    """(commit, dirty). A `ray job submit --working-dir` upload has no .git: then the
+    submitter may pass STUDY_GIT_COMMIT / STUDY_GIT_DIRTY."""
+    if os.environ.get("STUDY_GIT_COMMIT"):
+        return os.environ["STUDY_GIT_COMMIT"], os.environ.get("STUDY_GIT_DIRTY", "") == "true"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+        return commit, bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def hardware() -> str:
+    import torch
+    cpu = f"{os.cpu_count()} CPU cores ({platform.machine()})"
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}; {cpu}"
+    return cpu
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    blob = json.dumps({k: config[k] for k in sorted(config)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def flatten_params(config: Mapping[str, Any]) -> dict[str, str]:
+    return {k: redact(json.dumps(v) if isinstance(v, (list, dict)) else str(v))[:6000]
+            for k, v in config.items()}
+
+
+# -- store ---------------------------------------------------------------------------------
+def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (before any training) when the tracking store cannot be reached."""
+    parsed = urllib.parse.urlparse(tracking_uri)
+    if parsed.scheme in ("http", "https"):
+        url = tracking_uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                if response.status != 200:
+                    raise TrackingError(f"MLflow server {redact(tracking_uri)} answered {response.status}")
+        except (urllib.error.URLError, OSError) as e:
+            raise TrackingError(
+                f"MLflow tracking server {redact(tracking_uri)} is unreachable ({e}). Start it, fix "
+                f"--tracking-uri / MLFLOW_TRACKING_URI, or leave both unset for the local SQLite store."
+            ) from None
+    elif parsed.scheme == "sqlite":
+        db = Path(tracking_uri[len("sqlite:///"):])
+        if not db.is_absolute():
+            raise TrackingError(f"use an absolute SQLite path (sqlite:////abs/path.db), not {tracking_uri}: "
+                                "Ray trials change directory")
+        db.parent.mkdir(parents=True, exist_ok=True)
+    elif parsed.scheme not in ("postgresql", "mysql", "mssql", "databricks", "file", ""):
+        raise TrackingError(f"unsupported tracking URI scheme {parsed.scheme!r} in {redact(tracking_uri)}")
+
+
+def client(tracking_uri: str):
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path | None) -> str:
+    c = client(tracking_uri)
+    experiment = c.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if artifact_root is not None and not tracking_uri.startswith(("http://", "https://")):
+        # MLflow would put artifacts in ./mlruns of the current directory: inside a Ray job
+        # that is a temporary folder. An absolute location keeps them with the database.
+        location = (artifact_root / name).resolve().as_uri()
+    return c.create_experiment(name, artifact_location=location)
+
+
+@dataclass
+class ParentRun:
+    run_id: str
+    tags: dict[str, str]
+
+    @property
+    def status(self) -> str:
+        return self.tags.get("study_status", "running")
+
+
+def latest_parent(tracking_uri: str, experiment_id: str, budget: str, dataset: str) -> Optional[ParentRun]:
+    runs = client(tracking_uri).search_runs(
+        [experiment_id],
+        filter_string=f"tags.run_kind = 'study' and tags.budget = '{budget}' and tags.dataset = '{dataset}'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return ParentRun(runs[0].info.run_id, dict(runs[0].data.tags)) if runs else None
+
+
+def create_parent(tracking_uri: str, experiment_id: str, run_name: str, tags: Mapping[str, str],
+                  params: Mapping[str, Any]) -> ParentRun:
+    from mlflow.entities import Param
+    c = client(tracking_uri)
+    tags = {k: redact(str(v)) for k, v in tags.items()}
+    run = c.create_run(experiment_id, run_name=run_name, tags={**tags, "study_status": "running"})
+    c.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten_params(params).items()])
+    return ParentRun(run.info.run_id, {**tags, "study_status": "running"})
+
+
+def set_parent_status(tracking_uri: str, parent: ParentRun, study_status: str) -> None:
+    """running -> RUNNING; finished -> FINISHED; interrupted/failed -> KILLED/FAILED. Children
+    still RUNNING are closed as KILLED (a resume reopens them): none is left RUNNING."""
+    c = client(tracking_uri)
+    c.set_tag(parent.run_id, "study_status", study_status)
+    parent.tags["study_status"] = study_status
+    if study_status == "running":
+        c.update_run(parent.run_id, status="RUNNING")
+        return
+    experiment_id = c.get_run(parent.run_id).info.experiment_id
+    for child in c.search_runs([experiment_id], filter_string=(
+            f"tags.mlflow.parentRunId = '{parent.run_id}' and attributes.status = 'RUNNING'"),
+            max_results=10000):
+        c.set_tag(child.info.run_id, "outcome", "interrupted")
+        c.set_terminated(child.info.run_id, status="KILLED")
+    c.set_terminated(parent.run_id, status={"finished": "FINISHED", "failed": "FAILED"}.get(study_status, "KILLED"))
+
+
+def set_parent_tags(tracking_uri: str, parent: ParentRun, tags: Mapping[str, str]) -> None:
+    c = client(tracking_uri)
+    for k, v in tags.items():
+        c.set_tag(parent.run_id, k, v)
+        parent.tags[k] = v
+
+
+# -- the Tune callback ---------------------------------------------------------------------
+try:
+    from ray.tune import Callback as _TuneCallback
+except ImportError:      # analysis-only installs import this module without Ray
+    _TuneCallback = object
+
+
+class MlflowTrialLogger(_TuneCallback):
+    """Driver-side Tune callback: one MLflow child run per trial, per-epoch metrics with their
+    step, artifacts from the final checkpoint, outcome tags (completed / pruned / failed)."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str,
+                 experiment_key: str, base_tags: Mapping[str, str],
+                 tags_for_config: Callable[[Mapping[str, Any]], Mapping[str, str]],
+                 meta_keys: Iterable[str], resources: Mapping[str, float],
+                 log_weights: bool = True):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.experiment_key = experiment_key
+        self.base_tags = dict(base_tags)
+        self.tags_for_config = tags_for_config
+        self.meta_keys = frozenset(meta_keys)
+        self.resources = dict(resources)
+        self.log_weights = log_weights
+        self._reset()
+
+    def _reset(self):
+        self._client = None
+        self._runs: Dict[str, str] = {}
+        self._last_step: Dict[str, int] = {}
+        self.outcomes: Dict[str, tuple[str, str]] = {}   # trial_id -> (outcome, reason)
+
+    def __getstate__(self):            # Tune pickles callbacks with the experiment state
+        state = dict(self.__dict__)
+        state.update(_client=None, _runs={}, _last_step={})
+        return state
+
+    def setup(self, **info):
+        self._reset()
+
+    @property
+    def mlflow(self):
+        if self._client is None:
+            self._client = client(self.tracking_uri)
+        return self._client
+
+    def _trainable_config(self, config: Mapping[str, Any]) -> dict:
+        return {k: v for k, v in config.items() if k not in self.meta_keys}
+
+    def run_id(self, trial) -> str:
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        from mlflow.entities import Param
+        key = f"{self.experiment_key}/{trial.trial_id}"
+        existing = self.mlflow.search_runs([self.experiment_id], filter_string=f"tags.trial_key = '{key}'",
+                                           max_results=1)
+        if existing:
+            run_id = existing[0].info.run_id
+            self.mlflow.update_run(run_id, status="RUNNING")
+            self.mlflow.set_tag(run_id, "outcome", "running")
+            history = self.mlflow.get_metric_history(run_id, "epoch")
+            self._last_step[run_id] = max((m.step for m in history), default=0)
+        else:
+            config = self._trainable_config(trial.config)
+            tags = {**self.base_tags, **self.tags_for_config(trial.config),
+                    "mlflow.parentRunId": self.parent_run_id, "run_kind": "trial",
+                    "trial_id": trial.trial_id, "trial_key": key, "config_hash": config_hash(config),
+                    "outcome": "running"}
+            tags = {k: redact(str(v)) for k, v in tags.items()}
+            run = self.mlflow.create_run(self.experiment_id, run_name=f"{tags.get('arm', '')}/{trial.trial_id}",
+                                         tags=tags)
+            run_id = run.info.run_id
+            params = {**flatten_params(config), **{f"meta.{k}": str(trial.config[k]) for k in self.meta_keys
+                                                   if k in trial.config}}
+            items = [Param(k, v) for k, v in params.items()]
+            for i in range(0, len(items), 100):
+                self.mlflow.log_batch(run_id, params=items[i:i + 100])
+            self._last_step[run_id] = 0
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.run_id(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        from mlflow.entities import Metric
+        run_id = self.run_id(trial)
+        if result.get("diverged"):
+            return
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step <= self._last_step.get(run_id, 0):
+            return                      # an epoch repeated after a resume: logged already
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in result.items()
+                   if ("/" in k or k == "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        for i in range(0, len(metrics), 500):
+            self.mlflow.log_batch(run_id, metrics=metrics[i:i + 500])
+        self._last_step[run_id] = step
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        from mlflow.entities import Metric
+        run_id = self.run_id(trial)
+        result = trial.last_result or {}
+        if result.get("diverged"):
+            outcome, reason = "failed", str(result.get("failure_reason", "training diverged"))
+        elif result.get("final"):
+            outcome, reason = "completed", ""
+        else:
+            outcome, reason = "pruned", "stopped early by ASHA"
+        wall = float(result.get("time_total_s", 0.0))
+        step = int(result.get("epoch", 0))
+        now = int(time.time() * 1000)
+        self.mlflow.log_batch(run_id, metrics=[
+            Metric("cost/wall_seconds_trial", wall, now, step),
+            Metric("cost/gpu_seconds", wall * self.resources.get("gpu", 0.0), now, step),
+            Metric("cost/cpu_seconds", wall * self.resources.get("cpu", 1.0), now, step)])
+        if outcome != "failed":
+            self._log_checkpoint(run_id, trial, weights=self.log_weights and outcome == "completed")
+        self._finish(run_id, trial, outcome, reason)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self.run_id(trial)
+        reason = "trial process failed"
+        if getattr(trial, "error_file", None) and os.path.exists(trial.error_file):
+            reason = Path(trial.error_file).read_text(errors="replace").strip().splitlines()[-1][:500]
+        self._finish(run_id, trial, "failed", reason)
+
+    def _finish(self, run_id, trial, outcome: str, reason: str):
+        self.mlflow.set_tag(run_id, "outcome", outcome)
+        if reason:
+            self.mlflow.set_tag(run_id, "failure_reason" if outcome == "failed" else "stop_reason",
+                                redact(reason)[:5000])
+        self.mlflow.set_terminated(run_id, status="FAILED" if outcome == "failed" else "FINISHED")
+        self.outcomes[trial.trial_id] = (outcome, reason)
+
+    def _log_checkpoint(self, run_id: str, trial, weights: bool):
+        checkpoint = trial.checkpoint
+        if checkpoint is None:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint.to_directory(tmp)
+            for name in sorted(os.listdir(tmp)):
+                path = os.path.join(tmp, name)
+                is_weights = name.endswith(".pt")
+                if name == "state.pt" or (is_weights and not weights):
+                    continue          # optimizer state is for resuming, not for the record
+                if name == "evaluation.json":
+                    _log_confusion_matrix(self.mlflow, run_id, path, tmp)
+                self.mlflow.log_artifact(run_id, path)
+
+
+def _log_confusion_matrix(mlflow_client, run_id: str, evaluation_json: str, tmp: str) -> None:
+    evaluation = json.loads(Path(evaluation_json).read_text())
+    matrix = evaluation.get("confusion_matrix")
+    if not matrix:
+        return
+    names = evaluation.get("class_names") or [str(i) for i in range(len(matrix))]
+    path = os.path.join(tmp, "confusion_matrix.csv")
+    with open(path, "w") as f:
+        f.write("true\\pred," + ",".join(map(str, names)) + "\n")
+        for name, row in zip(names, matrix):
+            f.write(f"{name}," + ",".join(str(int(x)) for x in row) + "\n")
+    mlflow_client.log_artifact(run_id, path)
