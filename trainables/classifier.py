@@ -1,0 +1,331 @@
+"""Trainable: image classifier, from scratch or on a pretrained encoder (seeds 000-004).
+
+Models: seed 003's encoder + dense head (scratch, fine-tuned or frozen on an `encoder.pt`
+from trainables.autoencoder), or seed 002's 3-conv CNN (kernel size and stride from seed
+004's sweep). Tasks: 10 digits, or even/odd with one logit and BCEWithLogitsLoss (seed 000).
+Ablation knobs: label fraction (seed 003's 10% vs 100%), augmentation (seed 002), corrupted
+training and/or test inputs (seed 004's Gaussian noise, seed 003's salt-and-pepper), and a
+frozen denoising autoencoder in front of the classifier (seed 004's "trained on denoised").
+
+    python -m trainables.classifier --dataset mnist-5k --model cnn --epochs 3
+    python -m trainables.classifier --encoder-checkpoint /tmp/ae/encoder.pt --encoder-mode frozen \\
+        --label-fraction 0.1 --epochs 3
+
+Report per epoch: epoch, train/loss, val/loss, val/acc, final. The last report adds the test
+metrics (when evaluate_test), model/trainable_params and cost/*. The test set is only looked at
+after training ends: model selection (early stopping) uses the validation split.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn import metrics as skm
+from torch import nn
+
+from trainables.common import (
+    CheckpointError, EarlyStopping, HISTORY_FILE, LossMeter, MODEL_FILE, Progress, Reporter,
+    Stopwatch, check_finite, cpu_state, epoch_batches, final_weights, load_weights, make_optimizer,
+    predict, print_reporter, report, resume, run_cli, seed_init, select_backend, training_state,
+    write_checkpoint, write_history,
+)
+from trainables.config import CLASSIFIER_SCHEMA, ConfigError, resolve_classifier_config
+from trainables.data import (
+    ImageDataset, augment_batch, corrupt, corrupt_fixed, load_dataset, make_splits, make_targets,
+    task_class_names,
+)
+from trainables.models import (
+    Autoencoder, ConvEncoder, DenoisedClassifier, EncoderClassifier, MLPHead, SmallCNN,
+    count_trainable, state_shapes,
+)
+from trainables.seeds import stream
+
+TRAINABLE = "classifier"
+EVALUATION_FILE = "evaluation.json"
+MAX_MISCLASSIFIED = 64  # images listed in evaluation.json for error analysis
+
+
+def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None = None, *,
+                     dataset: ImageDataset | None = None, resume_from: str | None = None) -> dict:
+    """Train a classifier; report once per epoch with a checkpoint; return the last report plus
+    "checkpoint": None. See docs/architecture.md §1 for the contract."""
+    # ============================================================================ config
+    cfg = resolve_classifier_config(config)
+    reporter = reporter or print_reporter
+    backend = select_backend(cfg)
+    clock = Stopwatch()
+    seed, binary = cfg["seed"], cfg["task"] == "even_odd"
+
+    # ============================================================================ data
+    dataset = dataset if dataset is not None else load_dataset(cfg["dataset"], cfg["data_dir"])
+    if dataset.name != cfg["dataset"]:
+        raise ConfigError(f"config key 'dataset' = {cfg['dataset']!r} but the dataset passed in is "
+                          f"{dataset.name!r}; allowed: the passed dataset's name")
+    try:
+        # label_fraction keeps a stratified subset of the training labels (the validation
+        # split is held out first and stays whole): same seed -> same subset in every arm
+        splits = make_splits(dataset, seed=seed, val_fraction=cfg["val_fraction"],
+                             label_fraction=cfg["label_fraction"], device=backend.device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    class_names = task_class_names(dataset, cfg["task"])
+    train_y = make_targets(splits.train_y, cfg["task"])
+    val_y = make_targets(splits.val_y, cfg["task"])
+    test_y = make_targets(splits.test_y, cfg["task"])
+    # Evaluation inputs are corrupted once per seed (test first, so the test noise does not
+    # depend on the size of the validation split): all arms are scored on the same images.
+    test_noise = stream(seed, "test_noise")
+    test_input = corrupt_fixed(splits.test_x, cfg["test_corruption"], cfg["test_noise_level"], test_noise)
+    val_input = corrupt_fixed(splits.val_x, cfg["test_corruption"], cfg["test_noise_level"], test_noise)
+    order = stream(seed, "order")  # CPU: the same batch order on every device
+    noise = stream(seed, "noise", backend.device)  # per-batch draws where the batch lives
+    augment = stream(seed, "augment", backend.device)
+    generators = {"order": order, "noise": noise, "augment": augment}
+
+    # ============================================================================ model
+    seed_init(seed)
+    n_out = 1 if binary else len(class_names)  # binary: one logit, BCEWithLogitsLoss
+    model, description = _build_model(cfg, n_out, dataset)
+    model = backend.prepare_model(model)
+    optimizer = make_optimizer(cfg, model.parameters())
+    progress = Progress(stopper=EarlyStopping(cfg["early_stopping_patience"]))
+    if resume_from is not None:
+        progress = resume(resume_from, TRAINABLE, model, optimizer, generators, description)
+        progress.stopper.patience = cfg["early_stopping_patience"]
+        clock = Stopwatch(progress.wall_seconds)
+        if progress.finished:  # the checkpoint is already the final one: nothing left to do
+            return {**progress.last_metrics, "checkpoint": None}
+    meta = {"trainable": TRAINABLE, "config": cfg, "model_description": description,
+            "dataset": dataset.name, "data_sha256": dataset.sha256, "class_names": list(class_names),
+            "n_train": int(train_y.numel()), "n_val": int(val_y.numel()), "torch": torch.__version__}
+
+    def loss_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if binary:
+            return F.binary_cross_entropy_with_logits(logits.float().squeeze(1), target.float())
+        return F.cross_entropy(logits.float(), target)
+
+    # ============================================================================ train
+    metrics: dict[str, float] = {}
+    for epoch in range(progress.epoch + 1, cfg["epochs"] + 1):
+        model.train()
+        started = time.perf_counter()
+        meter = LossMeter(backend.device)
+        for index in epoch_batches(train_y.numel(), cfg["batch_size"], order, backend.device):
+            x = splits.train_x[index]
+            if cfg["augment"]:
+                x = augment_batch(x, augment)
+            # corruption after augmentation: noise is a property of the sensor, not the digit
+            x = corrupt(x, cfg["train_corruption"], cfg["train_noise_level"], noise)
+            with backend.autocast():
+                logits = model(backend.prepare_input(x))
+            loss = loss_of(logits, train_y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            meter.add(loss, index.numel())
+        train_loss = check_finite(meter.mean(), "train/loss", epoch)  # the epoch's one sync
+        progress.train_seconds += time.perf_counter() - started
+        progress.images_seen += meter.count
+
+        # ======================================================================== validate
+        val_logits = predict(model, val_input, backend)
+        val_loss = check_finite(float(loss_of(val_logits, val_y)), "val/loss", epoch)
+        val_acc = float((_predicted(val_logits, binary) == val_y).double().mean())
+        if progress.stopper.step(val_loss, epoch) and cfg["early_stopping_patience"] > 0:
+            progress.best_model = cpu_state(model)
+        progress.epoch = epoch
+        final = epoch == cfg["epochs"] or progress.stopper.should_stop
+        metrics = {"epoch": float(epoch), "train/loss": train_loss, "val/loss": val_loss,
+                   "val/acc": val_acc, "final": float(final)}
+        progress.history.append(dict(metrics))
+        state = training_state(model, optimizer, generators, progress)  # last-epoch weights
+        files: dict[str, Any] = {}
+        evaluation = None
+
+        # ======================================================================== evaluate (test)
+        if final:
+            weights_epoch = final_weights(model, progress)  # best val epoch under early stopping
+            files[MODEL_FILE] = cpu_state(model)
+            if cfg["evaluate_test"]:
+                test_logits = predict(model, test_input, backend)
+                test_metrics, evaluation = evaluate(test_logits, test_y, class_names, binary)
+                evaluation.update({"weights_from_epoch": weights_epoch,
+                                   "test_corruption": cfg["test_corruption"],
+                                   "test_noise_level": cfg["test_noise_level"]})
+                metrics.update(test_metrics)
+            metrics.update({
+                "model/trainable_params": float(count_trainable(model)),
+                "cost/wall_seconds": clock.seconds(),
+                "cost/images_per_second": progress.images_seen / max(progress.train_seconds, 1e-9),
+            })
+            progress.history[-1] = dict(metrics)
+            progress.finished = True
+        progress.wall_seconds = clock.seconds()
+        progress.last_metrics = dict(metrics)
+        state["progress"] = progress.state_dict()
+
+        def write(directory: Path) -> None:
+            write_checkpoint(directory, state, {**meta, "epoch": epoch, "final": final,
+                                                "model_shapes": state_shapes(state["model"])})
+            for name, content in files.items():
+                torch.save(content, directory / name)
+            if final:
+                write_history(directory / HISTORY_FILE, progress.history)
+            if evaluation is not None:
+                (directory / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
+
+        report(reporter, metrics, write)
+        if final:
+            break
+    return {**metrics, "checkpoint": None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Model assembly
+# ---------------------------------------------------------------------------------------------
+
+def _build_model(cfg: Mapping[str, Any], n_out: int, dataset: ImageDataset) -> tuple[nn.Module, str]:
+    """The classifier the config asks for and a one-line description of its shape.
+
+    Construction order is fixed (encoder, head, then loading weights over the random init), so
+    the head starts from the same weights whether or not the encoder is pretrained: the
+    pretraining arms differ from the scratch arm only in the encoder.
+    """
+    if cfg["model"] == "cnn":
+        model: nn.Module = SmallCNN(n_out, kernel_size=cfg["cnn_kernel_size"], stride=cfg["cnn_stride"],
+                                    dropout=cfg["dropout"])
+        description = (f"SmallCNN(kernel_size={cfg['cnn_kernel_size']}, stride={cfg['cnn_stride']}, "
+                       f"dropout={cfg['dropout']}, n_out={n_out})")
+    else:
+        encoder = ConvEncoder(cfg["latent_dim"])
+        head = MLPHead(cfg["latent_dim"], n_out, hidden=cfg["head_hidden"], layers=cfg["head_layers"],
+                       dropout=cfg["dropout"])
+        if cfg["encoder_checkpoint"] is not None:
+            _load_pretrained(encoder, cfg["encoder_checkpoint"], "encoder.pt", "encoder_checkpoint",
+                             cfg["latent_dim"], dataset)
+        # frozen with no checkpoint is allowed: a random-features baseline
+        model = EncoderClassifier(encoder, head, frozen=cfg["encoder_mode"] == "frozen")
+        description = (f"EncoderClassifier(latent_dim={cfg['latent_dim']}, head_hidden={cfg['head_hidden']}, "
+                       f"head_layers={cfg['head_layers']}, n_out={n_out}, encoder={cfg['encoder_mode']})")
+    if cfg["denoiser_checkpoint"] is not None:
+        payload = _read_payload(cfg["denoiser_checkpoint"], "autoencoder.pt", "denoiser_checkpoint")
+        denoiser = Autoencoder(int(payload["latent_dim"]))
+        _load_pretrained(denoiser, cfg["denoiser_checkpoint"], "autoencoder.pt", "denoiser_checkpoint",
+                         int(payload["latent_dim"]), dataset, payload)
+        model = DenoisedClassifier(denoiser, model)
+        description = f"DenoisedClassifier(denoiser latent_dim={payload['latent_dim']}, {description})"
+    return model, description
+
+
+def _read_payload(path: str, filename: str, key: str) -> dict:
+    """The dict in an encoder.pt / autoencoder.pt (a checkpoint directory holding it works too)."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / filename
+    if not file.is_file():
+        raise CheckpointError(f"config key {key!r}: {file} does not exist (expected a {filename} "
+                              f"written by trainables.autoencoder)")
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"config key {key!r}: {file} is not a readable {filename} ({err})") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload or "latent_dim" not in payload:
+        raise CheckpointError(f"config key {key!r}: {file} is not a {filename} written by "
+                              "trainables.autoencoder (no state_dict / latent_dim)")
+    return payload
+
+
+def _load_pretrained(module: nn.Module, path: str, filename: str, key: str, latent_dim: int,
+                     dataset: ImageDataset, payload: dict | None = None) -> None:
+    payload = payload or _read_payload(path, filename, key)
+    found = f"latent_dim={payload['latent_dim']}"
+    load_weights(module, payload["state_dict"], f"config key {key!r}: {path}",
+                 f"latent_dim={latent_dim}", found)
+    if payload.get("data_sha256") not in (None, dataset.sha256):
+        # transfer across datasets is a legitimate experiment, but never an accidental one
+        warnings.warn(f"{key} {path} was pretrained on {payload.get('dataset')!r} "
+                      f"(sha256 {str(payload.get('data_sha256'))[:12]}), not on this {dataset.name!r} "
+                      f"(sha256 {dataset.sha256[:12]})", stacklevel=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+
+def _predicted(logits: torch.Tensor, binary: bool) -> torch.Tensor:
+    return (logits.squeeze(1) > 0).long() if binary else logits.argmax(dim=1)
+
+
+def evaluate(logits: torch.Tensor, target: torch.Tensor, class_names: tuple[str, ...], binary: bool
+             ) -> tuple[dict[str, float], dict]:
+    """Test metrics (report keys) and the evaluation.json content, with scikit-learn's functions.
+
+    ROC-AUC is one-vs-rest over classes (plain AUC of the positive class when binary); it is
+    NaN when the test labels hold a single class. Per-class accuracy is the recall of a class.
+    """
+    k = len(class_names)
+    y = target.cpu().numpy()
+    logits64 = logits.double().cpu()
+    if binary:
+        p1 = torch.sigmoid(logits64.squeeze(1)).numpy()
+        probs = np.stack([1 - p1, p1], axis=1)
+    else:
+        probs = torch.softmax(logits64, dim=1).numpy()
+    pred = probs.argmax(axis=1)
+    labels = list(range(k))
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        y, pred, labels=labels, average="macro", zero_division=0)
+    try:
+        auc = skm.roc_auc_score(y, probs[:, 1]) if binary else skm.roc_auc_score(
+            y, probs, multi_class="ovr", labels=labels)
+    except ValueError:  # a class missing from the test labels: AUC undefined
+        auc = float("nan")
+    confusion = skm.confusion_matrix(y, pred, labels=labels)
+    support = confusion.sum(axis=1)
+    per_class = np.where(support > 0, np.diag(confusion) / np.maximum(support, 1), np.nan)
+    metrics = {
+        "test/acc": float(skm.accuracy_score(y, pred)),
+        "test/precision_macro": float(precision),
+        "test/recall_macro": float(recall),
+        "test/f1_macro": float(f1),
+        "test/roc_auc": float(auc),
+        "test/log_loss": float(skm.log_loss(y, probs, labels=labels)),
+    }
+    metrics.update({f"test/acc_class_{c}": float(per_class[c]) for c in labels})
+    wrong = np.flatnonzero(pred != y)[:MAX_MISCLASSIFIED]
+    evaluation = {
+        "class_names": list(class_names),
+        "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted class
+        "per_class_accuracy": {name: float(per_class[c]) for c, name in enumerate(class_names)},
+        "n_test": int(y.size),
+        "misclassified": {"indices": wrong.tolist(), "true": y[wrong].tolist(), "pred": pred[wrong].tolist()},
+        "metrics": metrics,
+    }
+    return metrics, _json_safe(evaluation)
+
+
+def _json_safe(value):
+    """NaN (an undefined AUC or per-class accuracy) becomes null: evaluation.json stays strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(train_classifier, CLASSIFIER_SCHEMA, __doc__.split("\n\n")[0], argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
