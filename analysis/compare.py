@@ -1,0 +1,63 @@
+"""Compare the arms of a study recorded in MLflow and write its report.
+
+    python -m analysis.compare ablation_pretraining
+    python -m analysis.compare ablation_dropout --metric test/f1_macro --format md,csv
+    python -m analysis.compare ablation_noise --tracking-uri sqlite:////data/mlflow.db --output /tmp/r
+
+Writes reports/<study>/ (tables as Markdown, CSV, HTML, LaTeX; figures/*.png; report.html)
+and prints the Markdown. Bad input (unknown study, metric or baseline) exits with status 2
+and one message on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from analysis.load import AnalysisError, default_tracking_uri
+from analysis.report import FORMATS, build_report, command_string, default_output_dir
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m analysis.compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("study", help="study name (the parent run's `study` tag)")
+    p.add_argument("--format", default=",".join(FORMATS),
+                   help=f"comma list of table formats (default: all = {','.join(FORMATS)})")
+    p.add_argument("--metric", default="test/acc", help="primary metric (default: test/acc)")
+    p.add_argument("--baseline", default=None, metavar="ARM",
+                   help="arm the others are compared with (default: the parent's baseline_arm tag)")
+    p.add_argument("--output", default=None, metavar="DIR",
+                   help="report folder (default: <project>/reports/<study>)")
+    p.add_argument("--tracking-uri", default=None,
+                   help=f"MLflow store (default: $MLFLOW_TRACKING_URI, else {default_tracking_uri()})")
+    p.add_argument("--parent-run", default=None, metavar="RUN_ID",
+                   help="report this invocation of the study (default: the latest)")
+    p.add_argument("--no-figures", action="store_true", help="tables only (fast)")
+    p.add_argument("--no-log", action="store_true",
+                   help="do not log the figures to the study's parent MLflow run")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    try:
+        result = build_report(
+            args.study, tracking_uri=args.tracking_uri,
+            output_dir=Path(args.output) if args.output else default_output_dir(args.study),
+            metric=args.metric, baseline=args.baseline, formats=formats,
+            figures=not args.no_figures, log_figures=not args.no_log,
+            parent_run_id=args.parent_run,
+            command=command_string(sys.argv if argv is None else ["compare", *argv]))
+    except AnalysisError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(result.markdown)
+    print(f"report written to {result.output_dir} ({len(result.files)} files)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

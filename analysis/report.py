@@ -1,0 +1,364 @@
+"""A study's report: statistics of the loaded study, tables in every format, figures, and one
+self-contained ``report.html``.
+
+    study = load_study("ablation_pretraining")
+    analysis = analyze(study, metric="test/acc")
+    paths = write_report(analysis, Path("reports/ablation_pretraining"))
+
+or in one call (what ``python -m analysis.compare`` and the runner use):
+``build_report("ablation_pretraining", output_dir=...)``.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from analysis import stats, tables
+from analysis.load import (DEFAULT_METRICS, PROJECT_ROOT, AnalysisError, Study, load_study)
+from analysis.tables import Table
+
+FORMATS = ("md", "csv", "html", "latex")
+
+
+@dataclass
+class Analysis:
+    """Everything the tables and figures show, computed once from a ``Study``."""
+    study: Study
+    metric: str                          # primary metric (first column, picks the best arm)
+    metrics: list[str]                   # primary first, then the other test metrics logged
+    baseline: str
+    arms: list[str]                      # classify arms, baseline first
+    seeds: list[int]
+    scores: pd.DataFrame                 # rows: one per (arm, seed, metric)
+    summary: pd.DataFrame                # rows: one per (arm, metric)
+    comparison: pd.DataFrame             # rows: one per (metric, arm != baseline)
+    effects: pd.DataFrame | None         # rows: one per (metric, effect term); factorial only
+    cell_means: pd.DataFrame | None      # rows: one per (factor pair, level pair); factorial only
+    completeness: dict[str, pd.DataFrame]      # stage -> arm x seed matrix
+    hyperparameters: dict[str, pd.DataFrame]   # stage -> rows: one per arm
+    cost: pd.DataFrame                   # rows: one per (stage, arm) + total
+    best_arm: str | None
+    alpha: float = stats.ALPHA
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_per_arm(self) -> dict[str, int]:
+        s = self.summary[self.summary["metric"] == self.metric]
+        return dict(zip(s["arm"], s["n"].astype(int)))
+
+
+def analyze(study: Study, metric: str = "test/acc", baseline: str | None = None,
+            metrics: Sequence[str] | None = None, alpha: float = stats.ALPHA) -> Analysis:
+    """Statistics of a study. Raises ``AnalysisError`` for an unknown metric or baseline."""
+    notes: list[str] = []
+    comparison_runs = study.comparison_runs()
+    has_scores = len(comparison_runs) > 0
+    if has_scores:
+        study.check_metric(metric)
+    logged = set(study.metric_names())
+    wanted = [metric] + [m for m in (metrics or DEFAULT_METRICS) if m != metric]
+    absent = [m for m in wanted[1:] if m not in logged]
+    if has_scores and absent:
+        notes.append(f"Not logged by the comparison runs, so not shown: {', '.join(absent)}.")
+    metrics = [m for m in wanted if m in logged] if has_scores else [metric]
+
+    arms = study.arms("classify")
+    baseline = baseline or study.baseline_arm
+    if baseline is None:
+        raise AnalysisError(f"study {study.name!r} names no baseline arm (parent tag baseline_arm, "
+                            f"trial tag is_baseline); pass --baseline, one of: {', '.join(arms)}")
+    if baseline not in arms:
+        raise AnalysisError(f"baseline arm {baseline!r} is not an arm of study {study.name!r}; "
+                            f"arms: {', '.join(arms) or '(none yet)'}")
+    arms = [baseline] + [a for a in arms if a != baseline]
+    seeds = study.seeds("classify")
+
+    scores = study.scores(metrics) if has_scores else pd.DataFrame(columns=["arm", "seed", "run_id", "metric", "value"])
+    summary = stats.summarize_arms(scores)
+    if has_scores and baseline in set(scores["arm"]):
+        comparison = stats.compare_to_baseline(scores, baseline, alpha)
+    else:
+        comparison = pd.DataFrame(columns=stats.COMPARISON_COLUMNS)
+        notes.append(f"The baseline arm {baseline!r} has no completed replicate run yet: no "
+                     "differences to it can be computed.")
+
+    effects = cell_means = None
+    if study.design == "factorial" and has_scores:
+        arm_levels = study.arm_levels()
+        factors = [f for f in study.factors if f in arm_levels.columns]
+        if factors:
+            reference = study.reference_levels()
+            effects = stats.factorial_effects(scores, arm_levels, factors, reference, alpha)
+            cell_means = stats.two_way_cell_means(scores, arm_levels, factors, reference, metric) \
+                if len(factors) >= 2 else None
+        else:
+            notes.append("The parent run says design=factorial but no trial has factor.<name> tags.")
+
+    completeness = {}
+    hyper = {}
+    for stage in ("classify", "pretrain"):
+        stage_arms = arms if stage == "classify" else study.arms("pretrain")
+        stage_seeds = seeds if stage == "classify" else study.seeds("pretrain")
+        if not stage_arms:
+            continue
+        replicate = study.select(stage=stage, phase="replicate")
+        completeness[stage] = stats.completeness(replicate, stage_arms, stage_seeds)
+        done = replicate[replicate["outcome"] == "completed"]
+        ignore = {"seed"} | {c.removeprefix("params.") for c in done.columns if c.startswith("params.meta.")}
+        hyper[stage] = stats.tuned_hyperparameters(done, ignore=ignore).reindex(
+            [a for a in stage_arms if a in set(done["arm"])])
+
+    best = None
+    s = summary[summary["metric"] == metric].dropna(subset=["mean"])
+    if len(s):
+        s = s.sort_values("mean", ascending=stats.lower_is_better(metric))
+        best = str(s["arm"].iloc[0])
+
+    return Analysis(study=study, metric=metric, metrics=metrics, baseline=baseline, arms=arms,
+                    seeds=seeds, scores=scores, summary=summary, comparison=comparison,
+                    effects=effects, cell_means=cell_means, completeness=completeness,
+                    hyperparameters=hyper, cost=stats.cost_table(study.runs), best_arm=best,
+                    alpha=alpha, notes=notes)
+
+
+# -- tables and provenance ---------------------------------------------------------------------
+
+def build_tables(a: Analysis) -> list[Table]:
+    out = [tables.arms_table(a.summary, a.metrics, a.arms, a.baseline),
+           tables.differences_table(a.comparison, a.metrics, a.alpha)]
+    if a.effects is not None:
+        out.append(tables.effects_table(a.effects, a.metrics, a.alpha))
+    if a.cell_means is not None:
+        out.append(tables.cell_means_table(a.cell_means, a.metric))
+    for stage, matrix in a.completeness.items():
+        out.append(tables.completeness_table(matrix, stage, a.baseline if stage == "classify" else None))
+    for stage, params in a.hyperparameters.items():
+        out.append(tables.hyperparameters_table(params, stage, a.baseline if stage == "classify" else None))
+    out.append(tables.cost_display(a.cost))
+    return out
+
+
+def status_line(study: Study) -> str | None:
+    """The banner of a partial report, None for a finished study."""
+    if not study.is_partial:
+        return None
+    running = study.running_trials
+    what = {"running": "is still running", "interrupted": "was interrupted"}.get(
+        study.status, f"has study_status={study.status!r}")
+    return (f"PARTIAL REPORT: study {study.name!r} {what}"
+            + (f"; {running} trial run(s) still running" if running else "")
+            + ". Numbers will change; missing cells are listed in the completeness matrix.")
+
+
+def provenance(a: Analysis, command: str | None) -> list[tuple[str, str]]:
+    """(label, value) pairs of the provenance footer."""
+    s = a.study
+    t = s.parent_tags
+    n = sorted(set(a.n_per_arm.values()))
+    n_text = (f"{n[0]} seed(s) per arm" if len(n) == 1 else f"{n[0]}-{n[-1]} seeds per arm") if n else "no completed replicates"
+    commits = sorted(set(s.runs["git_commit"].dropna()) - {t.get("git_commit")}) if len(s.runs) else []
+    dirty_trials = int(s.runs["git_dirty"].astype(str).str.lower().eq("true").sum()) if len(s.runs) else 0
+    rows = [
+        ("study", f"{s.name} (design {s.design}, budget {t.get('budget', '?')}, status {s.status})"),
+        ("git commit", f"{t.get('git_commit', 'unknown')} (dirty: {t.get('git_dirty', 'unknown')})"
+         + (f"; trials also ran at {', '.join(c[:12] for c in commits)}" if commits else "")
+         + (f"; {dirty_trials} trial(s) from a dirty tree" if dirty_trials else "")),
+        ("study command", t.get("command", "unknown")),
+        ("dataset", f"{t.get('dataset', 'unknown')} (sha256 {t.get('data_sha256', 'unknown')})"),
+        ("hardware", t.get("hardware", "unknown")),
+        ("versions", ", ".join(f"{k} {v}" for k, v in s.versions.items()) or "unknown"),
+        ("n", f"{n_text}; seeds {', '.join(map(str, a.seeds)) or 'none'}; metric {a.metric}; "
+              f"baseline {a.baseline}; α = {a.alpha}"),
+        ("MLflow", f"parent run {s.parent_run_id} in experiment {s.experiment_id} at {s.tracking_uri}"
+         + (f"; other invocations of this study: {', '.join(s.other_invocations)}" if s.other_invocations else "")),
+        ("report command", command or "analysis.report.build_report (Python API)"),
+        ("report written", f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} by analysis at "
+                           f"git {_git_commit()}"),
+    ]
+    return rows
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+def render_markdown(a: Analysis, tabs: Sequence[Table], footer: Sequence[tuple[str, str]],
+                    figures: Sequence = ()) -> str:
+    s = a.study
+    parts = [f"# Study report: {s.name}", ""]
+    banner = status_line(s)
+    if banner:
+        parts += [f"> **{banner}**", ""]
+    parts += [f"Primary metric {a.metric}; baseline arm {a.baseline}; best arm by "
+              f"{tables.label(a.metric)}: {a.best_arm or 'n/a'}.", ""]
+    for note in a.notes:
+        parts += [f"- {note}"]
+    if a.notes:
+        parts.append("")
+    for t in tabs:
+        parts += [tables.table_markdown(t), ""]
+    shown = [f for f in figures if f.path is not None]
+    if shown:
+        parts += ["### Figures", ""]
+        parts += [f"- `figures/{f.path.name}`: {f.title}" for f in shown]
+        parts.append("")
+    skipped = [f for f in figures if f.path is None]
+    if skipped:
+        parts += ["Figures skipped:", ""] + [f"- {f.title}: {f.skipped}" for f in skipped] + [""]
+    parts += ["### Provenance", ""] + [f"- **{k}**: {v}" for k, v in footer]
+    return "\n".join(parts) + "\n"
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}
+th{background:#f0f0f0}.note{color:#555;font-size:12px;max-width:1000px}.banner{background:#fff3cd;border:1px solid #e0b000;padding:.7em}
+figure{margin:1.5em 0}figcaption{font-size:13px;color:#444;max-width:1000px}img{max-width:100%;border:1px solid #ddd}
+dl.prov dt{font-weight:bold}dl.prov dd{margin:0 0 .4em 1.5em;font-family:monospace;font-size:12px}"""
+
+
+def render_html(a: Analysis, tabs: Sequence[Table], footer: Sequence[tuple[str, str]],
+                figures: Sequence = (), embed: bool = True) -> str:
+    """One page. ``embed``: figures as base64 data URIs (no file next to it is needed)."""
+    s = a.study
+    e = html.escape
+    body = [f"<h1>Study report: {e(s.name)}</h1>"]
+    banner = status_line(s)
+    if banner:
+        body.append(f'<p class="banner"><strong>{e(banner)}</strong></p>')
+    body.append(f"<p>Primary metric <code>{e(a.metric)}</code>; baseline arm <code>{e(a.baseline)}</code>; "
+                f"best arm by {e(tables.label(a.metric))}: <code>{e(a.best_arm or 'n/a')}</code>.</p>")
+    if a.notes:
+        body.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in a.notes) + "</ul>")
+    body += [tables.table_html(t) for t in tabs]
+    shown = [f for f in figures if f.path is not None]
+    if shown:
+        body.append("<h2>Figures</h2>")
+    for f in shown:
+        if embed:
+            src = "data:image/png;base64," + base64.b64encode(f.path.read_bytes()).decode("ascii")
+        else:
+            src = f"figures/{f.path.name}"
+        body.append(f'<figure id="fig-{e(f.name)}"><img src="{src}" alt="{e(f.title)}">'
+                    f"<figcaption><strong>{e(f.title)}.</strong> {e(f.caption)}</figcaption></figure>")
+    skipped = [f for f in figures if f.path is None]
+    if skipped:
+        body.append("<h3>Figures skipped</h3><ul>"
+                    + "".join(f"<li>{e(f.title)}: {e(f.skipped)}</li>" for f in skipped) + "</ul>")
+    body.append("<h2>Provenance</h2><dl class=\"prov\">"
+                + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in footer) + "</dl>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{e(s.name)}: study report</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def render_latex(a: Analysis, tabs: Sequence[Table], footer: Sequence[tuple[str, str]]) -> str:
+    """Table environments to ``\\input`` (needs booktabs), provenance as a comment block."""
+    head = [f"% Study report tables: {a.study.name} (generated; do not edit)",
+            *[f"% {k}: {v}" for k, v in footer]]
+    banner = status_line(a.study)
+    if banner:
+        head.append(f"% {banner}")
+    return "\n".join(head) + "\n\n" + "\n".join(tables.table_latex(t) for t in tabs)
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+@dataclass
+class ReportResult:
+    output_dir: Path
+    markdown: str
+    files: list[Path]
+    figures: list
+    analysis: Analysis
+
+
+def write_report(a: Analysis, output_dir: Path, formats: Sequence[str] = FORMATS,
+                 figures: bool = True, log_figures: bool = True, command: str | None = None,
+                 figure_options=None) -> ReportResult:
+    """Writes the report files into ``output_dir`` and (``log_figures``) logs the figures to the
+    study's parent run under ``figures/``. Returns what was written."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise AnalysisError(f"unknown format(s) {', '.join(unknown)}; formats: {', '.join(FORMATS)}")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tabs = build_tables(a)
+    footer = provenance(a, command)
+    written: list[Path] = []
+
+    figs = []
+    if figures:
+        from analysis.figures import FigureOptions, make_figures
+
+        fig_dir = output_dir / "figures"
+        for old in fig_dir.glob("*.png"):
+            old.unlink()            # a figure skipped this time must not survive from last time
+        figs = make_figures(a, fig_dir, figure_options or FigureOptions())
+        written += [f.path for f in figs if f.path is not None]
+        if log_figures and any(f.path for f in figs):
+            a.study.client.log_artifacts(a.study.parent_run_id, str(fig_dir), "figures")
+
+    markdown = render_markdown(a, tabs, footer, figs)
+    if "md" in formats:
+        written.append(_write(output_dir / "comparison.md", markdown))
+    if "csv" in formats:
+        for t in tabs:
+            written.append(output_dir / f"{t.key}.csv")
+            t.data.to_csv(written[-1], index=False)
+        written.append(output_dir / "scores.csv")
+        a.scores.to_csv(written[-1], index=False)
+        written.append(output_dir / "runs.csv")
+        a.study.runs.to_csv(written[-1], index=False)
+    if "html" in formats:
+        written.append(_write(output_dir / "comparison.html", render_html(a, tabs, footer, ())))
+        written.append(_write(output_dir / "report.html", render_html(a, tabs, footer, figs)))
+    if "latex" in formats:
+        written.append(_write(output_dir / "comparison.tex", render_latex(a, tabs, footer)))
+    return ReportResult(output_dir, markdown, written, figs, a)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def default_output_dir(name: str) -> Path:
+    return PROJECT_ROOT / "reports" / name
+
+
+def build_report(name: str, *, tracking_uri: str | None = None, output_dir: Path | None = None,
+                 metric: str = "test/acc", baseline: str | None = None,
+                 formats: Sequence[str] = FORMATS, figures: bool = True,
+                 log_figures: bool = True, parent_run_id: str | None = None,
+                 command: str | None = None, figure_options=None) -> ReportResult:
+    """Load study ``name`` from MLflow and write its report (``reports/<name>/`` by default).
+
+    The entry point for the runner: ``build_report(study.name, tracking_uri=uri)`` after a
+    study finishes (or while it runs: the report then says it is partial).
+    """
+    study = load_study(name, tracking_uri, parent_run_id=parent_run_id)
+    analysis = analyze(study, metric=metric, baseline=baseline)
+    return write_report(analysis, Path(output_dir) if output_dir else default_output_dir(name),
+                        formats=formats, figures=figures, log_figures=log_figures,
+                        command=command, figure_options=figure_options)
+
+
+def command_string(argv: Sequence[str] | None = None) -> str:
+    argv = list(sys.argv if argv is None else argv)
+    return "python -m analysis.compare " + " ".join(shlex.quote(x) for x in argv[1:])

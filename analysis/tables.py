@@ -1,0 +1,212 @@
+"""Display tables (strings, "mean ± 95% CI (n=5)") from the statistics frames, and their
+rendering as Markdown, HTML and LaTeX. The numeric frames themselves go to CSV unchanged."""
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import pandas as pd
+
+from analysis.load import METRIC_LABELS
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str                  # file stem of its CSV: ``<key>.csv``
+    title: str
+    display: pd.DataFrame     # strings, for Markdown / HTML / LaTeX
+    data: pd.DataFrame        # numbers, for CSV
+    note: str = ""            # one paragraph under the table
+
+
+# -- formatting -------------------------------------------------------------------------------
+
+def label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def num(x, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.{digits}f}"
+
+
+def mean_ci(mean: float, low: float, high: float, n: int, digits: int = 4, signed: bool = False) -> str:
+    """``0.9812 ± 0.0040 (n=5)``; with fewer than two seeds ``0.9812 ± n/a (n=1)``."""
+    if n == 0 or math.isnan(mean):
+        return "no data (n=0)"
+    m = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    if n < 2 or math.isnan(low):
+        return f"{m} ± n/a (n={n})"
+    return f"{m} ± {(high - low) / 2:.{digits}f} (n={n})"
+
+
+def pvalue(p: float, significant: bool | None = None) -> str:
+    if p is None or math.isnan(p):
+        return "n/a"
+    text = "<0.001" if p < 0.001 else f"{p:.3f}"
+    return text if significant is None or significant else f"{text} n.s."
+
+
+def seconds(s: float) -> str:
+    if s is None or math.isnan(s):
+        return "n/a"
+    return f"{s:,.0f} s" if s < 3600 else f"{s:,.0f} s ({s / 3600:.2f} h)"
+
+
+# -- the tables -------------------------------------------------------------------------------
+
+def arms_table(summary: pd.DataFrame, metrics: Sequence[str], arms: Sequence[str],
+               baseline: str) -> Table:
+    """rows: one per arm; columns: one per metric, ``mean ± CI (n)``."""
+    display = pd.DataFrame(index=pd.Index([_arm_name(a, baseline) for a in arms], name="arm"))
+    by = summary.set_index(["arm", "metric"])
+    for m in metrics:
+        display[label(m)] = [mean_ci(*by.loc[(a, m), ["mean", "low", "high"]], int(by.loc[(a, m), "n"]))
+                             if (a, m) in by.index else "no data (n=0)" for a in arms]
+    return Table("comparison_arms", "Test metrics per arm: mean ± 95% CI over seeds (t-interval)",
+                 display.reset_index(), summary,
+                 "Only completed replicate runs of the classify stage count (one per arm and seed).")
+
+
+def differences_table(comparison: pd.DataFrame, metrics: Sequence[str], alpha: float) -> Table:
+    """rows: one per (metric, arm != baseline)."""
+    rows = []
+    for m in metrics:
+        for r in comparison[comparison["metric"] == m].itertuples(index=False):
+            if r.n < 2:
+                p_t = p_w = dz = f"n/a (n={r.n})"
+            else:
+                p_t = f"{pvalue(r.p_t)} / {pvalue(r.p_t_holm, r.p_t_holm < alpha)}"
+                p_w = f"{pvalue(r.p_wilcoxon)} / {pvalue(r.p_wilcoxon_holm, r.p_wilcoxon_holm < alpha)}"
+                dz = num(r.d_z, 2)
+            rows.append({"metric": label(m), "arm": r.arm,
+                         "Δ vs baseline ± 95% CI": mean_ci(r.diff, r.low, r.high, r.n, signed=True),
+                         "d_z": dz, "paired t: p / Holm": p_t, "Wilcoxon: p / Holm": p_w,
+                         "verdict": r.verdict})
+    base = comparison["baseline"].iloc[0] if len(comparison) else "?"
+    return Table("comparison_differences", f"Differences to the baseline arm ({base}), paired by seed",
+                 pd.DataFrame(rows, columns=["metric", "arm", "Δ vs baseline ± 95% CI", "d_z",
+                                             "paired t: p / Holm", "Wilcoxon: p / Holm", "verdict"]),
+                 comparison,
+                 f"Δ = arm − baseline over the seeds both completed. d_z = mean(Δ)/sd(Δ). Holm's "
+                 f"correction runs over the arms compared on one metric, separately per test; "
+                 f"verdict from the Holm-adjusted paired t-test at α = {alpha} "
+                 f"(lower is better for losses); n.s. = not significant.")
+
+
+def effects_table(effects: pd.DataFrame, metrics: Sequence[str], alpha: float) -> Table:
+    """rows: one per (metric, main effect or two-way interaction term)."""
+    rows = []
+    for m in metrics:
+        for r in effects[effects["metric"] == m].itertuples(index=False):
+            rows.append({"metric": label(m), "effect": r.effect, "factor": r.factor,
+                         "level vs reference": f"{r.level} vs {r.reference}",
+                         "estimate ± 95% CI": mean_ci(r.estimate, r.low, r.high, r.n, signed=True),
+                         "d_z": num(r.d_z, 2) if r.n >= 2 else f"n/a (n={r.n})",
+                         "paired t: Holm p": pvalue(r.p_t_holm, r.p_t_holm < alpha) if r.n >= 2 else "n/a",
+                         "Wilcoxon: Holm p": pvalue(r.p_wilcoxon_holm, r.p_wilcoxon_holm < alpha) if r.n >= 2 else "n/a",
+                         "averaged over": f"{r.averaged_over} cell(s)", "verdict": r.verdict})
+    return Table("factorial_effects", "Factorial design: main effects and two-way interactions",
+                 pd.DataFrame(rows), effects,
+                 "Main effect of a level = per seed, the mean over the other factors' levels of "
+                 "(cell at the level − cell at the reference level); interaction (a × b) = "
+                 "[cell(a,b) − cell(a0,b)] − [cell(a,b0) − cell(a0,b0)] from the two-way cell "
+                 "means. Only combinations of the other factors where every cell of the contrast "
+                 "exists are averaged over (declared-invalid cells are skipped). CIs and tests over "
+                 "seeds; Holm over all effects of one metric.")
+
+
+def cell_means_table(cells: pd.DataFrame, metric: str) -> Table:
+    rows = [{"factors": f"{r.factor_a} x {r.factor_b}", "cell": f"{r.level_a} x {r.level_b}",
+             label(metric): mean_ci(r.mean, r.low, r.high, r.n),
+             "averaged over": f"{r.averaged_over} cell(s)" if r.averaged_over else "not in design"}
+            for r in cells.itertuples(index=False)]
+    return Table("factorial_cell_means", f"Two-way cell means of {label(metric)} (over seeds)",
+                 pd.DataFrame(rows), cells)
+
+
+def completeness_table(matrix: pd.DataFrame, stage: str, baseline: str | None) -> Table:
+    display = matrix.copy()
+    display.index = [_arm_name(a, baseline) for a in matrix.index]
+    display.index.name = "arm"
+    display.columns = [f"seed {s}" for s in matrix.columns]
+    missing = int((~matrix.isin(["completed"])).to_numpy().sum())
+    return Table(f"completeness_{stage}", f"Completeness of the {stage} replicates (arm × seed)",
+                 display.reset_index(), matrix.reset_index(),
+                 f"{matrix.size - missing} of {matrix.size} cells completed"
+                 + (f"; {missing} not completed: those seeds are left out of that arm's statistics "
+                    f"and of its pairing with the baseline." if missing else "."))
+
+
+def hyperparameters_table(params: pd.DataFrame, stage: str, baseline: str | None) -> Table:
+    display = params.copy()
+    display.index = [_arm_name(a, baseline) for a in params.index]
+    display.index.name = "arm"
+    return Table(f"hyperparameters_{stage}",
+                 f"Configuration of the replicate runs ({stage}): the params that differ across arms",
+                 display.reset_index(), params.reset_index(),
+                 "The scientific settings of each arm and the nuisance hyperparameters its tune "
+                 "phase chose; params equal in every arm are not shown.")
+
+
+def cost_display(cost: pd.DataFrame) -> Table:
+    rows = [{"stage": r.stage, "arm": r.arm,
+             "tune trials (pruned)": f"{r.tune_trials} ({r.tune_pruned})",
+             "tune wall / GPU": f"{seconds(r.tune_wall_s)} / {seconds(r.tune_gpu_s)}",
+             "replicates": r.replicate_runs,
+             "replicate wall / GPU": f"{seconds(r.replicate_wall_s)} / {seconds(r.replicate_gpu_s)}",
+             "total wall": seconds(r.wall_s), "total GPU": seconds(r.gpu_s),
+             "estimated": r.estimated_runs}
+            for r in cost.itertuples(index=False)]
+    return Table("cost", "Cost per arm and in total (tune phase with pruned trials, replicates, pretraining)",
+                 pd.DataFrame(rows), cost,
+                 "Wall and GPU seconds from each run's cost/wall_seconds and cost/gpu_seconds "
+                 "metrics; 'estimated' counts runs that did not log them (pruned, failed or still "
+                 "running), whose cost is taken from the MLflow start/end times × gpus_per_trial.")
+
+
+def _arm_name(arm: str, baseline: str | None) -> str:
+    return f"{arm} (baseline)" if arm == baseline else str(arm)
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    cols = [str(c) for c in frame.columns]
+    cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(map(cell, cols)) + " |",
+             "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
+              for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def table_markdown(t: Table) -> str:
+    parts = [f"### {t.title}", "", to_markdown(t.display) if len(t.display) else "(empty)"]
+    if t.note:
+        parts += ["", f"_{t.note}_"]
+    return "\n".join(parts)
+
+
+def table_html(t: Table) -> str:
+    body = (t.display.to_html(index=False, escape=True, border=0, na_rep="")
+            if len(t.display) else "<p>(empty)</p>")
+    note = f'<p class="note">{html.escape(t.note)}</p>' if t.note else ""
+    return f'<section id="{t.key}"><h3>{html.escape(t.title)}</h3>{body}{note}</section>'
+
+
+_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "α": r"$\alpha$", "−": "-", "×": r"$\times$"}
+
+
+def table_latex(t: Table) -> str:
+    frame = t.display if len(t.display) else pd.DataFrame({"": ["(empty)"]})
+    tex = frame.to_latex(index=False, escape=True, caption=t.title,
+                         label=f"tab:{t.key}", na_rep="")
+    for symbol, macro in _LATEX_SYMBOLS.items():
+        tex = tex.replace(symbol, macro)
+    return tex
