@@ -203,9 +203,10 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
 def summarize_phase(ctx: PhaseContext, grid, label: str, expected: int) -> PhaseResult:
     """Reads outcomes from MLflow (the record) and detects an interrupted fit."""
     results = [grid[i] for i in range(len(grid))]
-    finished = sum(1 for r in results if r.metrics and (r.metrics.get("final") or r.metrics.get("done"))
-                   or r.error is not None)
     runs = _phase_runs(ctx, label.split("/")[0], label.split("/")[1])
+    trial_ids = {t.trial_id for t in getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []}
+    if trial_ids:
+        runs = _drop_orphans(ctx, runs, trial_ids)
     outcomes: dict[str, int] = {}
     failures = []
     for run in runs:
@@ -218,6 +219,23 @@ def summarize_phase(ctx: PhaseContext, grid, label: str, expected: int) -> Phase
         raise StudyInterrupted(f"{label}: {len(results)} of {expected} trials started, {unfinished} unfinished")
     log(f"{label}: " + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())))
     return PhaseResult(label, len(results), outcomes, failures)
+
+
+def _drop_orphans(ctx: PhaseContext, runs, trial_ids: set[str]):
+    """Runs of trials that Tune's restored state does not know (the driver was killed before
+    its next experiment snapshot; the searcher re-suggested them under new trial ids). They
+    would be duplicates: soft-delete them (MLflow can restore deleted runs) and say so."""
+    c = tracking.client(ctx.opts.tracking_uri)
+    kept = []
+    for run in runs:
+        if run.data.tags.get("trial_id") in trial_ids:
+            kept.append(run)
+            continue
+        c.set_tag(run.info.run_id, "outcome", "orphaned")
+        c.set_terminated(run.info.run_id, status="KILLED")
+        c.delete_run(run.info.run_id)
+        log(f"deleted orphaned run {run.info.run_id} (trial {run.data.tags.get('trial_id')} of a lost attempt)")
+    return kept
 
 
 def _interrupted(grid) -> bool:
@@ -397,9 +415,10 @@ def _pretrain_stage(ctx: PhaseContext, summary: list, data_sha256: str) -> None:
                                      budget.pretrain_trials * len(arms), _pretrain_tags(caches), log_weights=False))
             best = best_configs(ctx, STAGE_PRETRAIN, study.pretrain_metric, study.pretrain_mode,
                                 {k: [q.name for q in v] for k, v in params.items()})
-            tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {
-                **{f"best_pretrain.{k}": json.dumps(v) for k, v in best.items()}, done_tag: "true"})
-        best = {p.key: json.loads(ctx.parent.tags[f"best_pretrain.{p.key}"])["params"] for p in missing}
+            tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {"best_configs.pretrain": json.dumps(best),
+                                                                     done_tag: "true"})
+        chosen = json.loads(ctx.parent.tags["best_configs.pretrain"])
+        best = {p.key: chosen[p.key]["params"] for p in missing}
         done_tag = "phase_done.pretrain.replicate"
         if ctx.parent.tags.get(done_tag) != "true":
             configs = [{**pretrain_config(p, budget, s, opts.data_dir), **best[p.key], "phase": PHASE_REPLICATE}
@@ -466,9 +485,10 @@ def _classify_stage(ctx: PhaseContext, summary: list) -> None:
         if missing:
             raise RuntimeError(f"no tune-phase trial of arm(s) {missing} produced {study.metric}; "
                                "see their failed runs in MLflow")
-        tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {
-            **{f"best_config.{k}": json.dumps(v) for k, v in best.items()}, done_tag: "true"})
-    best = {name: json.loads(ctx.parent.tags[f"best_config.{name}"])["params"] for name in arms}
+        tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {"best_configs.classify": json.dumps(best),
+                                                                 done_tag: "true"})
+    chosen = json.loads(ctx.parent.tags["best_configs.classify"])
+    best = {name: chosen[name]["params"] for name in arms}
 
     done_tag = "phase_done.classify.replicate"
     if ctx.parent.tags.get(done_tag) != "true":
