@@ -28,7 +28,6 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn import metrics as skm
 from torch import nn
 
 from trainables.common import (
@@ -271,6 +270,8 @@ def evaluate(logits: torch.Tensor, target: torch.Tensor, class_names: tuple[str,
     ROC-AUC is one-vs-rest over classes (plain AUC of the positive class when binary); it is
     NaN when the test labels hold a single class. Per-class accuracy is the recall of a class.
     """
+    from sklearn import metrics as skm  # imported here: the CLI answers bad flags without it
+
     k = len(class_names)
     y = target.cpu().numpy()
     logits64 = logits.double().cpu()
