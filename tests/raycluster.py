@@ -1,9 +1,9 @@
 """Private Ray clusters for tests: processes we start, own and stop by process id.
 
-Each cluster binds 127.0.0.1 only, gets its own free ports (no Ray default port is used),
-its own short temp dir and an explicit ``RAY_AUTH_MODE``. It can therefore run next to other
-clusters on a shared host. It never needs ``ray stop``, which kills every Ray process on the
-machine, other people's clusters included.
+Each cluster is started with ``--node-ip-address 127.0.0.1``, its own free ports (no Ray
+default port is used), its own short temp dir and an explicit ``RAY_AUTH_MODE``. It can
+therefore run next to other clusters on a shared host. It never needs ``ray stop``, which
+kills every Ray process on the machine, other people's clusters included.
 
     from raycluster import RayHead, submit_job, wait_job   # tests/ is on sys.path under pytest
 
@@ -35,6 +35,16 @@ Ray 2.60 facts this module relies on (read in the wheel, checked here):
     ``/tmp/ray/ray_current_cluster`` of other users untouched.
   * Job drivers run in their own session (``job_supervisor.py``: ``start_new_session``), so
     a process-group kill misses them. The environment marker below finds them.
+  * 127.0.0.1 does not confine Ray. It swaps loopback for the host's IP
+    (``resolve_ip_for_localhost``): nodes show up as ``node:<host IP>``. The GCS, raylets
+    and agents listen on all interfaces. Only the dashboard honours
+    ``--dashboard-host 127.0.0.1``. Other users of the host can reach a cluster's ports;
+    use auth="token" when that matters.
+  * On SIGTERM, ``ray start --block`` first asks the GCS to drain its node and waits up to
+    ``RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S`` (30 s). We set it to 0; otherwise each stop
+    would wait out the drain after the GCS is already gone.
+  * Job entrypoints are run by ``/bin/sh``, with the raylet's PATH. The venv's bin dir is
+    put first, so ``python`` is this interpreter.
 """
 
 from __future__ import annotations
@@ -223,22 +233,20 @@ class RayNode:
             time.sleep(0.1)
 
     def terminate(self, grace: float = 10.0) -> None:
-        """SIGTERM to the process group, SIGKILL after ``grace`` seconds, then reap."""
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                continue
-            # The leader is gone; give the rest of its group the same grace, then move on
-            # (the SIGKILL round, and stop()'s sweep, catch what is still there).
-            if _wait_group_gone(self.pid, wait):
-                break
+        """SIGTERM to the process group, SIGKILL after ``grace`` seconds, then reap.
+
+        The group is signalled only while its leader (our child) is not yet reaped: until
+        then its pid, and so the group id, cannot belong to anyone else. Members that outlive
+        the leader are left to ``kill_processes_referencing``, which checks identity.
+        """
         if self.proc.poll() is None:
-            self.proc.wait(timeout=5)
+            os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            _wait_group_gone(self.pid, timeout=grace)  # only probes (signal 0)
         self._log.close()
 
 
