@@ -163,7 +163,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], title:
     ax.set_yticks(range(k), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_wrap(title, 60), fontsize=9)
     fig.colorbar(im, ax=ax, label="share of the true class")
     fig.tight_layout()
     return fig
@@ -181,70 +181,78 @@ def plot_per_class_accuracy(per_seed: np.ndarray, class_names: Sequence[str], ti
     low = np.nanmin(means) if len(means) else 0
     ax.set_ylim(max(0.0, min(low - 0.05, 0.9)), 1.0)
     ax.set_ylabel("test accuracy of the class")
-    ax.set_title(f"{title} (n={per_seed.shape[0]} seed{'s' * (per_seed.shape[0] != 1)})", fontsize=9)
+    ax.set_title(_wrap(f"{title} (n={per_seed.shape[0]} seed{'s' * (per_seed.shape[0] != 1)})", 80), fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
 
 
-def _image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], title: str,
-                cell_titles: Sequence[Sequence[str]] | None = None, cmap: str = "gray",
-                vmin: float | None = 0.0, vmax: float | None = 1.0, size: float = 1.1) -> Figure:
-    """One row of images per entry of ``rows`` (each (n, h, w))."""
+TILE = 28          # every image of a mosaic is resampled to TILE x TILE pixels
+
+
+def _resample(img: np.ndarray, size: int = TILE) -> np.ndarray:
+    """Nearest-neighbour resampling to size x size (feature maps of 14x14 or 7x7 -> 28x28)."""
+    img = np.asarray(img, dtype=float)
+    rows = np.arange(size) * img.shape[0] // size
+    cols = np.arange(size) * img.shape[1] // size
+    return img[np.ix_(rows, cols)]
+
+
+def _mosaic(rows: Sequence[Sequence[np.ndarray]], title: str, row_labels: Sequence[str] = (),
+            cell_labels: Sequence[Sequence[str]] | None = None, cmap: str = "gray",
+            vmin: float = 0.0, vmax: float = 1.0, scale: float = 2.4) -> Figure:
+    """Images as one tiled array drawn by a single ``imshow`` (hundreds of axes would make
+    the figure slow to draw). ``rows``: a list of rows, each a list of 2-D images already
+    scaled to [vmin, vmax]; ``cell_labels`` are printed above the tiles."""
+    gap, top = 3, (13 if cell_labels is not None else 3)
     ncols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols + 1.2, size * len(rows) + 0.8),
-                             squeeze=False)
+    h, w = len(rows) * (TILE + top), ncols * (TILE + gap)
+    canvas = np.full((h, w), np.nan)
     for i, row in enumerate(rows):
-        for j in range(ncols):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if j < len(row):
-                ax.imshow(row[j], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-                if cell_titles is not None and cell_titles[i][j]:
-                    ax.set_title(cell_titles[i][j], fontsize=7)
-        axes[i][0].set_ylabel(row_labels[i], fontsize=8, rotation=0, ha="right", va="center")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        for j, img in enumerate(row):
+            y, x = i * (TILE + top) + top, j * (TILE + gap)
+            canvas[y:y + TILE, x:x + TILE] = _resample(img)
+    left = 1.1 if any(row_labels) else 0.2
+    fig = plt.figure(figsize=(max(4.0, w * scale / DPI + left + 0.2), max(2.5, h * scale / DPI + 0.7)))
+    ax = fig.add_axes((left / fig.get_figwidth(), 0.1 / fig.get_figheight(),
+                       1 - (left + 0.2) / fig.get_figwidth(), 1 - 0.7 / fig.get_figheight()))
+    colormap = plt.get_cmap(cmap).with_extremes(bad="white")
+    ax.imshow(canvas, cmap=colormap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.axis("off")
+    for i, label in enumerate(row_labels):
+        ax.text(-2, i * (TILE + top) + top + TILE / 2, label, ha="right", va="center", fontsize=8)
+    if cell_labels is not None:
+        for i, labels in enumerate(cell_labels):
+            for j, label in enumerate(labels):
+                if label:
+                    ax.text(j * (TILE + gap) + TILE / 2, i * (TILE + top) + top - 1, label,
+                            ha="center", va="bottom", fontsize=6.5, linespacing=0.9)
+    fig.suptitle(title, fontsize=10, y=1 - 0.12 / fig.get_figheight(), va="top")
     return fig
 
 
 def plot_reconstructions(original: np.ndarray, corrupted: np.ndarray, reconstructed: np.ndarray,
                          title: str) -> Figure:
-    return _image_grid([original, corrupted, reconstructed],
-                       ["original", "corrupted", "reconstructed"], title)
+    return _mosaic([list(original), list(corrupted), list(reconstructed)], title,
+                   row_labels=["original", "corrupted", "reconstructed"])
 
 
 def plot_filters(weights: np.ndarray, title: str) -> Figure:
-    """``weights``: (c_out, k, k) first-layer kernels, each shown on its own symmetric scale."""
+    """``weights``: (c_out, k, k) first-layer kernels, each on its own symmetric scale
+    (red positive, blue negative)."""
     w = np.asarray(weights, dtype=float)
-    n = len(w)
-    nrows, ncols = _grid(n, 8)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.0 * ncols + 0.6, 1.0 * nrows + 0.8), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i < n:
-            lim = float(np.abs(w[i]).max()) or 1.0
-            ax.imshow(w[i], cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
-            ax.set_title(str(i), fontsize=7)
-        else:
-            ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    scaled = [k / (np.abs(k).max() or 1.0) for k in w]
+    rows = [scaled[i:i + 8] for i in range(0, len(scaled), 8)]
+    labels = [[str(i + j) for j in range(len(r))] for i, r in zip(range(0, len(scaled), 8), rows)]
+    return _mosaic(rows, title, cell_labels=labels, cmap="RdBu_r", vmin=-1.0, vmax=1.0, scale=3.0)
 
 
 def plot_feature_maps(images: np.ndarray, maps: np.ndarray, title: str) -> Figure:
-    """``maps``: (digits, channels, h, w) first-layer activations of ``images``."""
-    rows, labels = [], []
-    for img, m in zip(images, maps):
-        rows.append([img] + [_normalise(c) for c in m])
-        labels.append("")
-    titles = [["input"] + [f"ch {c}" for c in range(maps.shape[1])] for _ in rows]
-    return _image_grid(rows, labels, title, cell_titles=titles, cmap="viridis")
+    """``maps``: (digits, channels, h, w) first-layer activations of ``images``; each map is
+    shown on its own scale."""
+    rows = [[img] + [_normalise(c) for c in m] for img, m in zip(images, maps)]
+    labels = [["input"] + [f"ch {c}" for c in range(maps.shape[1])] for _ in rows]
+    return _mosaic(rows, title, cell_labels=labels, cmap="viridis", scale=2.6)
 
 
 def _normalise(a: np.ndarray) -> np.ndarray:
@@ -264,9 +272,9 @@ def top_activating(codes: np.ndarray, k: int, max_units: int) -> tuple[np.ndarra
 def plot_top_activating(images: np.ndarray, codes: np.ndarray, k: int, max_units: int,
                         title: str) -> Figure:
     units, top = top_activating(codes, k, max_units)
-    rows = [images[idx] for idx in top]
-    titles = [[f"{codes[i, u]:.2f}" for i in idx] for u, idx in zip(units, top)]
-    return _image_grid(rows, [f"unit {u}" for u in units], title, cell_titles=titles, size=0.9)
+    rows = [list(images[idx]) for idx in top]
+    labels = [[f"{codes[i, u]:.2f}" for i in idx] for u, idx in zip(units, top)]
+    return _mosaic(rows, title, row_labels=[f"unit {u}" for u in units], cell_labels=labels)
 
 
 def tsne_embedding(codes: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -274,7 +282,10 @@ def tsne_embedding(codes: np.ndarray, seed: int = 0) -> np.ndarray:
 
     n = len(codes)
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
-    return TSNE(n_components=2, init="pca", random_state=seed, perplexity=perplexity).fit_transform(
+    # 500 iterations (sklearn's default is 1000): the layout is settled by then on a few
+    # thousand points and it halves the cost on a small CPU.
+    return TSNE(n_components=2, init="pca", random_state=seed, perplexity=perplexity,
+                max_iter=500).fit_transform(
         np.asarray(codes, dtype=np.float32))
 
 
@@ -299,12 +310,10 @@ def plot_tsne(embedding: np.ndarray, labels: np.ndarray, class_names: Sequence[s
 def plot_misclassified(images: np.ndarray, true: Sequence[int], pred: Sequence[int],
                        class_names: Sequence[str], title: str) -> Figure:
     ncols = 8
-    rows, titles = [], []
-    for start in range(0, len(images), ncols):
-        rows.append(images[start:start + ncols])
-        titles.append([f"true {class_names[t]}\npred {class_names[p]}"
-                       for t, p in zip(true[start:start + ncols], pred[start:start + ncols])])
-    return _image_grid(rows, [""] * len(rows), title, cell_titles=titles, size=1.25)
+    rows = [list(images[i:i + ncols]) for i in range(0, len(images), ncols)]
+    labels = [[f"{class_names[t]} → {class_names[p]}" for t, p in zip(true[i:i + ncols], pred[i:i + ncols])]
+              for i in range(0, len(images), ncols)]
+    return _mosaic(rows, f"{title} (true → predicted)", cell_labels=labels, scale=3.0)
 
 
 # -- from a study to the figure files ---------------------------------------------------------
@@ -439,15 +448,19 @@ def _best_arm_figures(a, out: Path, opt: FigureOptions) -> list[FigureResult]:
         if ev is None:
             raise _Skip(f"the run of {arm}, seed {seed} logged no evaluation.json")
         wrong = ev["misclassified"]
-        idx = np.asarray(wrong["indices"][:opt.max_misclassified], dtype=int)
-        if len(idx) == 0:
+        pick = spread_over_classes(wrong["true"], opt.max_misclassified)
+        if len(pick) == 0:
             raise _Skip(f"{arm}, seed {seed} misclassified no test image")
+        idx = np.asarray(wrong["indices"], dtype=int)[pick]
+        true = [wrong["true"][i] for i in pick]
+        pred = [wrong["pred"][i] for i in pick]
         _, seen, _, _ = test_inputs(_dataset(a, rep), ev.get("test_corruption", "none"),
                                     float(ev.get("test_noise_level", 0.0)), seed)
-        fig = plot_misclassified(seen[idx, 0].numpy(), wrong["true"][:len(idx)], wrong["pred"][:len(idx)],
-                                 ev["class_names"], f"{arm}, seed {seed}: misclassified test images")
+        fig = plot_misclassified(seen[idx, 0].numpy(), true, pred, ev["class_names"],
+                                 f"{arm}, seed {seed}: misclassified test images")
         return FigureResult("misclassified", titles["misclassified"],
-                            f"The first {len(idx)} misclassified test images (as the model saw them, "
+                            f"{len(idx)} of the misclassified test images listed in evaluation.json, "
+                            "taken in turn from each true class (as the model saw them, "
                             f"test corruption {ev.get('test_corruption', 'none')}) of the seed closest "
                             f"to the arm's mean {a.metric}, with true and predicted label.",
                             save(fig, out / "misclassified.png"))
@@ -485,6 +498,21 @@ def _best_arm_figures(a, out: Path, opt: FigureOptions) -> list[FigureResult]:
     results += [_guard("filters_classifier", titles["filters_classifier"], filters),
                 _guard("feature_maps_classifier", titles["feature_maps_classifier"], feature_maps)]
     return results
+
+
+def spread_over_classes(true: Sequence[int], n: int) -> list[int]:
+    """Up to ``n`` positions into ``true``, taken round-robin over the true classes (the list
+    in evaluation.json is in test-set order, which may be sorted by class)."""
+    by_class: dict[int, list[int]] = {}
+    for pos, t in enumerate(true):
+        by_class.setdefault(int(t), []).append(pos)
+    queues = [by_class[c] for c in sorted(by_class)]
+    out: list[int] = []
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
 
 
 def _dataset(a, run) -> str:

@@ -82,6 +82,8 @@ def _local_store_missing(uri: str) -> str | None:
 def make_client(tracking_uri: str | None = None):
     from mlflow.tracking import MlflowClient
 
+    # artifact downloads print a progress bar per file by default: noise in a report's log
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri or default_tracking_uri()
     missing = _local_store_missing(uri)
     if missing is not None:

@@ -113,9 +113,17 @@ def analyze(study: Study, metric: str = "test/acc", baseline: str | None = None,
         replicate = study.select(stage=stage, phase="replicate")
         completeness[stage] = stats.completeness(replicate, stage_arms, stage_seeds)
         done = replicate[replicate["outcome"] == "completed"]
-        ignore = {"seed"} | {c.removeprefix("params.") for c in done.columns if c.startswith("params.meta.")}
-        hyper[stage] = stats.tuned_hyperparameters(done, ignore=ignore).reindex(
+        # meta.* params are the runner's protocol keys (arm, phase, artifact references)
+        ignore = {"seed"} | {c.removeprefix("params.") for c in study.runs.columns
+                             if c.startswith("params.meta.")}
+        hyper[stage] = stats.tuned_hyperparameters(
+            done, study.select(stage=stage, phase="tune"), ignore=ignore).reindex(
             [a for a in stage_arms if a in set(done["arm"])])
+
+    reused = _reused_pretraining(study)
+    if reused:
+        notes.append(f"{len(reused)} pretrained autoencoder(s) were reused from earlier runs "
+                     f"({', '.join(sorted(reused))}); their cost is not in the cost table.")
 
     best = None
     s = summary[summary["metric"] == metric].dropna(subset=["mean"])
@@ -128,6 +136,19 @@ def analyze(study: Study, metric: str = "test/acc", baseline: str | None = None,
                     effects=effects, cell_means=cell_means, completeness=completeness,
                     hyperparameters=hyper, cost=stats.cost_table(study.runs), best_arm=best,
                     alpha=alpha, notes=notes)
+
+
+def _reused_pretraining(study: Study) -> dict[str, str]:
+    """``key/seed`` -> run id of the parent's ``pretrained_runs`` that are not trials of this
+    study invocation (the runner reuses autoencoders across studies by cache key)."""
+    import json
+
+    try:
+        listed = json.loads(study.parent_tags.get("pretrained_runs") or "{}")
+    except json.JSONDecodeError:
+        return {}
+    own = set(study.runs["run_id"])
+    return {k: v for k, v in listed.items() if v not in own}
 
 
 # -- tables and provenance ---------------------------------------------------------------------

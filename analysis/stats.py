@@ -357,22 +357,29 @@ def completeness(runs: pd.DataFrame, arms: Sequence[str], seeds: Sequence[int]) 
     return matrix
 
 
-def tuned_hyperparameters(runs: pd.DataFrame, ignore: Iterable[str] = ("seed",)) -> pd.DataFrame:
-    """Params of the replicate runs that are constant within each arm but differ across arms.
+def tuned_hyperparameters(runs: pd.DataFrame, tune_runs: pd.DataFrame | None = None,
+                          ignore: Iterable[str] = ("seed",)) -> pd.DataFrame:
+    """The configuration that tells the arms apart: per arm, the value of every param that
+    differs across arms (the scientific settings and the tuned values) or that the tune phase
+    varied (the nuisance search space), as long as it is constant within each arm.
 
-    ``runs``: rows: one per run; columns ``arm`` and ``params.<key>``. Returns rows: one per
-    arm; columns: the param keys (without prefix). Params that vary within an arm (the seed,
+    ``runs``: the replicate runs, rows: one per run; columns ``arm`` and ``params.<key>``.
+    ``tune_runs``: the same stage's tune-phase trials (optional). Returns rows: one per arm;
+    columns: the param keys (without prefix). Params that vary within an arm (the seed,
     per-run paths) are left out, as are those in ``ignore``.
     """
-    cols = [c for c in runs.columns if c.startswith("params.")
-            and c.removeprefix("params.") not in set(ignore)]
+    ignore = set(ignore)
+    cols = [c for c in runs.columns if c.startswith("params.") and c.removeprefix("params.") not in ignore]
     if runs.empty or not cols:
         return pd.DataFrame(index=pd.Index([], name="arm"))
+    searched = set()
+    if tune_runs is not None and len(tune_runs) > 1:
+        searched = {c for c in cols if c in tune_runs and tune_runs[c].nunique(dropna=False) > 1}
     keep = []
     for c in cols:
-        per_arm = runs.groupby("arm")[c].nunique(dropna=False)
-        across = runs[c].nunique(dropna=False)
-        if (per_arm <= 1).all() and across > 1:
+        constant_in_arm = (runs.groupby("arm")[c].nunique(dropna=False) <= 1).all()
+        logged = runs[c].notna().any()
+        if logged and constant_in_arm and (runs[c].nunique(dropna=False) > 1 or c in searched):
             keep.append(c)
     # rows: one per arm; the (constant) value of each kept param
     table = runs.groupby("arm", sort=False)[keep].first()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -96,7 +97,8 @@ def differences_table(comparison: pd.DataFrame, metrics: Sequence[str], alpha: f
                  f"Δ = arm − baseline over the seeds both completed. d_z = mean(Δ)/sd(Δ). Holm's "
                  f"correction runs over the arms compared on one metric, separately per test; "
                  f"verdict from the Holm-adjusted paired t-test at α = {alpha} "
-                 f"(lower is better for losses); n.s. = not significant.")
+                 f"(lower is better for losses); n.s. = not significant. With n ≤ 5 pairs the "
+                 f"exact two-sided Wilcoxon test cannot reach p < 0.05 (its smallest p is 2/2^n).")
 
 
 def effects_table(effects: pd.DataFrame, metrics: Sequence[str], alpha: float) -> Table:
@@ -104,9 +106,15 @@ def effects_table(effects: pd.DataFrame, metrics: Sequence[str], alpha: float) -
     rows = []
     for m in metrics:
         for r in effects[effects["metric"] == m].itertuples(index=False):
+            if r.effect == "interaction":
+                (la, lb), (ra, rb) = r.level.split(" x "), r.reference.split(" x ")
+                contrast = f"({la} − {ra}) × ({lb} − {rb})"
+            else:
+                contrast = f"{r.level} − {r.reference}"
+            estimate = (mean_ci(r.estimate, r.low, r.high, r.n, signed=True) if r.averaged_over
+                        else "not estimable: a cell of the contrast is not in the design")
             rows.append({"metric": label(m), "effect": r.effect, "factor": r.factor,
-                         "level vs reference": f"{r.level} vs {r.reference}",
-                         "estimate ± 95% CI": mean_ci(r.estimate, r.low, r.high, r.n, signed=True),
+                         "contrast": contrast, "estimate ± 95% CI": estimate,
                          "d_z": num(r.d_z, 2) if r.n >= 2 else f"n/a (n={r.n})",
                          "paired t: Holm p": pvalue(r.p_t_holm, r.p_t_holm < alpha) if r.n >= 2 else "n/a",
                          "Wilcoxon: Holm p": pvalue(r.p_wilcoxon_holm, r.p_wilcoxon_holm < alpha) if r.n >= 2 else "n/a",
@@ -144,14 +152,15 @@ def completeness_table(matrix: pd.DataFrame, stage: str, baseline: str | None) -
 
 
 def hyperparameters_table(params: pd.DataFrame, stage: str, baseline: str | None) -> Table:
-    display = params.copy()
+    display = params.astype(object).where(params.notna(), "n/a")
     display.index = [_arm_name(a, baseline) for a in params.index]
     display.index.name = "arm"
     return Table(f"hyperparameters_{stage}",
-                 f"Configuration of the replicate runs ({stage}): the params that differ across arms",
+                 f"Configuration of the {stage} replicate runs: params that differ across arms or were tuned",
                  display.reset_index(), params.reset_index(),
-                 "The scientific settings of each arm and the nuisance hyperparameters its tune "
-                 "phase chose; params equal in every arm are not shown.")
+                 "The scientific settings of each arm and the values its tune phase chose for the "
+                 "nuisance hyperparameters (params the tune trials varied); params fixed for every "
+                 "arm are not shown.")
 
 
 def cost_display(cost: pd.DataFrame) -> Table:
@@ -205,8 +214,9 @@ _LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "α": r"$\alpha$", "−": "
 
 def table_latex(t: Table) -> str:
     frame = t.display if len(t.display) else pd.DataFrame({"": ["(empty)"]})
-    tex = frame.to_latex(index=False, escape=True, caption=t.title,
-                         label=f"tab:{t.key}", na_rep="")
+    # pandas escapes the cells but not the caption
+    caption = re.sub(r"([&%$#_{}])", r"\\\1", t.title)
+    tex = frame.to_latex(index=False, escape=True, caption=caption, label=f"tab:{t.key}", na_rep="")
     for symbol, macro in _LATEX_SYMBOLS.items():
         tex = tex.replace(symbol, macro)
     return tex

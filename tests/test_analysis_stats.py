@@ -236,3 +236,13 @@ def test_curve_bands():
     bands = stats.curve_bands(history)
     assert list(bands["mean"]) == pytest.approx([0.55, 0.75])
     assert (bands["n"] == 2).all() and bands["low"].notna().all()
+
+
+def test_tuned_hyperparameters_includes_what_the_tune_phase_searched():
+    # both arms ended on the same lr, but the tune phase searched lr: it is a tuned value
+    runs = pd.DataFrame([{"arm": "a", "params.lr": "0.001", "params.dropout": "0.0"},
+                         {"arm": "b", "params.lr": "0.001", "params.dropout": "0.5"}])
+    tune = pd.DataFrame([{"arm": "a", "params.lr": "0.01", "params.dropout": "0.0"},
+                         {"arm": "a", "params.lr": "0.001", "params.dropout": "0.0"}])
+    t = stats.tuned_hyperparameters(runs, tune)
+    assert list(t.columns) == ["lr", "dropout"] and t.loc["b", "dropout"] == "0.5"
