@@ -112,7 +112,9 @@ def test_head_runs_no_trials_and_workers_are_single_gpu_from_zero(config):
         assert node_type["resources"]["GPU"] == 1, name
         assert node_type["resources"]["CPU"] >= 1, name
         assert node_type["min_workers"] == 0, name
-        assert any(o.startswith("--shm-size=") for o in node_type["docker"]["worker_run_options"])
+        worker_options = node_type["docker"]["worker_run_options"]
+        assert any(o.startswith("--shm-size=") for o in worker_options), name
+        assert "--gpus all" in worker_options, name
     assert any(o.startswith("--shm-size=") for o in config["docker"]["head_run_options"])
 
 
