@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results-dir", type=Path, help="where the SQLite store, artifacts and Tune state live "
                                                           "(default: STUDY_RESULTS_DIR or ./results)")
     parser.add_argument("--storage", help="Tune storage: a local folder or s3://bucket/prefix, gs://... "
-                                          "(default: <results-dir>/tune; multi-node clusters need shared storage)")
+                                          "(default: STUDY_STORAGE, else <results-dir>/tune; multi-node clusters need shared storage)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run of this study")
     parser.add_argument("--fresh", action="store_true", help="start over even if a run exists (old runs are kept)")
     parser.add_argument("--quiet", action="store_true", help="less Tune output")
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         study=study, budget_name=args.budget, budget=budget, gpus_per_trial=args.gpus_per_trial or 0.0,
         cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent, address=args.address,
         tracking_uri=args.tracking_uri or tracking.default_tracking_uri(results_dir), results_dir=results_dir,
-        storage=args.storage, data_dir=args.data_dir, resume=args.resume, fresh=args.fresh,
+        storage=args.storage or os.environ.get("STUDY_STORAGE"), data_dir=args.data_dir, resume=args.resume, fresh=args.fresh,
         autoscaling=args.autoscaling, command=tracking.redact(shlex.join(["python", "-m", "study.run", *(argv or sys.argv[1:])])),
         verbose=0 if args.quiet else 1)
     if args.dry_run:
