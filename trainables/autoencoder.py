@@ -56,7 +56,10 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
                           f"{dataset.name!r}; allowed: the passed dataset's name")
     # The autoencoder never sees labels, so there is no label fraction: pretraining uses every
     # training image (seed 003 pretrains on the full training set).
-    splits = make_splits(dataset, seed=seed, val_fraction=cfg["val_fraction"], device=backend.device)
+    try:
+        splits = make_splits(dataset, seed=seed, val_fraction=cfg["val_fraction"], device=backend.device)
+    except ValueError as err:  # a validation split too small to hold every class
+        raise ConfigError(str(err)) from None
     # Validation inputs are corrupted once, from their own stream: every epoch and every arm
     # with this seed and corruption scores the same noisy images.
     val_input = corrupt_fixed(splits.val_x, corruption, level, stream(seed, "test_noise"))
@@ -149,7 +152,8 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
         report(reporter, metrics, write)
         if final:
             break
-    return {**metrics, "checkpoint": None}
+    # no epoch ran when a resumed config asks for no more epochs than were done
+    return {**(metrics or progress.last_metrics or {}), "checkpoint": None}
 
 
 def main(argv: list[str] | None = None) -> int:

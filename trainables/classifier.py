@@ -184,7 +184,8 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
         report(reporter, metrics, write)
         if final:
             break
-    return {**metrics, "checkpoint": None}
+    # no epoch ran when a resumed config asks for no more epochs than were done
+    return {**(metrics or progress.last_metrics or {}), "checkpoint": None}
 
 
 # ---------------------------------------------------------------------------------------------

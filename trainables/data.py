@@ -449,8 +449,8 @@ class AugmentSpec:
 def augment_batch(x: torch.Tensor, generator: torch.Generator, spec: AugmentSpec = AugmentSpec()) -> torch.Tensor:
     """Random affine + brightness/contrast jitter for a batch [B, 1, H, W] in [0, 1].
 
-    One `affine_grid` + `grid_sample` call does rotation, translation and scale for the whole
-    batch (zero fill, as PIL does); the jitter is elementwise after it. Each image gets its own
+    One `grid_sample` call does rotation, translation and scale for the whole batch (zero fill,
+    as PIL does); the jitter is elementwise after it. Each image gets its own
     parameters, drawn in one call from `generator`.
     """
     batch = x.shape[0]
@@ -462,17 +462,21 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, spec: AugmentSpec
     scale = spec.scale[0] + r[:, 3] * (spec.scale[1] - spec.scale[0])
     brightness = 1 + (2 * r[:, 4] - 1) * spec.brightness
     contrast = 1 + (2 * r[:, 5] - 1) * spec.contrast
-    # affine_grid maps output to input coordinates: the inverse of "scale*rotate, then shift",
-    # i.e. p_in = R(-a)/s (p_out - t)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([
-        torch.stack([cos, sin, -(cos * tx + sin * ty)], dim=1),
-        torch.stack([-sin, cos, -(-sin * tx + cos * ty)], dim=1),
-    ], dim=1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # grid_sample wants, per output pixel, the input location to read: the inverse of "scale
+    # and rotate, then shift", p_in = R(-a)/s (p_out - t). Built by broadcasting rather than
+    # with F.affine_grid (a batched matmul over a homogeneous base grid, 5x slower on CPU).
+    cos = (torch.cos(angle) / scale).view(-1, 1, 1)
+    sin = (torch.sin(angle) / scale).view(-1, 1, 1)
+    tx, ty = tx.view(-1, 1, 1), ty.view(-1, 1, 1)
+    height, width = x.shape[-2:]
+    # pixel centres in normalised coordinates (align_corners=False)
+    xs = ((torch.arange(width, device=x.device, dtype=torch.float32) * 2 + 1) / width - 1).view(1, 1, -1)
+    ys = ((torch.arange(height, device=x.device, dtype=torch.float32) * 2 + 1) / height - 1).view(1, -1, 1)
+    dx, dy = xs - tx, ys - ty
+    grid = torch.stack((cos * dx + sin * dy, cos * dy - sin * dx), dim=-1)  # [B, H, W, 2]
     out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # ColorJitter on a 1-channel image: brightness scales, contrast blends with the image mean
-    out = (out * brightness.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+    out = out.mul_(brightness.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    out = ((out - mean) * contrast.view(-1, 1, 1, 1) + mean).clamp_(0.0, 1.0)
+    out = out.sub_(mean).mul_(contrast.view(-1, 1, 1, 1)).add_(mean).clamp_(0.0, 1.0)
     return out.to(x.dtype)

@@ -113,7 +113,7 @@ class EncoderClassifier(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Seed 002's CNN. Each conv: BatchNorm, ReLU, max pooling (2, 2, then 3 with stride 2).
+    """Seed 002's CNN. Each conv: BatchNorm, ReLU and max pooling (2, 2, then 3 with stride 2).
 
     `stride` applies to the first conv only: with stride 2 in all three, 28x28 shrinks to
     1x1 before the last pooling. Padding k//2 keeps the size for kernels 3, 5 and 7. Inputs in
@@ -127,8 +127,11 @@ class SmallCNN(nn.Module):
         self.normalize = normalize
 
         def block(c_in: int, c_out: int, conv_stride: int, pool: nn.Module) -> list[nn.Module]:
+            # Seed 002 applies ReLU then max pooling. Max pooling commutes with ReLU (both are
+            # monotone), values and gradients alike, so pooling first is the same network with
+            # the ReLU on a quarter of the elements: cheaper on CPU, where this model is small.
             return [nn.Conv2d(c_in, c_out, kernel_size, stride=conv_stride, padding=pad),
-                    nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), pool]
+                    nn.BatchNorm2d(c_out), pool, nn.ReLU(inplace=True)]
 
         self.features = nn.Sequential(
             *block(1, 4, stride, nn.MaxPool2d(2)),
