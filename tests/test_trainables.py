@@ -336,6 +336,18 @@ def test_resume_with_another_model_shape_names_both_shapes(tiny, tmp_path):
         train_autoencoder({"epochs": 2}, dataset=tiny, resume_from=str(recorder.dirs[0]))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallbacks")
+def test_cuda_only_options_warn_on_cpu_and_cuda_must_exist(tiny):
+    with pytest.warns(UserWarning, match="is ignored on cpu") as caught:
+        result = train_classifier({"model": "cnn", "epochs": 1, "bf16": True, "channels_last": True,
+                                   "evaluate_test": False}, lambda m, d: None, dataset=tiny)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "'bf16'" in messages and "'channels_last'" in messages
+    assert result["final"] == 1.0
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        train_classifier({"device": "cuda"}, dataset=tiny)
+
+
 def test_missing_encoder_checkpoint_is_named(tiny, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         train_classifier({"encoder_checkpoint": str(tmp_path / "nope.pt")}, dataset=tiny)
