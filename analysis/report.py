@@ -134,8 +134,23 @@ def analyze(study: Study, metric: str = "test/acc", baseline: str | None = None,
     return Analysis(study=study, metric=metric, metrics=metrics, baseline=baseline, arms=arms,
                     seeds=seeds, scores=scores, summary=summary, comparison=comparison,
                     effects=effects, cell_means=cell_means, completeness=completeness,
-                    hyperparameters=hyper, cost=stats.cost_table(study.runs), best_arm=best,
+                    hyperparameters=hyper, cost=stats.cost_table(study.runs, _pretraining_of(study)),
+                    best_arm=best,
                     alpha=alpha, notes=notes)
+
+
+def _pretraining_of(study: Study) -> dict[str, list[str]]:
+    """Classify arm -> pretraining keys its trials load, from the runner's artifact references
+    (params ``meta.encoder_artifact`` = ``<key>/<seed>``, ``meta.denoiser_artifact``)."""
+    out: dict[str, set[str]] = {}
+    runs = study.select(stage="classify")
+    for col in ("params.meta.encoder_artifact", "params.meta.denoiser_artifact"):
+        if col not in runs:
+            continue
+        for arm, ref in zip(runs["arm"], runs[col]):
+            if isinstance(ref, str) and "/" in ref:
+                out.setdefault(arm, set()).add(ref.split("/")[0])
+    return {arm: sorted(keys) for arm, keys in out.items()}
 
 
 def _reused_pretraining(study: Study) -> dict[str, str]:
@@ -155,7 +170,7 @@ def _reused_pretraining(study: Study) -> dict[str, str]:
 
 def build_tables(a: Analysis) -> list[Table]:
     out = [tables.arms_table(a.summary, a.metrics, a.arms, a.baseline),
-           tables.differences_table(a.comparison, a.metrics, a.alpha)]
+           tables.differences_table(a.comparison, a.metrics, a.alpha, a.baseline)]
     if a.effects is not None:
         out.append(tables.effects_table(a.effects, a.metrics, a.alpha))
     if a.cell_means is not None:
@@ -173,7 +188,8 @@ def status_line(study: Study) -> str | None:
     if not study.is_partial:
         return None
     running = study.running_trials
-    what = {"running": "is still running", "interrupted": "was interrupted"}.get(
+    what = {"running": "is still running", "interrupted": "was interrupted",
+            "failed": "failed before it finished"}.get(
         study.status, f"has study_status={study.status!r}")
     return (f"PARTIAL REPORT: study {study.name!r} {what}"
             + (f"; {running} trial run(s) still running" if running else "")
@@ -290,7 +306,7 @@ def render_html(a: Analysis, tabs: Sequence[Table], footer: Sequence[tuple[str, 
 
 def render_latex(a: Analysis, tabs: Sequence[Table], footer: Sequence[tuple[str, str]]) -> str:
     """Table environments to ``\\input`` (needs booktabs), provenance as a comment block."""
-    head = [f"% Study report tables: {a.study.name} (generated; do not edit)",
+    head = [f"% Study report tables: {a.study.name} (generated; do not edit). Needs \\usepackage{{booktabs}}.",
             *[f"% {k}: {v}" for k, v in footer]]
     banner = status_line(a.study)
     if banner:
@@ -333,7 +349,12 @@ def write_report(a: Analysis, output_dir: Path, formats: Sequence[str] = FORMATS
         figs = make_figures(a, fig_dir, figure_options or FigureOptions())
         written += [f.path for f in figs if f.path is not None]
         if log_figures and any(f.path for f in figs):
-            a.study.client.log_artifacts(a.study.parent_run_id, str(fig_dir), "figures")
+            try:
+                a.study.client.log_artifacts(a.study.parent_run_id, str(fig_dir), "figures")
+            except Exception as err:  # noqa: BLE001 - the report on disk is still worth having
+                a.notes.append(f"The figures could not be logged to the parent run "
+                               f"{a.study.parent_run_id}: {type(err).__name__}: {err}")
+                print(f"warning: {a.notes[-1]}", file=sys.stderr)
 
     markdown = render_markdown(a, tabs, footer, figs)
     if "md" in formats:

@@ -408,17 +408,29 @@ def run_costs(runs: pd.DataFrame) -> pd.DataFrame:
                          "measured": wall_metric.notna() & gpu_metric.notna()})
 
 
-def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
+def cost_table(runs: pd.DataFrame, pretraining_of: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """rows: one per (stage, arm) plus a final ``total`` row; columns: tune trials (and how
     many were pruned), tune/replicate/total wall and GPU seconds, and how many runs' cost had
-    to be estimated from MLflow timestamps."""
+    to be estimated from MLflow timestamps.
+
+    ``pretraining_of``: classify arm -> the pretraining arms (keys) it builds on. Their whole
+    cost (tune + replicate) is added to the arm in ``wall_with_pretraining_s`` /
+    ``gpu_with_pretraining_s``; shared pretraining thus counts once per arm there, and once
+    in the total row.
+    """
     c = run_costs(runs)
     rows = []
     # groups: one per (stage, arm); all its runs (pruned and failed included)
     for (stage, arm), g in c.groupby(["stage", "arm"], sort=False):
         rows.append(_cost_row(stage, arm, g))
     rows.append(_cost_row("all", "total", c))
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    pre = c[c["stage"] == "pretrain"].groupby("arm")[["wall_s", "gpu_s"]].sum()
+    extra = [[pre.loc[k] for k in (pretraining_of or {}).get(r.arm, ()) if k in pre.index]
+             if r.stage == "classify" else [] for r in table.itertuples(index=False)]
+    table["wall_with_pretraining_s"] = table["wall_s"] + [sum(float(e["wall_s"]) for e in x) for x in extra]
+    table["gpu_with_pretraining_s"] = table["gpu_s"] + [sum(float(e["gpu_s"]) for e in x) for x in extra]
+    return table
 
 
 def _cost_row(stage, arm, g: pd.DataFrame) -> dict:

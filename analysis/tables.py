@@ -74,7 +74,8 @@ def arms_table(summary: pd.DataFrame, metrics: Sequence[str], arms: Sequence[str
                  "Only completed replicate runs of the classify stage count (one per arm and seed).")
 
 
-def differences_table(comparison: pd.DataFrame, metrics: Sequence[str], alpha: float) -> Table:
+def differences_table(comparison: pd.DataFrame, metrics: Sequence[str], alpha: float,
+                      baseline: str) -> Table:
     """rows: one per (metric, arm != baseline)."""
     rows = []
     for m in metrics:
@@ -89,8 +90,7 @@ def differences_table(comparison: pd.DataFrame, metrics: Sequence[str], alpha: f
                          "Δ vs baseline ± 95% CI": mean_ci(r.diff, r.low, r.high, r.n, signed=True),
                          "d_z": dz, "paired t: p / Holm": p_t, "Wilcoxon: p / Holm": p_w,
                          "verdict": r.verdict})
-    base = comparison["baseline"].iloc[0] if len(comparison) else "?"
-    return Table("comparison_differences", f"Differences to the baseline arm ({base}), paired by seed",
+    return Table("comparison_differences", f"Differences to the baseline arm ({baseline}), paired by seed",
                  pd.DataFrame(rows, columns=["metric", "arm", "Δ vs baseline ± 95% CI", "d_z",
                                              "paired t: p / Holm", "Wilcoxon: p / Holm", "verdict"]),
                  comparison,
@@ -170,13 +170,17 @@ def cost_display(cost: pd.DataFrame) -> Table:
              "replicates": r.replicate_runs,
              "replicate wall / GPU": f"{seconds(r.replicate_wall_s)} / {seconds(r.replicate_gpu_s)}",
              "total wall": seconds(r.wall_s), "total GPU": seconds(r.gpu_s),
+             "GPU with its pretraining": (seconds(r.gpu_with_pretraining_s)
+                                          if r.gpu_with_pretraining_s != r.gpu_s else ""),
              "estimated": r.estimated_runs}
             for r in cost.itertuples(index=False)]
     return Table("cost", "Cost per arm and in total (tune phase with pruned trials, replicates, pretraining)",
                  pd.DataFrame(rows), cost,
                  "Wall and GPU seconds from each run's cost/wall_seconds and cost/gpu_seconds "
                  "metrics; 'estimated' counts runs that did not log them (pruned, failed or still "
-                 "running), whose cost is taken from the MLflow start/end times × gpus_per_trial.")
+                 "running), whose cost is taken from the MLflow start/end times × gpus_per_trial. "
+                 "'GPU with its pretraining' adds the whole cost of the pretraining an arm builds "
+                 "on (shared by several arms, so it counts once per arm there and once in the total).")
 
 
 def _arm_name(arm: str, baseline: str | None) -> str:
@@ -209,7 +213,8 @@ def table_html(t: Table) -> str:
     return f'<section id="{t.key}"><h3>{html.escape(t.title)}</h3>{body}{note}</section>'
 
 
-_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "α": r"$\alpha$", "−": "-", "×": r"$\times$"}
+_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "α": r"$\alpha$", "−": "-", "×": r"$\times$",
+                  "<": r"$<$", ">": r"$>$", "→": r"$\to$", "≤": r"$\leq$"}
 
 
 def table_latex(t: Table) -> str:

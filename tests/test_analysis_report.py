@@ -46,7 +46,7 @@ PRETRAIN_KEY = "dae-salt_pepper-0.2"
 BASELINE = "pretraining=none,encoder=finetuned,labels=100%"
 FAILED_CELL = ("pretraining=dae,encoder=frozen,labels=10%", 2)
 EPOCHS = 4
-T0 = 1_700_000_000_000  # ms
+T0 = int(time.time() * 1000) - 3_600_000   # the simulated study started an hour ago (ms)
 
 # Known effects on test/acc (see ``true_acc``): the report must find these.
 EFFECT = {"dae": 0.01, "frozen": -0.01, "10%": -0.08, "dae x 10%": 0.04}
@@ -322,6 +322,20 @@ def write_running_study(w: Writer) -> None:
                           "factor.optimizer": arm.split("=")[1]})
 
 
+TUNING = "ablation_noise"
+
+
+def write_tuning_study(w: Writer) -> None:
+    """Still in its tune phase: no replicate run yet."""
+    exp = w.experiment(TUNING)
+    parent = w.parent(exp, TUNING, "one_at_a_time", ["noise"], "noise=clean", "running")
+    for arm, outcome in (("noise=clean", "pruned"), ("noise=clean", "running"), ("noise=gaussian", "running")):
+        w.trial(exp, parent, TUNING, stage="classify", arm=arm, phase="tune", seed=TUNE_SEED,
+                config=classifier_config(None, TUNE_SEED, "tune", 1e-3, model="cnn"),
+                curve=curve_to(0.9, 1, False), final=None, outcome=outcome, wall=10.0,
+                tags={"is_baseline": str(arm == "noise=clean").lower(), "factor.noise": arm.split("=")[1]})
+
+
 def build_store(root: Path, trained: dict[str, Path] | None) -> str:
     root.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -329,6 +343,7 @@ def build_store(root: Path, trained: dict[str, Path] | None) -> str:
     write_factorial_study(w, trained)
     write_single_seed_study(w)
     write_running_study(w)
+    write_tuning_study(w)
     return uri
 
 
@@ -435,6 +450,10 @@ def test_report_markdown_tables(factorial_report):
     cost = pd.read_csv(factorial_report.output_dir / "cost.csv").set_index("arm")
     assert cost.loc[BASELINE, "tune_pruned"] == 1 and cost.loc[PRETRAIN_KEY, "replicate_runs"] == 4
     assert cost.loc["total", "gpu_s"] == pytest.approx(cost.drop("total")["gpu_s"].sum())
+    dae = "pretraining=dae,encoder=finetuned,labels=100%"
+    assert cost.loc[dae, "gpu_with_pretraining_s"] == pytest.approx(
+        cost.loc[dae, "gpu_s"] + cost.loc[PRETRAIN_KEY, "gpu_s"])
+    assert cost.loc[BASELINE, "gpu_with_pretraining_s"] == cost.loc[BASELINE, "gpu_s"]
     for field in ("git commit", "0123456789abcdef0123", "dirty: false", "python -m study.run",
                   "sha256 64935364c9f70d8e", "NVIDIA H100", "torch 2.14.1", "report command", "pytest"):
         assert field in md, field
@@ -491,6 +510,18 @@ def test_running_study_gives_partial_report(store, tmp_path):
     assert "PARTIAL REPORT" in (tmp_path / "report.html").read_text()
 
 
+def test_study_in_tune_phase_reports_what_exists(store, tmp_path):
+    r = build_report(TUNING, tracking_uri=store, output_dir=tmp_path, log_figures=False)
+    md = r.markdown
+    assert "PARTIAL REPORT" in md and "has no completed replicate run yet" in md
+    comp = pd.read_csv(tmp_path / "completeness_classify.csv").set_index("arm")
+    assert set(comp.loc["noise=gaussian"]) == {"missing"} and list(comp.columns) == [str(s) for s in SEEDS]
+    by_name = {f.name: f for f in r.figures}
+    assert by_name["tune_classify"].path.is_file()
+    assert "no completed replicate runs yet" in by_name["learning_curves"].skipped
+    check_html_refs(tmp_path / "report.html")
+
+
 def test_formats_option(store, tmp_path):
     assert main([FACTORIAL, "--tracking-uri", store, "--output", str(tmp_path), "--format", "md,csv",
                  "--no-figures"]) == 0
@@ -515,7 +546,7 @@ def test_unknown_study_names_uri_and_studies(store):
     r = run_cli("no_such_study", "--tracking-uri", store, "--no-figures")
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
-    assert store in r.stderr and FACTORIAL in r.stderr and SINGLE_SEED in r.stderr
+    assert store in r.stderr and FACTORIAL in r.stderr and SINGLE_SEED in r.stderr and TUNING in r.stderr
 
 
 def test_empty_store_and_missing_store(tmp_path, capsys):
