@@ -252,6 +252,11 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny, tmp_path, name):
     assert a["epoch"] == b["epoch"] == 3
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+    for index, slot in a["optimizer"]["state"].items():  # Adam's moments too
+        for name, value in slot.items():
+            assert torch.equal(value, b["optimizer"]["state"][index][name]), (index, name)
+    for name, state in a["rng"]["generators"].items():
+        assert torch.equal(state, b["rng"]["generators"][name]), name
     for key in ("train/loss", "val/loss"):
         assert result[key] == expected[key]
     assert [r["val/loss"] for r in b["progress"]["history"]] == [r["val/loss"] for r in a["progress"]["history"]]

