@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -62,8 +64,10 @@ class MetricNotFound(AnalysisError):
 
 
 def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else the runner's default store under ``results/``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'results' / 'mlflow.db'}"
+    """``$MLFLOW_TRACKING_URI``, else the runner's default store: ``mlflow.db`` in
+    ``$STUDY_RESULTS_DIR`` or ``<project>/results`` (as study/tracking.py)."""
+    results = Path(os.environ.get("STUDY_RESULTS_DIR") or PROJECT_ROOT / "results").resolve()
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{results / 'mlflow.db'}"
 
 
 def _local_store_missing(uri: str) -> str | None:
@@ -290,6 +294,8 @@ class Study:
         """Local copy of an artifact of a run, or None when the run did not log it."""
         if self._artifact_dir is None:
             self._artifact_dir = Path(tempfile.mkdtemp(prefix=f"analysis-{self.name}-"))
+            # downloads live as long as the Study object
+            weakref.finalize(self, shutil.rmtree, self._artifact_dir, True)
         dst = self._artifact_dir / run_id
         local = dst / path
         if local.exists():

@@ -152,7 +152,7 @@ def completeness_table(matrix: pd.DataFrame, stage: str, baseline: str | None) -
 
 
 def hyperparameters_table(params: pd.DataFrame, stage: str, baseline: str | None) -> Table:
-    display = params.astype(object).where(params.notna(), "n/a")
+    display = params.astype(object).where(params.notna(), "n/a").map(_short_number)
     display.index = [_arm_name(a, baseline) for a in params.index]
     display.index.name = "arm"
     return Table(f"hyperparameters_{stage}",
@@ -161,6 +161,17 @@ def hyperparameters_table(params: pd.DataFrame, stage: str, baseline: str | None
                  "The scientific settings of each arm and the values its tune phase chose for the "
                  "nuisance hyperparameters (params the tune trials varied); params fixed for every "
                  "arm are not shown.")
+
+
+def _short_number(value):
+    """``0.00033894336065768647`` -> ``0.0003389`` (4 significant digits); others unchanged."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return value
+    if x.is_integer() or not math.isfinite(x):
+        return value
+    return f"{x:.4g}"
 
 
 def cost_display(cost: pd.DataFrame) -> Table:
@@ -174,8 +185,11 @@ def cost_display(cost: pd.DataFrame) -> Table:
                                           if r.gpu_with_pretraining_s != r.gpu_s else ""),
              "estimated": r.estimated_runs}
             for r in cost.itertuples(index=False)]
+    display = pd.DataFrame(rows)
+    if not (cost["gpu_with_pretraining_s"] != cost["gpu_s"]).any():
+        display = display.drop(columns="GPU with its pretraining")   # no arm builds on pretraining
     return Table("cost", "Cost per arm and in total (tune phase with pruned trials, replicates, pretraining)",
-                 pd.DataFrame(rows), cost,
+                 display, cost,
                  "Wall and GPU seconds from each run's cost/wall_seconds and cost/gpu_seconds "
                  "metrics; 'estimated' counts runs that did not log them (pruned, failed or still "
                  "running), whose cost is taken from the MLflow start/end times × gpus_per_trial. "
