@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"MLflow store (default: $MLFLOW_TRACKING_URI, else {default_tracking_uri()})")
     p.add_argument("--parent-run", default=None, metavar="RUN_ID",
                    help="report this invocation of the study (default: the latest)")
+    p.add_argument("--budget", default=None,
+                   help="report the latest invocation at this budget (smoke, full); default: the latest")
     p.add_argument("--no-figures", action="store_true", help="tables only (fast)")
     p.add_argument("--tsne-points", type=int, default=FigureOptions.tsne_points, metavar="N",
                    help=f"test digits in the t-SNE figure (default: {FigureOptions.tsne_points})")
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             output_dir=Path(args.output) if args.output else default_output_dir(args.study),
             metric=args.metric, baseline=args.baseline, formats=formats,
             figures=not args.no_figures, log_figures=not args.no_log,
-            parent_run_id=args.parent_run, figure_options=FigureOptions(tsne_points=args.tsne_points),
+            parent_run_id=args.parent_run, budget=args.budget, figure_options=FigureOptions(tsne_points=args.tsne_points),
             command=command_string(sys.argv if argv is None else ["compare", *argv]))
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -316,8 +316,9 @@ class Study:
 
 
 def load_study(name: str, tracking_uri: str | None = None,
-               parent_run_id: str | None = None) -> Study:
-    """The study's latest invocation (or ``parent_run_id``) and its trial runs.
+               parent_run_id: str | None = None, budget: str | None = None) -> Study:
+    """The study's latest invocation (of ``budget`` when given, or exactly ``parent_run_id``)
+    and its trial runs.
 
     Raises ``StudyNotFound`` naming the URI searched and the studies the store holds.
     """
@@ -325,6 +326,12 @@ def load_study(name: str, tracking_uri: str | None = None,
     ids = _experiment_ids(client)
     parents = _search_all(client, ids, f"tags.run_kind = 'study' and tags.study = '{_q(name)}'",
                           order_by=["attributes.start_time DESC"]) if ids else []
+    if parents and budget is not None:
+        budgets = sorted({p.data.tags.get("budget", "?") for p in parents})
+        parents = [p for p in parents if p.data.tags.get("budget") == budget]
+        if not parents:
+            raise StudyNotFound(f"study {name!r} at {uri} has no run with budget {budget!r}; "
+                                f"budgets: {', '.join(budgets)}")
     if not parents:
         held = list_studies(client) if ids else {}
         listing = (", ".join(f"{s} ({n} invocation{'s' * (n != 1)})" for s, n in held.items())

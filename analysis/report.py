@@ -388,13 +388,14 @@ def build_report(name: str, *, tracking_uri: str | None = None, output_dir: Path
                  metric: str = "test/acc", baseline: str | None = None,
                  formats: Sequence[str] = FORMATS, figures: bool = True,
                  log_figures: bool = True, parent_run_id: str | None = None,
-                 command: str | None = None, figure_options=None) -> ReportResult:
+                 budget: str | None = None, command: str | None = None,
+                 figure_options=None) -> ReportResult:
     """Load study ``name`` from MLflow and write its report (``reports/<name>/`` by default).
 
     The entry point for the runner: ``build_report(study.name, tracking_uri=uri)`` after a
     study finishes (or while it runs: the report then says it is partial).
     """
-    study = load_study(name, tracking_uri, parent_run_id=parent_run_id)
+    study = load_study(name, tracking_uri, parent_run_id=parent_run_id, budget=budget)
     analysis = analyze(study, metric=metric, baseline=baseline)
     return write_report(analysis, Path(output_dir) if output_dir else default_output_dir(name),
                         formats=formats, figures=figures, log_figures=log_figures,

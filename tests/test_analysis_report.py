@@ -563,6 +563,17 @@ def test_empty_store_and_missing_store(tmp_path, capsys):
     assert not (tmp_path / "nothing_here.db").exists()   # no empty store created as a side effect
 
 
+def test_budget_and_parent_run_selection(store):
+    from analysis.load import StudyNotFound
+
+    study = load_study(FACTORIAL, store, budget="smoke")
+    assert load_study(FACTORIAL, store, parent_run_id=study.parent_run_id).parent_run_id == study.parent_run_id
+    with pytest.raises(StudyNotFound, match="budgets: smoke"):
+        load_study(FACTORIAL, store, budget="full")
+    with pytest.raises(StudyNotFound, match=study.parent_run_id):
+        load_study(FACTORIAL, store, parent_run_id="0" * 32)
+
+
 def test_metric_not_logged_lists_metrics(store, tmp_path, capsys):
     assert main([FACTORIAL, "--tracking-uri", store, "--output", str(tmp_path), "--metric", "test/top5"]) == 2
     err = capsys.readouterr().err
