@@ -418,6 +418,9 @@ def _pretrain_stage(ctx: PhaseContext, summary: list, data_sha256: str) -> None:
             tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {"best_configs.pretrain": json.dumps(best),
                                                                      done_tag: "true"})
         chosen = json.loads(ctx.parent.tags["best_configs.pretrain"])
+        lost = [p.key for p in missing if p.key not in chosen]
+        if lost:
+            raise RuntimeError(f"every pretraining trial of {lost} failed; see the failed pretrain runs in MLflow")
         best = {p.key: chosen[p.key]["params"] for p in missing}
         done_tag = "phase_done.pretrain.replicate"
         if ctx.parent.tags.get(done_tag) != "true":
@@ -481,19 +484,21 @@ def _classify_stage(ctx: PhaseContext, summary: list) -> None:
                                  budget.trials_per_arm * len(arms), tags_for, log_weights=False))
         best = best_configs(ctx, STAGE_CLASSIFY, study.metric, study.mode,
                             {k: [q.name for q in v] for k, v in params.items()})
-        missing = sorted(set(arms) - set(best))
-        if missing:
-            raise RuntimeError(f"no tune-phase trial of arm(s) {missing} produced {study.metric}; "
-                               "see their failed runs in MLflow")
+        failed = sorted(set(arms) - set(best))
+        if failed:
+            # Every tune trial of these arms failed (diverged): nothing to replicate. The study
+            # goes on; the summary, the parent's tags and the report's completeness matrix say so.
+            log(f"classify/tune: no trial of {failed} produced {study.metric}: they are not replicated")
         tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {"best_configs.classify": json.dumps(best),
+                                                                 "failed_arms": json.dumps(failed),
                                                                  done_tag: "true"})
     chosen = json.loads(ctx.parent.tags["best_configs.classify"])
-    best = {name: chosen[name]["params"] for name in arms}
+    best = {name: chosen[name]["params"] for name in arms if name in chosen}
 
     done_tag = "phase_done.classify.replicate"
     if ctx.parent.tags.get(done_tag) != "true":
         configs = [{**classify_config(arm, budget, seed, PHASE_REPLICATE, opts.data_dir), **best[name]}
-                   for seed in budget.seeds for name, arm in arms.items()]
+                   for seed in budget.seeds for name, arm in arms.items() if name in best]
         summary.append(run_phase(ctx, STAGE_CLASSIFY, PHASE_REPLICATE, ListSearcher(configs, study.metric, study.mode),
                                  None, len(configs), tags_for))
         tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {done_tag: "true"})

@@ -74,7 +74,8 @@ class PerArmOptunaSearch(PickleStateMixin, Searcher):
         return None
 
     def on_trial_result(self, trial_id: str, result: Dict) -> None:
-        if trial_id in self._trial_arm:
+        # A diverged trial's last report has no metric (see study.trial): Optuna gets nothing.
+        if trial_id in self._trial_arm and self._metric in result:
             self._searchers[self._trial_arm[trial_id]].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False):

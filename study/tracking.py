@@ -235,11 +235,12 @@ class MlflowTrialLogger(_TuneCallback):
         self._client = None
         self._runs: Dict[str, str] = {}
         self._last_step: Dict[str, int] = {}
+        self._placement: Dict[str, tuple] = {}
         self.outcomes: Dict[str, tuple[str, str]] = {}   # trial_id -> (outcome, reason)
 
     def __getstate__(self):            # Tune pickles callbacks with the experiment state
         state = dict(self.__dict__)
-        state.update(_client=None, _runs={}, _last_step={})
+        state.update(_client=None, _runs={}, _last_step={}, _placement={})
         return state
 
     def setup(self, **info):
@@ -292,6 +293,11 @@ class MlflowTrialLogger(_TuneCallback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric
         run_id = self.run_id(trial)
+        if result.get("node_id") and self._placement.get(run_id) != (result["node_id"], result.get("pid")):
+            # Where the trial runs now (it changes when a failed trial is retried elsewhere).
+            self._placement[run_id] = (result["node_id"], result.get("pid"))
+            self.mlflow.set_tag(run_id, "node_id", str(result["node_id"]))
+            self.mlflow.set_tag(run_id, "worker_pid", str(result.get("pid", "")))
         if result.get("diverged"):
             return
         step = int(result.get("epoch", result.get("training_iteration", 0)))

@@ -42,6 +42,7 @@ def _is_divergence(error: BaseException) -> bool:
 def run_trial(config: dict, *, datasets: Mapping[str, Any], artifacts: Mapping[str, bytes],
               gpu_fraction: float = 0.0) -> None:
     """Entry point Tune calls in the trial's worker process."""
+    import ray
     import torch
     from ray import tune
 
@@ -67,11 +68,13 @@ def run_trial(config: dict, *, datasets: Mapping[str, Any], artifacts: Mapping[s
         checkpoint = tune.get_checkpoint()
         resume_from = stack.enter_context(checkpoint.as_directory()) if checkpoint else None
         last: dict[str, float] = {}
+        node_id = ray.get_runtime_context().get_node_id()   # which node ran it (multi-node runs)
 
         def reporter(metrics: Mapping[str, float], checkpoint_dir: str) -> None:
             last.clear()
             last.update(metrics)
-            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+            tune.report({**metrics, "node_id": node_id},
+                        checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
         train = _trainable(meta.get("trainable", "classifier"))
         try:
