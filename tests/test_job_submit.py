@@ -17,9 +17,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRETS = {"AWS_SECRET_ACCESS_KEY": "aws-secret-0123456789", "MLFLOW_TRACKING_PASSWORD": "mlflow-pass-987654"}
 
 
-def _wait_for_trials(uri, n, timeout=240):
+def _wait_for_trials(results, uri, n, timeout=240):
     deadline = time.time() + timeout
     while time.time() < deadline:
+        if not (results / "tune").exists():      # the driver has not finished creating the store
+            time.sleep(0.5)
+            continue
         try:
             if len([r for r in _trial_runs(uri) if r.data.tags.get("outcome") == "completed"]) >= n:
                 return
@@ -53,7 +56,7 @@ def test_job_submit_stop_and_resume(tmp_path):
     with RayHead(num_cpus=2, include_dashboard=True, auth="token", object_store_memory=200 * 1024 ** 2) as head:
         env = {**SECRETS, "STUDY_GIT_COMMIT": "0123abc", "MLFLOW_DISABLE_TELEMETRY": "true"}
         first = submit_job(head, command, working_dir=ROOT, env_vars=env)
-        _wait_for_trials(uri, n=2)
+        _wait_for_trials(results, uri, n=2)
         assert stop_job(head, first, timeout=120) == "STOPPED"
         assert "--resume" in job_logs(head, first)
         parent = tracking.client(uri).search_runs(

@@ -37,11 +37,14 @@ def _trial_runs(uri):
             if r.data.tags.get("run_kind") == "trial"]
 
 
-def _wait_for_trials(proc, uri, n, timeout=240):
+def _wait_for_trials(proc, results, uri, n, timeout=240):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             pytest.fail("study ended before it could be interrupted:\n" + proc.stdout.read())
+        if not (results / "tune").exists():      # the driver has not finished creating the store
+            time.sleep(0.5)
+            continue
         try:
             done = [r for r in _trial_runs(uri) if r.data.tags.get("outcome") in ("completed", "pruned")]
             started = [r for r in _trial_runs(uri) if r.data.tags.get("outcome") == "running"]
@@ -83,7 +86,7 @@ def test_interrupted_study_resumes(tmp_path, how):
     uri = f"sqlite:///{results / 'mlflow.db'}"
     proc = _start(results, uri)
     try:
-        _wait_for_trials(proc, uri, n=2)
+        _wait_for_trials(proc, results, uri, n=2)
         if how == "sigint":
             proc.send_signal(signal.SIGINT)
             out, _ = proc.communicate(timeout=120)
