@@ -212,7 +212,7 @@ def _mosaic(rows: Sequence[Sequence[np.ndarray]], title: str, row_labels: Sequen
         for j, img in enumerate(row):
             y, x = i * (TILE + top) + top, j * (TILE + gap)
             canvas[y:y + TILE, x:x + TILE] = _resample(img)
-    left = 1.1 if any(row_labels) else 0.2
+    left = 0.2 + 0.055 * max((len(label) for label in row_labels), default=0)  # inches, 8 pt text
     fig = plt.figure(figsize=(max(4.0, w * scale / DPI + left + 0.2), max(2.5, h * scale / DPI + 0.7)))
     ax = fig.add_axes((left / fig.get_figwidth(), 0.1 / fig.get_figheight(),
                        1 - (left + 0.2) / fig.get_figwidth(), 1 - 0.7 / fig.get_figheight()))
@@ -547,9 +547,10 @@ def _load_classifier(a, run):
     return load_classifier(model_pt, config, n_classes)
 
 
-def _pretraining_run(a):
-    """(run row, autoencoder.pt path or None, encoder.pt path) of the pretraining the best arm
-    builds on, else of any completed pretraining run of the study; None when there is none."""
+def _pretraining_candidates(a) -> tuple[list[tuple[str, str, int | None]], int | None]:
+    """Pretraining runs as (run_id, key, seed), best first: the pretraining the best arm
+    builds on (same seed as its representative run), then replicate before tune runs.
+    Returns the list and the preferred seed."""
     study = a.study
     rep = _representative_run(a, a.best_arm) if a.best_arm else None
     wanted_key, seed = None, None
@@ -563,27 +564,52 @@ def _pretraining_run(a):
     candidates = study.select(stage="pretrain", outcome="completed")
     # Autoencoders reused from earlier invocations are listed in the parent's pretrained_runs
     # tag ({"key/seed": run_id}); they are trial runs of another parent.
-    reused = {}
     try:
         reused = json.loads(study.parent_tags.get("pretrained_runs", "{}"))
     except json.JSONDecodeError:
-        pass
-    order = []
+        reused = {}
+    order: list[tuple[str, str, int | None]] = []
     if wanted_key is not None and f"{wanted_key}/{seed}" in reused:
         order.append((reused[f"{wanted_key}/{seed}"], wanted_key, seed))
     ranked = candidates.assign(
         _want=(candidates["arm"] != wanted_key), _rep=(candidates["phase"] != "replicate"),
         _seed=(candidates["seed"].fillna(-1) != (-1 if seed is None else seed)),
     ).sort_values(["_want", "_rep", "_seed", "seed"])
-    order += [(r.run_id, r.arm, r.seed) for r in ranked.itertuples(index=False)]
+    order += [(r.run_id, r.arm, None if pd.isna(r.seed) else int(r.seed)) for r in ranked.itertuples(index=False)]
     order += [(rid, ks.split("/")[0], int(ks.split("/")[1])) for ks, rid in sorted(reused.items())
               if "/" in ks and ks.split("/")[1].isdigit()]
+    seen, unique = set(), []
+    for item in order:
+        if item[0] not in seen:
+            seen.add(item[0])
+            unique.append(item)
+    return unique, seed
+
+
+def _pretraining_run(a):
+    """(run, autoencoder.pt path or None, encoder.pt path or None) of the pretraining the best
+    arm builds on, else of any completed pretraining run of the study; None when there is none."""
+    order, _ = _pretraining_candidates(a)
     for run_id, key, run_seed in order:
-        encoder = study.artifact(run_id, "encoder.pt")
-        autoencoder = study.artifact(run_id, "autoencoder.pt")
+        encoder = a.study.artifact(run_id, "encoder.pt")
+        autoencoder = a.study.artifact(run_id, "autoencoder.pt")
         if encoder is not None or autoencoder is not None:
             return {"run_id": run_id, "key": key, "seed": run_seed}, autoencoder, encoder
     return None
+
+
+def _autoencoders_by_key(a, seed: int | None) -> dict[str, tuple[dict, Path]]:
+    """One autoencoder.pt per pretraining key (the given seed where there is one)."""
+    order, _ = _pretraining_candidates(a)
+    order = sorted(order, key=lambda item: item[2] != seed)     # stable: keeps the ranking
+    found: dict[str, tuple[dict, Path]] = {}
+    for run_id, key, run_seed in order:
+        if key in found:
+            continue
+        path = a.study.artifact(run_id, "autoencoder.pt")
+        if path is not None:
+            found[key] = ({"run_id": run_id, "key": key, "seed": run_seed}, path)
+    return dict(sorted(found.items()))
 
 
 def _latent_figures(a, out: Path, opt: FigureOptions) -> list[FigureResult]:
@@ -619,22 +645,36 @@ def _latent_figures(a, out: Path, opt: FigureOptions) -> list[FigureResult]:
         source = f"pretraining {run['key']}, seed {seed} (run {run['run_id'][:8]})"
 
         def reconstructions():
-            from analysis.artifacts import test_inputs
-            if ae_path is None:
-                raise _Skip(f"{source} logged encoder.pt but no autoencoder.pt")
-            clean, _, labels, _ = test_inputs(dataset)
-            pick = _sample_digits(labels.numpy(), opt.n_reconstructions, opt.seed)
             import torch
+            from analysis.artifacts import test_inputs
             from trainables.data import corrupt
             from trainables.seeds import stream
-            noisy = corrupt(clean[pick], corruption, level, stream(seed, "test_noise"))
-            with torch.inference_mode():
-                recon = net(noisy)
-            fig = plot_reconstructions(clean[pick, 0].numpy(), noisy[:, 0].numpy(), recon[:, 0].numpy(),
-                                       f"{source}: corruption {corruption} {level:g}")
+            nets = _autoencoders_by_key(a, seed)
+            if not nets:
+                raise _Skip(f"no pretraining run of the study logged autoencoder.pt ({source} "
+                            "has only encoder.pt)")
+            clean, _, labels, _ = test_inputs(dataset)
+            pick = _sample_digits(labels.numpy(), opt.n_reconstructions, opt.seed)
+            rows, names = [clean[pick, 0].numpy()], ["original"]
+            for key, (run, path) in nets.items():
+                ae, payload = load_autoencoder(path)
+                kind, amount = payload.get("corruption", "none"), float(payload.get("noise_level", 0.0))
+                # the corruption the autoencoder was trained against; a reproducible draw
+                # from the run seed's test_noise stream
+                noisy = corrupt(clean[pick], kind, amount, stream(run["seed"] or 0, "test_noise"))
+                with torch.inference_mode():
+                    recon = ae(noisy)
+                if kind != "none":
+                    rows.append(noisy[:, 0].numpy())
+                    names.append(f"{key}: input ({kind} {amount:g})")
+                rows.append(recon[:, 0].numpy())
+                names.append(f"{key}: output")
+            fig = _mosaic([list(r) for r in rows], f"Autoencoder reconstructions of test digits "
+                          f"(seed {seed})", row_labels=names)
             return FigureResult("reconstructions", titles["reconstructions"],
-                                "Rows: clean test digit, its corrupted input, the autoencoder's "
-                                "reconstruction.", save(fig, out / "reconstructions.png"))
+                                "First row: clean test digits. Per pretraining: the corrupted input "
+                                "(denoising autoencoders only) and the reconstruction; "
+                                f"autoencoders: {', '.join(nets)}.", save(fig, out / "reconstructions.png"))
 
         def enc_filters():
             from analysis.artifacts import first_conv
