@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        print(f"error: unknown format(s) {', '.join(unknown) or '(none given)'}; formats: "
+              f"{', '.join(FORMATS)}", file=sys.stderr)
+        return 2
     try:
         result = build_report(
             args.study, tracking_uri=args.tracking_uri,

@@ -527,6 +527,8 @@ def test_formats_option(store, tmp_path):
                  "--no-figures"]) == 0
     assert (tmp_path / "comparison.md").exists() and (tmp_path / "comparison_arms.csv").exists()
     assert not (tmp_path / "report.html").exists() and not (tmp_path / "comparison.tex").exists()
+    assert main([FACTORIAL, "--tracking-uri", store, "--output", str(tmp_path), "--format", "pdf",
+                 "--no-figures"]) == 2
 
 
 def test_baseline_option(store, tmp_path, capsys):
