@@ -27,7 +27,7 @@ def _seconds(device: str, model: str, images: float, epochs: float) -> float:
 
 def print_plan(opts: RunOptions) -> None:
     study, budget = opts.study, opts.budget
-    device = "cuda" if opts.gpus_per_trial > 0 else "cpu"
+    device = "cuda" if opts.gpus_per_trial else "cpu"
     n_train = TRAIN_IMAGES.get(budget.dataset, 60000) * 0.9       # 10% held out for validation
     arms = study.arms()
     rows = []   # (stage, phase, what, trials, epochs, seconds of trial time)

@@ -49,7 +49,7 @@ class RunOptions:
     study: Study
     budget_name: str
     budget: Budget
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float | None = 0.0   # None: DEFAULT_GPUS_PER_TRIAL if the cluster has GPUs
     cpus_per_trial: float = 1.0
     max_concurrent: int | None = None
     address: str | None = None
@@ -130,10 +130,19 @@ def _object_store_default() -> int:
         return 512 * 1024 ** 2
 
 
+# Trials per GPU when the cluster has GPUs and --gpus-per-trial is not given: MNIST-sized
+# trials leave a GPU mostly idle, so several share one (benchmarks/packing.py measures it).
+DEFAULT_GPUS_PER_TRIAL = 0.25
+
+
 def check_resources(ray, opts: RunOptions) -> int:
     """Validates the request against the cluster and returns max concurrent trials."""
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if opts.gpus_per_trial is None:
+        opts.gpus_per_trial = DEFAULT_GPUS_PER_TRIAL if gpus > 0 else 0.0
+        if gpus > 0:
+            log(f"the cluster has {gpus:g} GPUs: {DEFAULT_GPUS_PER_TRIAL:g} GPU per trial (--gpus-per-trial to change)")
     if opts.gpus_per_trial > 0 and gpus == 0 and not opts.autoscaling:
         raise UsageError(
             f"--gpus-per-trial {opts.gpus_per_trial:g} asks for GPUs but the Ray cluster has none "
@@ -266,8 +275,9 @@ def best_configs(ctx: PhaseContext, stage: str, metric: str, mode: str, tuned: M
         rank = (tags["outcome"] == "completed", value)
         if arm not in best or rank > best[arm][0]:
             chosen = {p: _parse_param(params[p]) for p in tuned.get(arm, ()) if p in params}
-            best[arm] = (rank, chosen, run.info.run_id, metrics[metric])
-    return {arm: {"params": v[1], "tune_run_id": v[2], "val_metric": v[3]} for arm, v in best.items()}
+            best[arm] = (rank, chosen, run.info.run_id, metrics[metric], tags["outcome"])
+    return {arm: {"params": v[1], "tune_run_id": v[2], "val_metric": v[3], "outcome": v[4]}
+            for arm, v in best.items()}
 
 
 def _parse_param(text: str):
@@ -325,7 +335,7 @@ def run_study(opts: RunOptions) -> int:
             tags={**base_tags, "run_kind": "study", "baseline_arm": next(a.name for a in study.arms() if a.is_baseline),
                   "design": study.design, "factors": json.dumps([f.name for f in study.factors]),
                   "command": opts.command, "metric": study.metric, "mode": study.mode,
-                  "seeds": json.dumps(list(budget.seeds))},
+                  "seeds": json.dumps(list(budget.seeds)), "arms": json.dumps([a.name for a in study.arms()])},
             params={"budget." + k: v for k, v in budget.__dict__.items()})
         log(f"MLflow parent run {parent.run_id} in experiment {study.name!r}")
     ctx = PhaseContext(opts, parent, experiment_id, {budget.dataset: dataset}, {}, max_concurrent, base_tags)
@@ -412,9 +422,16 @@ def _pretrain_stage(ctx: PhaseContext, summary: list, data_sha256: str) -> None:
             scheduler = PerArmASHA(study.pretrain_metric, study.pretrain_mode, budget.pretrain_epochs,
                                    min(budget.grace_period, budget.pretrain_epochs), budget.reduction_factor)
             summary.append(run_phase(ctx, STAGE_PRETRAIN, PHASE_TUNE, searcher, scheduler,
-                                     budget.pretrain_trials * len(arms), _pretrain_tags(caches), log_weights=False))
+                                     budget.pretrain_trials * len(arms), _pretrain_tags(caches)))
             best = best_configs(ctx, STAGE_PRETRAIN, study.pretrain_metric, study.pretrain_mode,
                                 {k: [q.name for q in v] for k, v in params.items()})
+            # The best full-length tune trial IS the tune seed's autoencoder (same config, same
+            # seed, same epochs): register it instead of training it again.
+            c = tracking.client(opts.tracking_uri)
+            for key, chosen in best.items():
+                if chosen["outcome"] == "completed" and (key, budget.tune_seed) not in found:
+                    c.set_tag(chosen["tune_run_id"], "pretrain_cache_key", caches[(key, budget.tune_seed)])
+            found = _find_pretrained(ctx, caches)
             tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {"best_configs.pretrain": json.dumps(best),
                                                                      done_tag: "true"})
         chosen = json.loads(ctx.parent.tags["best_configs.pretrain"])
@@ -423,9 +440,9 @@ def _pretrain_stage(ctx: PhaseContext, summary: list, data_sha256: str) -> None:
             raise RuntimeError(f"every pretraining trial of {lost} failed; see the failed pretrain runs in MLflow")
         best = {p.key: chosen[p.key]["params"] for p in missing}
         done_tag = "phase_done.pretrain.replicate"
-        if ctx.parent.tags.get(done_tag) != "true":
-            configs = [{**pretrain_config(p, budget, s, opts.data_dir), **best[p.key], "phase": PHASE_REPLICATE}
-                       for p in missing for s in seeds if (p.key, s) not in found]
+        configs = [{**pretrain_config(p, budget, s, opts.data_dir), **best[p.key], "phase": PHASE_REPLICATE}
+                   for p in missing for s in seeds if (p.key, s) not in found]
+        if ctx.parent.tags.get(done_tag) != "true" and configs:
             summary.append(run_phase(ctx, STAGE_PRETRAIN, PHASE_REPLICATE,
                                      ListSearcher(configs, study.pretrain_metric, study.pretrain_mode), None,
                                      len(configs), _pretrain_tags(caches)))
@@ -517,5 +534,4 @@ def print_epilogue(opts: RunOptions, parent: ParentRun) -> None:
     print(f"MLflow experiment: {opts.study.name} (parent run {parent.run_id}) at {uri}")
     print(f"  browse: mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"  browse: {uri}")
     print(f"Tables: python -m analysis.compare {opts.study.name}"
-          + ("" if "MLFLOW_TRACKING_URI" in os.environ or opts.tracking_uri == tracking.default_tracking_uri(opts.results_dir)
-             else f" --tracking-uri {uri}"))
+          + ("" if opts.tracking_uri == tracking.default_tracking_uri() else f" --tracking-uri {uri}"))

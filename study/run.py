@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trials-per-arm", type=_positive_int("--trials-per-arm"),
                         help="override the Optuna trials per arm in the tune phase")
     parser.add_argument("--gpus-per-trial", type=_positive_float("--gpus-per-trial"), default=None,
-                        help="GPU share per trial; 0.25 packs four trials on a GPU (default: none, CPU only)")
+                        help="GPU share per trial; 0.25 packs four trials on a GPU (default: 0.25 when the "
+                             "cluster has GPUs, else none)")
     parser.add_argument("--cpus-per-trial", type=_positive_float("--cpus-per-trial"), default=1.0,
                         help="CPUs per trial (default: 1)")
     parser.add_argument("--max-concurrent", type=_positive_int("--max-concurrent"),
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     results_dir = (args.results_dir or tracking.default_results_dir()).resolve()
     opts = RunOptions(
-        study=study, budget_name=args.budget, budget=budget, gpus_per_trial=args.gpus_per_trial or 0.0,
+        study=study, budget_name=args.budget, budget=budget, gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent, address=args.address,
         tracking_uri=args.tracking_uri or tracking.default_tracking_uri(results_dir), results_dir=results_dir,
         storage=args.storage or os.environ.get("STUDY_STORAGE"), data_dir=args.data_dir, resume=args.resume, fresh=args.fresh,

@@ -311,7 +311,6 @@ class MlflowTrialLogger(_TuneCallback):
         self._last_step[run_id] = step
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        from mlflow.entities import Metric
         run_id = self.run_id(trial)
         result = trial.last_result or {}
         if result.get("diverged"):
@@ -320,6 +319,22 @@ class MlflowTrialLogger(_TuneCallback):
             outcome, reason = "completed", ""
         else:
             outcome, reason = "pruned", "stopped early by ASHA"
+        self._log_cost(run_id, result)
+        if outcome != "failed":
+            self._log_checkpoint(run_id, trial, weights=self.log_weights and outcome == "completed")
+        self._finish(run_id, trial, outcome, reason)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self.run_id(trial)
+        self._log_cost(run_id, trial.last_result or {})
+        reason = "trial process failed"
+        if getattr(trial, "error_file", None) and os.path.exists(trial.error_file):
+            reason = Path(trial.error_file).read_text(errors="replace").strip().splitlines()[-1][:500]
+        self._finish(run_id, trial, "failed", reason)
+
+    def _log_cost(self, run_id: str, result: Mapping[str, Any]) -> None:
+        """Trial wall time (Tune's, across restores) and the resources it held meanwhile."""
+        from mlflow.entities import Metric
         wall = float(result.get("time_total_s", 0.0))
         step = int(result.get("epoch", 0))
         now = int(time.time() * 1000)
@@ -327,16 +342,6 @@ class MlflowTrialLogger(_TuneCallback):
             Metric("cost/wall_seconds_trial", wall, now, step),
             Metric("cost/gpu_seconds", wall * self.resources.get("gpu", 0.0), now, step),
             Metric("cost/cpu_seconds", wall * self.resources.get("cpu", 1.0), now, step)])
-        if outcome != "failed":
-            self._log_checkpoint(run_id, trial, weights=self.log_weights and outcome == "completed")
-        self._finish(run_id, trial, outcome, reason)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self.run_id(trial)
-        reason = "trial process failed"
-        if getattr(trial, "error_file", None) and os.path.exists(trial.error_file):
-            reason = Path(trial.error_file).read_text(errors="replace").strip().splitlines()[-1][:500]
-        self._finish(run_id, trial, "failed", reason)
 
     def _finish(self, run_id, trial, outcome: str, reason: str):
         self.mlflow.set_tag(run_id, "outcome", outcome)
