@@ -85,6 +85,7 @@ def log(message: str) -> None:
 def pretrain_config(p: Pretraining, budget: Budget, seed: int, data_dir: str | None) -> dict:
     return {**p.trainable_settings(), "dataset": budget.dataset, "data_dir": data_dir,
             "epochs": budget.pretrain_epochs, "seed": seed, "patience": 0,
+            "channels_last": True,          # 1.4x faster for the conv decoder on CPU (measured)
             "trainable": "autoencoder", "stage": STAGE_PRETRAIN, "arm": p.key}
 
 

@@ -1,17 +1,18 @@
-"""`ray job submit` of a smoke study to a real local head (free ports, token auth), `ray job
-stop` in the middle, and a resubmitted `--resume` that completes it. The recorded runs must not
+"""`ray job submit` of a smoke study to a real two-node local cluster (free ports, token auth),
+`ray job stop` in the middle, and a resubmitted `--resume` that completes it. The recorded runs must not
 contain any secret from the job's environment."""
 from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from raycluster import RayHead, job_logs, stop_job, submit_job, wait_job
+from raycluster import RayHead, job_logs, processes_referencing, stop_job, submit_job, wait_job
 from study import tracking
-from test_resume import STUDY, _check_complete, _trial_runs
+from test_resume import SMALL, STUDY, _check_complete, _trial_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRETS = {"AWS_SECRET_ACCESS_KEY": "aws-secret-0123456789", "MLFLOW_TRACKING_PASSWORD": "mlflow-pass-987654"}
@@ -52,11 +53,14 @@ def test_job_submit_stop_and_resume(tmp_path):
     results = tmp_path / "results"
     uri = f"sqlite:///{results / 'mlflow.db'}"
     command = ["python", "-m", "study.run", STUDY, "--budget", "smoke", "--quiet",
-               "--results-dir", str(results), "--tracking-uri", uri]
-    with RayHead(num_cpus=2, include_dashboard=True, auth="token", object_store_memory=200 * 1024 ** 2) as head:
+               "--results-dir", str(results), "--tracking-uri", uri, *SMALL]
+    # Two raylet nodes of one CPU each: trials (one CPU each) land on both.
+    with RayHead(num_cpus=1, include_dashboard=True, auth="token", object_store_memory=200 * 1024 ** 2) as head:
+        head.add_worker(num_cpus=1)
+        temp_dir, token = head.temp_dir, head.token
         env = {**SECRETS, "STUDY_GIT_COMMIT": "0123abc", "MLFLOW_DISABLE_TELEMETRY": "true"}
         first = submit_job(head, command, working_dir=ROOT, env_vars=env)
-        _wait_for_trials(results, uri, n=2)
+        _wait_for_trials(results, uri, n=1)
         assert stop_job(head, first, timeout=120) == "STOPPED"
         assert "--resume" in job_logs(head, first)
         parent = tracking.client(uri).search_runs(
@@ -68,8 +72,13 @@ def test_job_submit_stop_and_resume(tmp_path):
         assert status == "SUCCEEDED", job_logs(head, second)[-4000:]
         assert f"python -m analysis.compare {STUDY}" in job_logs(head, second)
 
+    assert not processes_referencing(temp_dir), "a Ray process outlived the cluster's stop()"
     _check_complete(uri)
+    runs = _trial_runs(uri)
+    nodes = Counter(r.data.tags.get("node_id") for r in runs)
+    assert None not in nodes and len(nodes) == 2, f"trials ran on nodes {dict(nodes)}"
+    assert list((results / "tune").glob("*/*/checkpoint_*")), "no checkpoint in the shared storage"
     recorded = _everything_recorded(uri)
     assert "0123abc" in recorded                       # provenance from the submitter arrived
-    for name, secret in {**SECRETS, "RAY_AUTH_TOKEN": head.token}.items():
+    for name, secret in {**SECRETS, "RAY_AUTH_TOKEN": token}.items():
         assert secret not in recorded, f"{name} leaked into MLflow"

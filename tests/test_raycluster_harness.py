@@ -97,34 +97,8 @@ def test_fake_cluster_yaml_passes_rays_schema():
 # ----------------------------------------------------------------------------- slow
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(120)
-def test_two_node_cluster_runs_a_task_on_each_node_and_stops_cleanly():
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    with RayHead(num_cpus=1) as head:
-        temp_dir = head.temp_dir
-        head.add_worker(num_cpus=1)
-        pids = [node.pid for node in head.nodes]
-        ray.init(address=head.address)
-        nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-        assert len(nodes) == 2
-
-        @ray.remote(num_cpus=1)
-        def node_id():
-            return ray.get_runtime_context().get_node_id()
-
-        ran_on = ray.get([
-            node_id.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote()
-            for n in nodes])
-        assert ran_on == nodes
-        ray.shutdown()
-        assert processes_referencing(temp_dir)  # the cluster really runs under the temp dir
-
-    assert_nothing_left(temp_dir)
-    for pid in pids:
-        assert not Path(f"/proc/{pid}").exists()
+# Two-node clusters and the fake autoscaler are exercised with whole studies (and checked to
+# leave no process behind) in test_scale_out.py.
 
 
 @pytest.mark.slow
@@ -182,45 +156,5 @@ def test_jobs_with_token_auth_run_stop_gracefully_and_refuse_clients_without_tok
                                 capture_output=True, text=True, timeout=60)
         assert listed.returncode == 0, listed.stderr
         assert job in listed.stdout
-
-    assert_nothing_left(temp_dir)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(180)
-def test_fake_autoscaler_adds_a_gpu_node_on_demand_and_removes_it_when_idle():
-    import ray
-
-    with RayHead(num_cpus=1, num_gpus=0, autoscaling_config=FAKE_CLUSTER_YAML) as head:
-        temp_dir = head.temp_dir
-        written = yaml.safe_load((Path(temp_dir) / "autoscaling.yaml").read_text())
-        assert written["provider"]["gcs_address"] == head.address
-        ray.init(address=head.address)
-        head_node = ray.get_runtime_context().get_node_id()
-
-        def alive():
-            return [n for n in ray.nodes() if n["Alive"]]
-
-        @ray.remote(num_cpus=0, num_gpus=0.5)  # the head has no GPU: this needs a new node
-        def gpu_task():
-            return ray.get_runtime_context().get_node_id(), os.environ["CUDA_VISIBLE_DEVICES"]
-
-        ref = gpu_task.remote()
-        deadline = time.monotonic() + 60
-        while len(alive()) < 2:
-            assert time.monotonic() < deadline, "the autoscaler added no node"
-            time.sleep(0.5)
-        node, cuda_visible = ray.get(ref, timeout=60)
-        assert node != head_node and cuda_visible == "0"
-        added = next(n for n in alive() if n["NodeID"] == node)
-        assert added["Resources"]["GPU"] == 1.0
-
-        # idle_timeout_minutes: 0.5 in fake_cluster.yaml, plus autoscaler update rounds.
-        deadline = time.monotonic() + 90
-        while len(alive()) > 1:
-            assert time.monotonic() < deadline, "the idle node was not removed"
-            time.sleep(1)
-        assert alive()[0]["NodeID"] == head_node
-        ray.shutdown()
 
     assert_nothing_left(temp_dir)
