@@ -1,11 +1,10 @@
-"""`ray job submit` of a smoke study to a real two-node local cluster (free ports, token auth),
+"""`ray job submit` of a smoke study to a real local head (free ports, token auth),
 `ray job stop` in the middle, and a resubmitted `--resume` that completes it. The recorded runs must not
 contain any secret from the job's environment."""
 from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -54,9 +53,10 @@ def test_job_submit_stop_and_resume(tmp_path):
     uri = f"sqlite:///{results / 'mlflow.db'}"
     command = ["python", "-m", "study.run", STUDY, "--budget", "smoke", "--quiet",
                "--results-dir", str(results), "--tracking-uri", uri, *SMALL]
-    # Two raylet nodes of one CPU each: trials (one CPU each) land on both.
-    with RayHead(num_cpus=1, include_dashboard=True, auth="token", object_store_memory=200 * 1024 ** 2) as head:
-        head.add_worker(num_cpus=1)
+    # One node: with several raylets on ONE host, a worker node's runtime-env agent garbage-
+    # collects the shared working_dir copy under the running driver (multi-node runs without
+    # working_dir: test_scale_out.py).
+    with RayHead(num_cpus=2, include_dashboard=True, auth="token", object_store_memory=200 * 1024 ** 2) as head:
         temp_dir, token = head.temp_dir, head.token
         env = {**SECRETS, "STUDY_GIT_COMMIT": "0123abc", "MLFLOW_DISABLE_TELEMETRY": "true"}
         first = submit_job(head, command, working_dir=ROOT, env_vars=env)
@@ -74,9 +74,6 @@ def test_job_submit_stop_and_resume(tmp_path):
 
     assert not processes_referencing(temp_dir), "a Ray process outlived the cluster's stop()"
     _check_complete(uri)
-    runs = _trial_runs(uri)
-    nodes = Counter(r.data.tags.get("node_id") for r in runs)
-    assert None not in nodes and len(nodes) == 2, f"trials ran on nodes {dict(nodes)}"
     assert list((results / "tune").glob("*/*/checkpoint_*")), "no checkpoint in the shared storage"
     recorded = _everything_recorded(uri)
     assert "0123abc" in recorded                       # provenance from the submitter arrived

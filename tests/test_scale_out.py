@@ -1,5 +1,6 @@
-"""Ray's fake autoscaler reacting to a study's fractional-GPU demand. (Trials across two real
-raylet nodes: test_job_submit.py; a SIGKILLed trial worker: test_resume.py.)"""
+"""Scale-out on one machine: a study's trials on two real raylet nodes, and Ray's fake
+autoscaler reacting to a study's fractional-GPU demand. (A SIGKILLed trial worker and driver:
+test_resume.py; `ray job stop`: test_job_submit.py.)"""
 from __future__ import annotations
 
 import os
@@ -47,6 +48,25 @@ def _finish(proc: subprocess.Popen, timeout: float) -> str:
 def _assert_clean_records(runs):
     assert max(Counter(r.data.tags["trial_key"] for r in runs).values()) == 1
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+@pytest.mark.slow
+def test_trials_of_one_study_run_on_several_nodes(tmp_path):
+    results = tmp_path / "results"
+    with RayHead(num_cpus=1, auth="disabled") as head:
+        temp_dir = head.temp_dir
+        head.add_worker(num_cpus=1)
+        proc = _run_study(results, head.env, "ablation_dropout", "--epochs", "1", "--trials-per-arm", "1",
+                          "--seeds", "0")
+        out = _finish(proc, timeout=400)
+    assert not processes_referencing(temp_dir), "a Ray process outlived the cluster's stop()"
+    assert proc.returncode == 0, out
+    runs = _trials(results, "ablation_dropout")
+    _assert_clean_records(runs)
+    nodes = Counter(r.data.tags.get("node_id") for r in runs)
+    assert None not in nodes and len(nodes) == 2, f"trials ran on nodes {dict(nodes)}"
+    # Results and checkpoints landed in the one storage folder both nodes reach.
+    assert list((results / "tune").glob("*/*/checkpoint_*"))
 
 
 @pytest.mark.slow
