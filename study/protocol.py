@@ -134,6 +134,7 @@ def _object_store_default() -> int:
 # Trials per GPU when the cluster has GPUs and --gpus-per-trial is not given: MNIST-sized
 # trials leave a GPU mostly idle, so several share one (benchmarks/packing.py measures it).
 DEFAULT_GPUS_PER_TRIAL = 0.25
+AUTOSCALING_CONCURRENCY = 16     # with --autoscaling and no --max-concurrent
 
 
 def check_resources(ray, opts: RunOptions) -> int:
@@ -153,6 +154,10 @@ def check_resources(ray, opts: RunOptions) -> int:
         raise UsageError(f"--cpus-per-trial {opts.cpus_per_trial:g} exceeds the cluster's {cpus:g} CPUs")
     if opts.max_concurrent:
         return opts.max_concurrent
+    if opts.autoscaling:
+        # The cluster's size now says nothing about its size under load.
+        log(f"autoscaling cluster: up to {AUTOSCALING_CONCURRENCY} trials at a time (--max-concurrent to change)")
+        return AUTOSCALING_CONCURRENCY
     limits = [int(cpus // opts.cpus_per_trial) if opts.cpus_per_trial else 1]
     if opts.gpus_per_trial > 0 and gpus > 0:
         limits.append(int(round(gpus / opts.gpus_per_trial, 4)))

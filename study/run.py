@@ -85,10 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpus-per-trial", type=_positive_float("--cpus-per-trial"), default=1.0,
                         help="CPUs per trial (default: 1)")
     parser.add_argument("--max-concurrent", type=_positive_int("--max-concurrent"),
-                        help="max trials at once (default: what the cluster's CPUs/GPUs fit)")
+                        help="max trials at once (default: what the cluster's CPUs/GPUs fit now; 16 with --autoscaling)")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a private local Ray)")
     parser.add_argument("--autoscaling", action="store_true",
-                        help="the cluster adds nodes on demand: skip the check that GPUs exist now")
+                        help="the cluster adds nodes on demand: skip the check that GPUs exist now and size "
+                             "concurrency for the grown cluster")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else "
                                                "sqlite:///<results-dir>/mlflow.db)")
     parser.add_argument("--results-dir", type=Path, help="where the SQLite store, artifacts and Tune state live "
