@@ -13,9 +13,13 @@ Both paths train the same freshly initialised model (same seed) with Adam, batch
 
     python -m benchmarks.throughput                       # CNN of seed 002, 3,840 images
     python -m benchmarks.throughput --model encoder_head  # seed 003's encoder + head
-    python -m benchmarks.throughput --device cuda --images 19200
+    python -m benchmarks.throughput --device cuda --images 19200 --dataset auto
+    python -m benchmarks.throughput --device cuda --images 19200 --dataset auto --bf16 --channels-last
 
-The last line printed is the speed-up (ours / baseline).
+On CUDA, --bf16 (autocast) and --channels-last apply to both paths alike, exactly as the
+trainables apply them (trainables.common.select_backend: also cudnn.benchmark), so the
+comparison stays fair: only the data path differs. On CPU they are ignored with a warning, as
+in the trainables. The last line printed is the speed-up (ours / baseline).
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.common import LossMeter, epoch_batches, make_optimizer
+from benchmarks.common import DATA_CHOICES, DATA_HELP, benchmark_dataset, load_average
+from trainables.common import Backend, LossMeter, epoch_batches, make_optimizer, select_backend
 from trainables.config import resolve_classifier_config
-from trainables.data import augment_batch, load_dataset
+from trainables.data import augment_batch
 from trainables.models import ConvEncoder, EncoderClassifier, MLPHead, SmallCNN
 from trainables.seeds import stream
 
@@ -65,7 +70,7 @@ class PILDigits(torch.utils.data.Dataset):
         return self.transform(image), int(self.labels[index])
 
 
-def run_baseline(images, labels, model_kind, device, num_workers, n_images) -> float:
+def run_baseline(images, labels, model_kind, backend: Backend, num_workers, n_images) -> float:
     from torchvision import transforms
 
     transform = transforms.Compose([
@@ -77,13 +82,16 @@ def run_baseline(images, labels, model_kind, device, num_workers, n_images) -> f
     dataset = PILDigits(images[:n_images], labels[:n_images], transform)
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=num_workers,
                                          generator=torch.Generator().manual_seed(0))
-    model = build_model(model_kind, normalize_inside=False).to(device)
+    device = backend.device
+    model = backend.prepare_model(build_model(model_kind, normalize_inside=False))
     optimizer = make_optimizer(OPTIMIZER, model.parameters())
     model.train()
 
     def step(x, y) -> float:
-        x, y = x.to(device), y.to(device)
-        loss = F.cross_entropy(model(x), y)
+        x, y = backend.prepare_input(x.to(device)), y.to(device)
+        with backend.autocast():
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -103,10 +111,11 @@ def run_baseline(images, labels, model_kind, device, num_workers, n_images) -> f
     return seen / (time.perf_counter() - started)
 
 
-def run_ours(images, labels, model_kind, device, n_images, augmented: bool = True) -> float:
+def run_ours(images, labels, model_kind, backend: Backend, n_images, augmented: bool = True) -> float:
+    device = backend.device
     x_all = images[:n_images].to(device).unsqueeze(1).float().div_(255.0)  # once, on the device
     y_all = labels[:n_images].to(device)
-    model = build_model(model_kind, normalize_inside=True).to(device)
+    model = backend.prepare_model(build_model(model_kind, normalize_inside=True))
     optimizer = make_optimizer(OPTIMIZER, model.parameters())
     order, augment = stream(0, "order"), stream(0, "augment", device)
     model.train()
@@ -115,7 +124,9 @@ def run_ours(images, labels, model_kind, device, n_images, augmented: bool = Tru
         meter = LossMeter(device)
         for index in batches:
             x = augment_batch(x_all[index], augment) if augmented else x_all[index]
-            loss = F.cross_entropy(model(x), y_all[index])
+            with backend.autocast():
+                logits = model(backend.prepare_input(x))
+            loss = F.cross_entropy(logits.float(), y_all[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -144,34 +155,48 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=40 * BATCH, help="images per path (default 3840)")
     parser.add_argument("--num-workers", type=int, default=0,
                         help="baseline DataLoader workers (default 0, as seed 002 used)")
-    parser.add_argument("--dataset", default="mnist-5k", help="dataset to take the images from")
+    parser.add_argument("--dataset", default="mnist-5k", choices=DATA_CHOICES,
+                        help=f"where the images come from (default mnist-5k). {DATA_HELP}")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads for both paths (default 1: what a study trial with "
                              "cpus_per_trial=1 gets; more threads than free cores slows both down)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed runs per path, interleaved; the median is reported (default 3)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast in both paths (CUDA only; ignored with a warning on CPU)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="channels_last model and inputs in both paths (CUDA only)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available on this machine")
+    # the trainables' own device logic (bf16 / channels_last only on CUDA, cudnn.benchmark)
+    backend = select_backend({"device": args.device, "bf16": args.bf16, "channels_last": args.channels_last})
+    device = backend.device
 
-    dataset = load_dataset(args.dataset)
+    dataset, data_line = benchmark_dataset(args.dataset)
     n = min(args.images, len(dataset.train_labels))
+    if n < (WARMUP_BATCHES + 1) * BATCH:
+        raise SystemExit(f"--images {args.images}: need at least {(WARMUP_BATCHES + 1) * BATCH} "
+                         f"({WARMUP_BATCHES} untimed warm-up batches of {BATCH}, then timed ones)")
     images, labels = dataset.train_images, dataset.train_labels
     name = {"cnn": "seed 002's CNN", "encoder_head": "seed 003's encoder + head"}[args.model]
-    print(f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), "
-          f"device {device}, torch {torch.__version__}")
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    print(f"{platform.machine()}, {os.cpu_count()} cores, {load_average()}, {torch.get_num_threads()} torch "
+          f"thread(s), device {device}{gpu}, torch {torch.__version__}, bf16={backend.bf16}, "
+          f"channels_last={backend.channels_last}")
+    print(f"data: {data_line}")
     print(f"model {args.model} ({name}), batch {BATCH}, {n} images per path, Adam, "
           f"seed 002's augmentations; baseline DataLoader num_workers={args.num_workers}")
     # interleaved (baseline, ours, baseline, ours, ...) so drifting load on a shared machine
     # hits both paths alike; each figure is the median of its runs
     baselines, ours = [], []
     for _ in range(args.repeats):
-        baselines.append(run_baseline(images, labels, args.model, device, args.num_workers, n))
-        ours.append(run_ours(images, labels, args.model, device, n))
+        baselines.append(run_baseline(images, labels, args.model, backend, args.num_workers, n))
+        ours.append(run_ours(images, labels, args.model, backend, n))
     # The model's own forward/backward/update, with no augmentation at all: no data path can
     # beat it, so it bounds the speed-up at (baseline's per-image cost) / (this per-image cost).
-    ceiling = statistics.median(run_ours(images, labels, args.model, device, n, augmented=False)
+    ceiling = statistics.median(run_ours(images, labels, args.model, backend, n, augmented=False)
                                 for _ in range(args.repeats))
     baseline, fast = statistics.median(baselines), statistics.median(ours)
     print(f"baseline  DataLoader + PIL transforms : {baseline:9,.0f} images/s  "
