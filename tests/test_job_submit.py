@@ -62,7 +62,10 @@ def test_job_submit_stop_and_resume(tmp_path):
         first = submit_job(head, command, working_dir=ROOT, env_vars=env)
         _wait_for_trials(results, uri, n=1)
         assert stop_job(head, first, timeout=120) == "STOPPED"
-        assert "--resume" in job_logs(head, first)
+        deadline = time.time() + 30           # job logs reach the dashboard with a lag
+        while "--resume" not in job_logs(head, first) and time.time() < deadline:
+            time.sleep(1)
+        assert "--resume" in job_logs(head, first), job_logs(head, first)[-3000:]
         parent = tracking.client(uri).search_runs(
             [_trial_runs(uri)[0].info.experiment_id], "tags.run_kind = 'study'")[0]
         assert parent.data.tags["study_status"] == "interrupted"
