@@ -18,7 +18,7 @@ ARM_KEY = "arm"          # every trial config names its arm under this key
 
 
 class PickleStateMixin:
-    """Searchers must save/restore for ``Tuner.restore`` to continue a search."""
+    """Searchers and schedulers must save/restore for ``Tuner.restore`` to continue a search."""
 
     def save(self, checkpoint_path: str):
         with open(checkpoint_path, "wb") as f:
@@ -105,7 +105,7 @@ class ListSearcher(PickleStateMixin, Searcher):
         pass
 
 
-class PerArmASHA(FIFOScheduler):
+class PerArmASHA(PickleStateMixin, FIFOScheduler):
     """ASHA early stopping with separate brackets per arm: a trial is only ever compared with
     trials of its own arm, so a slow-starting arm (a frozen encoder, 10% of the labels) is not
     pruned for being unlike the others."""
@@ -150,14 +150,6 @@ class PerArmASHA(FIFOScheduler):
 
     def debug_string(self) -> str:
         return f"Per-arm ASHA: {len(self.stopped_trials)} trials stopped early across {len(self._per_arm)} arms"
-
-    def save(self, checkpoint_path: str):
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str):
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
 
 
 def space_function(params) -> Callable:

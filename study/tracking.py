@@ -14,7 +14,6 @@ import os
 import platform
 import re
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error

@@ -106,7 +106,7 @@ def test_killed_trial_worker_and_killed_driver_then_resume(tmp_path):
     the driver and the local Ray it started; `--resume` completes the study."""
     results = tmp_path / "results"
     uri = f"sqlite:///{results / 'mlflow.db'}"
-    epochs = 5
+    epochs = 4
     proc = _start(results, uri, "--epochs", str(epochs))
     try:
         victim = _kill_a_running_trial_worker(proc, results, uri, epochs)

@@ -103,6 +103,8 @@ def test_study_smoke_end_to_end(name, store, ray_local, capsys):
         if name == "ablation_noise":
             assert trained_here == {"dae-gaussian-0.3"}, trained_here
 
+    if name != "ablation_dropout":
+        return
     # Running a finished study again does nothing and says so.
     code = main([name, "--budget", "smoke", "--results-dir", str(results), "--tracking-uri", uri, "--quiet"])
     assert code == 0

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -26,11 +25,11 @@ import torch.nn.functional as F
 from trainables.common import (
     EarlyStopping, LossMeter, MODEL_FILE, HISTORY_FILE, Progress, Reporter, Stopwatch,
     check_finite, cpu_state, epoch_batches, final_weights, make_optimizer, predict, print_reporter, report,
-    resume, run_cli, seed_init, select_backend, training_state, write_checkpoint, write_history,
+    resume, run_cli, seed_init, select_backend, training_state, checkpoint_writer, close_epoch, final_costs,
 )
 from trainables.config import AUTOENCODER_SCHEMA, ConfigError, resolve_autoencoder_config
 from trainables.data import ImageDataset, corrupt, corrupt_fixed, load_dataset, make_splits
-from trainables.models import Autoencoder, count_trainable, state_shapes
+from trainables.models import Autoencoder
 from trainables.seeds import stream
 
 TRAINABLE = "autoencoder"
@@ -130,26 +129,11 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
                                               if k.startswith("encoder.")}, **provenance},
                 AUTOENCODER_FILE: {"state_dict": ae_state, **provenance},
             }
-            metrics.update({
-                "model/trainable_params": float(count_trainable(model)),
-                "cost/wall_seconds": clock.seconds(),
-                "cost/images_per_second": progress.images_seen / max(progress.train_seconds, 1e-9),
-            })
+            metrics.update(final_costs(model, clock, progress))
             progress.history[-1] = dict(metrics)
             progress.finished = True
-        progress.wall_seconds = clock.seconds()
-        progress.last_metrics = dict(metrics)
-        state["progress"] = progress.state_dict()
-
-        def write(directory: Path) -> None:
-            write_checkpoint(directory, state, {**meta, "epoch": epoch, "final": final,
-                                                "model_shapes": state_shapes(state["model"])})
-            for name, content in files.items():
-                torch.save(content, directory / name)
-            if final:
-                write_history(directory / HISTORY_FILE, progress.history)
-
-        report(reporter, metrics, write)
+        close_epoch(progress, clock, metrics, state)
+        report(reporter, metrics, checkpoint_writer(state, meta, epoch, final, files, progress, HISTORY_FILE))
         if final:
             break
     # no epoch ran when a resumed config asks for no more epochs than were done

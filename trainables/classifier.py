@@ -34,7 +34,7 @@ from trainables.common import (
     CheckpointError, EarlyStopping, HISTORY_FILE, LossMeter, MODEL_FILE, Progress, Reporter,
     Stopwatch, check_finite, cpu_state, epoch_batches, final_weights, load_weights, make_optimizer,
     predict, print_reporter, report, resume, run_cli, seed_init, select_backend, training_state,
-    write_checkpoint, write_history,
+    checkpoint_writer, close_epoch, final_costs,
 )
 from trainables.config import CLASSIFIER_SCHEMA, ConfigError, resolve_classifier_config
 from trainables.data import (
@@ -43,7 +43,6 @@ from trainables.data import (
 )
 from trainables.models import (
     Autoencoder, ConvEncoder, DenoisedClassifier, EncoderClassifier, MLPHead, SmallCNN,
-    count_trainable, state_shapes,
 )
 from trainables.seeds import stream
 
@@ -160,28 +159,17 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
                                    "test_corruption": cfg["test_corruption"],
                                    "test_noise_level": cfg["test_noise_level"]})
                 metrics.update(test_metrics)
-            metrics.update({
-                "model/trainable_params": float(count_trainable(model)),
-                "cost/wall_seconds": clock.seconds(),
-                "cost/images_per_second": progress.images_seen / max(progress.train_seconds, 1e-9),
-            })
+            metrics.update(final_costs(model, clock, progress))
             progress.history[-1] = dict(metrics)
             progress.finished = True
-        progress.wall_seconds = clock.seconds()
-        progress.last_metrics = dict(metrics)
-        state["progress"] = progress.state_dict()
+        close_epoch(progress, clock, metrics, state)
 
-        def write(directory: Path) -> None:
-            write_checkpoint(directory, state, {**meta, "epoch": epoch, "final": final,
-                                                "model_shapes": state_shapes(state["model"])})
-            for name, content in files.items():
-                torch.save(content, directory / name)
-            if final:
-                write_history(directory / HISTORY_FILE, progress.history)
+        def write_evaluation(directory: Path, evaluation=evaluation) -> None:
             if evaluation is not None:
                 (directory / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
 
-        report(reporter, metrics, write)
+        report(reporter, metrics, checkpoint_writer(state, meta, epoch, final, files, progress, HISTORY_FILE,
+                                                    extra=write_evaluation))
         if final:
             break
     # no epoch ran when a resumed config asks for no more epochs than were done

@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import torch
 from torch import nn
@@ -409,3 +409,38 @@ def run_cli(train: Callable[..., dict], schema: Schema, description: str, argv: 
         print(f"training diverged: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+# -- end of an epoch: shared by both trainables --------------------------------------------
+def final_costs(model: nn.Module, clock: "Stopwatch", progress: "Progress") -> dict[str, float]:
+    """Scalars every trainable reports with its last epoch."""
+    from trainables.models import count_trainable
+    return {"model/trainable_params": float(count_trainable(model)),
+            "cost/wall_seconds": clock.seconds(),
+            "cost/images_per_second": progress.images_seen / max(progress.train_seconds, 1e-9)}
+
+
+def close_epoch(progress: "Progress", clock: "Stopwatch", metrics: Mapping[str, float], state: dict) -> None:
+    """Records the epoch's metrics and timing in the progress kept inside the checkpoint."""
+    progress.wall_seconds = clock.seconds()
+    progress.last_metrics = dict(metrics)
+    state["progress"] = progress.state_dict()
+
+
+def checkpoint_writer(state: Mapping, meta: Mapping, epoch: int, final: bool, files: Mapping[str, Any],
+                      progress: "Progress", history_file: str,
+                      extra: Callable[[Path], None] | None = None) -> Callable[[Path], None]:
+    """The function that fills a checkpoint directory: state + meta, weight files, and on the
+    last epoch the metric history."""
+    from trainables.models import state_shapes
+
+    def write(directory: Path) -> None:
+        write_checkpoint(directory, state, {**meta, "epoch": epoch, "final": final,
+                                            "model_shapes": state_shapes(state["model"])})
+        for name, content in files.items():
+            torch.save(content, directory / name)
+        if final:
+            write_history(directory / history_file, progress.history)
+        if extra is not None:
+            extra(directory)
+    return write
