@@ -25,28 +25,19 @@ from study.registry import STUDIES, get_study
 EXIT_USAGE = 2
 
 
-def _positive_float(name: str):
-    def parse(text: str) -> float:
+def _positive(name: str, cast=float, whole_above_one: bool = False):
+    """argparse type: a number > 0 (``cast=int``: a whole number >= 1), named in its error."""
+    kind = "a whole number" if cast is int else "a number"
+
+    def parse(text: str):
         try:
-            value = float(text)
+            value = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{name} must be {kind}, got {text!r}") from None
         if not value > 0:
             raise argparse.ArgumentTypeError(f"{name} must be > 0, got {text}")
-        if name == "--gpus-per-trial" and value > 1 and value != int(value):
+        if whole_above_one and value > 1 and value != int(value):
             raise argparse.ArgumentTypeError(f"{name} above 1 must be a whole number of GPUs, got {text}")
-        return value
-    return parse
-
-
-def _positive_int(name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {text}")
         return value
     return parse
 
@@ -76,15 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="folder holding the standard IDX files (offline clusters); "
                                            "default: STUDY_DATA_DIR or the download cache")
     parser.add_argument("--seeds", type=_seeds, help="replicate seeds, e.g. 0,1,2,3,4 (same for every arm)")
-    parser.add_argument("--epochs", type=_positive_int("--epochs"), help="override the classifier epochs")
-    parser.add_argument("--trials-per-arm", type=_positive_int("--trials-per-arm"),
+    parser.add_argument("--epochs", type=_positive("--epochs", int), help="override the classifier epochs")
+    parser.add_argument("--trials-per-arm", type=_positive("--trials-per-arm", int),
                         help="override the Optuna trials per arm in the tune phase")
-    parser.add_argument("--gpus-per-trial", type=_positive_float("--gpus-per-trial"), default=None,
+    parser.add_argument("--gpus-per-trial", type=_positive("--gpus-per-trial", whole_above_one=True), default=None,
                         help="GPU share per trial; 0.25 packs four trials on a GPU (default: 0.25 when the "
                              "cluster has GPUs, else none)")
-    parser.add_argument("--cpus-per-trial", type=_positive_float("--cpus-per-trial"), default=1.0,
+    parser.add_argument("--cpus-per-trial", type=_positive("--cpus-per-trial"), default=1.0,
                         help="CPUs per trial (default: 1)")
-    parser.add_argument("--max-concurrent", type=_positive_int("--max-concurrent"),
+    parser.add_argument("--max-concurrent", type=_positive("--max-concurrent", int),
                         help="max trials at once (default: what the cluster's CPUs/GPUs fit now; 16 with --autoscaling)")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a private local Ray)")
     parser.add_argument("--autoscaling", action="store_true",

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from trainables.common import (
     EarlyStopping, LossMeter, MODEL_FILE, HISTORY_FILE, Progress, Reporter, Stopwatch,
     check_finite, cpu_state, epoch_batches, final_weights, make_optimizer, predict, print_reporter, report,
-    resume, run_cli, seed_init, select_backend, training_state, checkpoint_writer, close_epoch, final_costs,
+    resume, run_cli, seed_init, select_backend, training_state, checkpoint_writer, close_epoch,
+    close_training_pass, final_costs, optimizer_step,
 )
 from trainables.config import AUTOENCODER_SCHEMA, ConfigError, resolve_autoencoder_config
 from trainables.data import ImageDataset, corrupt, corrupt_fixed, load_dataset, make_splits
@@ -95,13 +96,9 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
             with backend.autocast():
                 reconstruction = model(backend.prepare_input(noisy))
             loss = F.mse_loss(reconstruction.float(), clean)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, loss)
             meter.add(loss, index.numel())
-        train_loss = check_finite(meter.mean(), "train/loss", epoch)  # the epoch's one sync
-        progress.train_seconds += time.perf_counter() - started
-        progress.images_seen += meter.count
+        train_loss = close_training_pass(meter, progress, started, epoch)
 
         # ======================================================================== evaluate
         reconstruction = predict(model, val_input, backend)

@@ -34,7 +34,7 @@ from trainables.common import (
     CheckpointError, EarlyStopping, HISTORY_FILE, LossMeter, MODEL_FILE, Progress, Reporter,
     Stopwatch, check_finite, cpu_state, epoch_batches, final_weights, load_weights, make_optimizer,
     predict, print_reporter, report, resume, run_cli, seed_init, select_backend, training_state,
-    checkpoint_writer, close_epoch, final_costs,
+    checkpoint_writer, close_epoch, close_training_pass, final_costs, optimizer_step,
 )
 from trainables.config import CLASSIFIER_SCHEMA, ConfigError, resolve_classifier_config
 from trainables.data import (
@@ -125,13 +125,9 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
             with backend.autocast():
                 logits = model(backend.prepare_input(x))
             loss = loss_of(logits, train_y[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, loss)
             meter.add(loss, index.numel())
-        train_loss = check_finite(meter.mean(), "train/loss", epoch)  # the epoch's one sync
-        progress.train_seconds += time.perf_counter() - started
-        progress.images_seen += meter.count
+        train_loss = close_training_pass(meter, progress, started, epoch)
 
         # ======================================================================== validate
         val_logits = predict(model, val_input, backend)

@@ -444,3 +444,17 @@ def checkpoint_writer(state: Mapping, meta: Mapping, epoch: int, final: bool, fi
         if extra is not None:
             extra(directory)
     return write
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def close_training_pass(meter: "LossMeter", progress: "Progress", started: float, epoch: int) -> float:
+    """The epoch's mean training loss (its one device sync) and the training-time accounting."""
+    train_loss = check_finite(meter.mean(), "train/loss", epoch)
+    progress.train_seconds += time.perf_counter() - started
+    progress.images_seen += meter.count
+    return train_loss
