@@ -344,6 +344,7 @@ def run_study(opts: RunOptions) -> int:
                   "seeds": json.dumps(list(budget.seeds)), "arms": json.dumps([a.name for a in study.arms()])},
             params={"budget." + k: v for k, v in budget.__dict__.items()})
         log(f"MLflow parent run {parent.run_id} in experiment {study.name!r}")
+    tracking.log_study_definition(opts.tracking_uri, parent, study.definition())
     ctx = PhaseContext(opts, parent, experiment_id, {budget.dataset: dataset}, {}, max_concurrent, base_tags)
 
     # SIGTERM (`ray job stop`, a scheduler's preemption) gets the same graceful save as Ctrl-C:

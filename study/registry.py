@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from search_spaces.autoencoder import AUTOENCODER
 from search_spaces.classifier import CLASSIFIER, CNN_SWEEP
-from study.spec import Budget, Factor, InvalidCell, Level, Pretraining, Study
+from study.spec import (Budget, Contrast, DegradedCell, Factor, InvalidCell, Level, Pretraining, Study,
+                        difference, interaction)
 
 # Seed 003's denoising autoencoder: salt-and-pepper noise on the inputs, clean targets.
 SALT_PEPPER_DAE = Pretraining(corruption="salt_pepper", noise_level=0.2)
@@ -64,6 +65,24 @@ register(Study(
     design="factorial",
     invalid=(InvalidCell({"pretraining": "none", "encoder": "frozen"},
                          "nothing pretrained to freeze: a frozen random encoder measures random features"),),
+    contrasts=(
+        *(difference(f"{p.upper()} pretraining vs none, fine-tuned, {labels} labels",
+                     {"pretraining": p, "encoder": "finetuned", "labels": labels},
+                     {"pretraining": "none", "encoder": "finetuned", "labels": labels})
+          for labels in ("10%", "100%") for p in ("ae", "dae")),
+        Contrast("frozen vs fine-tuned encoder, given pretraining (AE and DAE, 10% and 100% labels averaged)",
+                 (({"pretraining": "ae", "encoder": "frozen"}, 0.5), ({"pretraining": "dae", "encoder": "frozen"}, 0.5),
+                  ({"pretraining": "ae", "encoder": "finetuned"}, -0.5),
+                  ({"pretraining": "dae", "encoder": "finetuned"}, -0.5))),
+        Contrast("pretraining x labels: gain of pretraining (AE and DAE averaged, fine-tuned) at 10% "
+                 "minus its gain at 100% labels",
+                 (({"pretraining": "ae", "encoder": "finetuned", "labels": "10%"}, 0.5),
+                  ({"pretraining": "dae", "encoder": "finetuned", "labels": "10%"}, 0.5),
+                  ({"pretraining": "none", "encoder": "finetuned", "labels": "10%"}, -1.0),
+                  ({"pretraining": "ae", "encoder": "finetuned", "labels": "100%"}, -0.5),
+                  ({"pretraining": "dae", "encoder": "finetuned", "labels": "100%"}, -0.5),
+                  ({"pretraining": "none", "encoder": "finetuned", "labels": "100%"}, 1.0))),
+    ),
     search_space=CLASSIFIER,
     fixed={"model": "encoder_head", "task": "digits", "optimizer": "adam", "latent_dim": 32,
            "head_hidden": 16, "head_layers": 2},
@@ -80,6 +99,7 @@ register(Study(
     ),
     baseline={"dropout": "0"},
     design="one_at_a_time",
+    contrasts=tuple(difference(f"dropout {p} vs none", {"dropout": p}, {"dropout": "0"}) for p in ("0.25", "0.5")),
     search_space=CLASSIFIER,
     fixed={"model": "cnn", "task": "digits", "optimizer": "adam", "augment": True},
     budgets={"smoke": SMOKE, "full": FULL},
@@ -96,6 +116,8 @@ register(Study(
     ),
     baseline={"optimizer": "adam"},
     design="one_at_a_time",
+    contrasts=tuple(difference(f"{o} vs adam", {"optimizer": o}, {"optimizer": "adam"})
+                    for o in ("adamw", "sgd", "rmsprop", "adagrad", "adadelta")),
     search_space=CLASSIFIER,
     fixed={"model": "cnn", "task": "digits", "dropout": 0.25},
     budgets={"smoke": SMOKE, "full": FULL},
@@ -125,6 +147,14 @@ register(Study(
     invalid=(InvalidCell({"noise": "clean", "training": "noisy"}, "no noise: identical to clean training"),
              InvalidCell({"noise": "clean", "training": "denoised"},
                          "no noise to remove: the study asks about noisy inputs")),
+    degraded=tuple(DegradedCell({"noise": n, "training": "clean"},
+                                "trained on clean digits, scored on corrupted ones: the drop is the "
+                                "distribution shift the study measures") for n in ("gaussian", "salt_pepper")),
+    contrasts=tuple(c for n in ("gaussian", "salt_pepper") for c in (
+        difference(f"denoiser vs training on noisy inputs, {n} noise",
+                   {"noise": n, "training": "denoised"}, {"noise": n, "training": "noisy"}),
+        difference(f"training on noisy inputs vs on clean ones, {n} noise",
+                   {"noise": n, "training": "noisy"}, {"noise": n, "training": "clean"}))),
     search_space=CLASSIFIER,
     fixed={"model": "cnn", "task": "digits", "optimizer": "adam", "dropout": 0.25},
     budgets={"smoke": SMOKE, "full": FULL},
@@ -143,6 +173,8 @@ register(Study(
     ),
     baseline={"encoder": "scratch"},
     design="one_at_a_time",
+    contrasts=tuple(difference(f"{e} encoder vs scratch", {"encoder": e}, {"encoder": "scratch"})
+                    for e in ("pretrained-frozen", "pretrained-finetuned")),
     search_space=CLASSIFIER,
     fixed={"model": "encoder_head", "task": "even_odd", "optimizer": "adam"},
     budgets={"smoke": SMOKE, "full": FULL},
@@ -160,6 +192,10 @@ register(Study(
     ),
     baseline={"kernel": "3", "stride": "1"},
     design="one_at_a_time",
+    contrasts=(*(difference(f"kernel {k} vs seed 004's kernel 3 (stride 1)", {"kernel": k, "stride": "1"},
+                            {"kernel": "3", "stride": "1"}) for k in ("5", "7")),
+               difference("stride 2 vs seed 004's stride 1 (kernel 3)", {"kernel": "3", "stride": "2"},
+                          {"kernel": "3", "stride": "1"})),
     search_space=CNN_SWEEP,
     fixed={"model": "cnn", "task": "digits", "optimizer": "adam"},
     budgets={"smoke": SMOKE, "full": FULL},

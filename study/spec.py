@@ -85,6 +85,44 @@ class InvalidCell:
 
 
 @dataclass(frozen=True)
+class DegradedCell(InvalidCell):
+    """A valid cell whose design predicts a low score (a clean-trained classifier scored on
+    corrupted inputs): it runs and is reported, but the smoke test's accuracy floor does not
+    apply to it. The reason says why the low score is the expected answer, not a bug."""
+
+
+Cell = Mapping[str, str]            # factor name -> level name; a partial cell averages arms
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A planned comparison: a weighted sum of cell means, named in words.
+
+    ``terms`` pairs a (partial) cell with a weight. A partial cell (some factors left out)
+    stands for the mean of every valid arm it matches, so an averaged effect always names
+    the cells it averaged (``Study.contrast_arms``). Weights sum to zero.
+    """
+    name: str
+    terms: tuple[tuple[Cell, float], ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "terms", tuple((frozen_map(c), float(w)) for c, w in self.terms))
+        if abs(sum(w for _, w in self.terms)) > 1e-9:
+            raise ValueError(f"contrast {self.name!r}: weights must sum to 0, got "
+                             f"{[w for _, w in self.terms]}")
+
+
+def difference(name: str, a: Cell, b: Cell) -> Contrast:
+    """mean(a) - mean(b)."""
+    return Contrast(name, ((a, 1.0), (b, -1.0)))
+
+
+def interaction(name: str, a1: Cell, b1: Cell, a2: Cell, b2: Cell) -> Contrast:
+    """A difference of differences: (a1 - b1) - (a2 - b2)."""
+    return Contrast(name, ((a1, 1.0), (b1, -1.0), (a2, -1.0), (b2, 1.0)))
+
+
+@dataclass(frozen=True)
 class Budget:
     dataset: str
     epochs: int                      # classifier epochs (ASHA's max_t; replicate length)
@@ -130,6 +168,9 @@ class Study:
     budgets: Mapping[str, Budget]
     fixed: Mapping[str, Any] = field(default_factory=dict)
     invalid: tuple[InvalidCell, ...] = ()
+    degraded: tuple[DegradedCell, ...] = ()   # valid cells expected to score low, with a reason
+    contrasts: tuple[Contrast, ...] = ()      # the planned comparisons: one Holm family
+    equivalence_margin: float = 0.005         # smallest effect of interest on test/acc (0.5 pp)
     metric: str = "val/acc"          # selection metric (validation only, never test)
     mode: str = "max"
     pretrain_metric: str = "val/loss"
@@ -151,6 +192,70 @@ class Study:
             raise ValueError(f"study {self.name}: the baseline is declared invalid")
         if {"smoke", "full"} - set(self.budgets):
             raise ValueError(f"study {self.name}: needs 'smoke' and 'full' budgets")
+        for cell in (*self.invalid, *self.degraded):
+            self._check_cell(cell.levels, "a declared cell")
+        names = [c.name for c in self.contrasts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"study {self.name}: two contrasts share a name")
+        for contrast in self.contrasts:
+            self.contrast_arms(contrast)        # raises on a cell that matches no valid arm
+
+    def _check_cell(self, cell: Cell, what: str) -> None:
+        for f, level in cell.items():
+            factor = next((x for x in self.factors if x.name == f), None)
+            if factor is None:
+                raise ValueError(f"study {self.name}: {what} names factor {f!r}; factors: "
+                                 f"{[x.name for x in self.factors]}")
+            factor.level(level)                 # raises on an unknown level
+
+    # -- contrasts --------------------------------------------------------------------------
+    def contrast_arms(self, contrast: Contrast) -> list[tuple[float, tuple[str, ...]]]:
+        """Per term: its weight and the arms (names) whose mean stands for the term's cell."""
+        arms = self.arms()
+        out = []
+        for cell, weight in contrast.terms:
+            self._check_cell(cell, f"contrast {contrast.name!r}")
+            matched = tuple(a.name for a in arms if all(a.levels[f] == l for f, l in cell.items()))
+            if not matched:
+                raise ValueError(f"study {self.name}: contrast {contrast.name!r} names cell {dict(cell)}, "
+                                 "which matches no valid arm")
+            out.append((weight, matched))
+        return out
+
+    def contrast_weights(self, contrast: Contrast) -> dict[str, float]:
+        """Arm name -> weight: each term's weight spread evenly over the arms it averages."""
+        weights: dict[str, float] = {}
+        for weight, matched in self.contrast_arms(contrast):
+            for arm in matched:
+                weights[arm] = weights.get(arm, 0.0) + weight / len(matched)
+        return {arm: w for arm, w in weights.items() if abs(w) > 1e-12}
+
+    def is_degraded(self, levels: Cell) -> str | None:
+        """The declared reason when the cell is expected to score low, else None."""
+        for cell in self.degraded:
+            if cell.matches(levels):
+                return cell.reason
+        return None
+
+    def definition(self) -> dict[str, Any]:
+        """What analysis needs to know about the study, as JSON-ready data (``study.json``)."""
+        return {
+            "name": self.name, "description": self.description, "question": self.question,
+            "design": self.design, "metric": self.metric, "mode": self.mode,
+            "equivalence_margin": self.equivalence_margin,
+            "factors": [{"name": f.name, "reason": f.reason, "levels": [l.name for l in f.levels]}
+                        for f in self.factors],
+            "baseline": dict(self.baseline),
+            "arms": [{"name": a.name, "levels": dict(a.levels), "is_baseline": a.is_baseline,
+                      "degraded": self.is_degraded(a.levels)} for a in self.arms()],
+            "invalid": [{"levels": dict(c.levels), "reason": c.reason} for c in self.invalid],
+            "degraded": [{"levels": dict(c.levels), "reason": c.reason} for c in self.degraded],
+            "contrasts": [{"name": c.name,
+                           "terms": [{"cell": dict(cell), "weight": w, "arms": list(arms)}
+                                     for (cell, w), (_, arms) in zip(c.terms, self.contrast_arms(c))],
+                           "weights": self.contrast_weights(c)}
+                          for c in self.contrasts],
+        }
 
     # -- arms -------------------------------------------------------------------------------
     def cells(self) -> list[dict[str, str]]:

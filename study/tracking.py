@@ -208,6 +208,18 @@ def set_parent_status(tracking_uri: str, parent: ParentRun, study_status: str) -
     c.set_terminated(parent.run_id, status={"finished": "FINISHED", "failed": "FAILED"}.get(study_status, "KILLED"))
 
 
+STUDY_DEFINITION_FILE = "study.json"
+
+
+def log_study_definition(tracking_uri: str, parent: ParentRun, definition: Mapping[str, Any]) -> None:
+    """The study's definition (factors, arms, contrasts, metric) as the parent run's
+    ``study.json``: analysis reads it from MLflow alone, without the code that defined it."""
+    with tempfile.TemporaryDirectory(prefix="study-definition-") as tmp:
+        path = Path(tmp) / STUDY_DEFINITION_FILE
+        path.write_text(json.dumps(definition, indent=2, sort_keys=False))
+        client(tracking_uri).log_artifact(parent.run_id, str(path))
+
+
 def set_parent_tags(tracking_uri: str, parent: ParentRun, tags: Mapping[str, str]) -> None:
     c = client(tracking_uri)
     for k, v in tags.items():

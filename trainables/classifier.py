@@ -293,6 +293,10 @@ def evaluate(logits: torch.Tensor, target: torch.Tensor, class_names: tuple[str,
         "per_class_accuracy": {name: float(per_class[c]) for c, name in enumerate(class_names)},
         "n_test": int(y.size),
         "misclassified": {"indices": wrong.tolist(), "true": y[wrong].tolist(), "pred": pred[wrong].tolist()},
+        # every test example's prediction, in test-set order (the same order in every arm):
+        # analysis pairs arms per example (hierarchical bootstrap over seeds and examples)
+        "predictions": pred.tolist(),
+        "targets": y.tolist(),
         "metrics": metrics,
     }
     return metrics, _json_safe(evaluation)
