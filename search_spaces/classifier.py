@@ -10,9 +10,25 @@ LR_RANGE = {
     "adam": (1e-4, 1e-2, "Adam's default 1e-3 sits mid-range; a decade either side"),
     "adamw": (1e-4, 1e-2, "same scale as Adam: decoupled decay does not move the lr optimum"),
     "sgd": (3e-3, 3e-1, "SGD with momentum 0.9 needs ~10-100x Adam's lr on small convnets"),
-    "rmsprop": (1e-4, 1e-2, "PyTorch default 1e-2 is often unstable; centred a decade lower"),
+    "rmsprop": (1e-4, 1e-2, "plain RMSprop (momentum 0, as PyTorch and Keras): default 1e-2 is often "
+                            "unstable, so centred a decade lower"),
     "adagrad": (1e-3, 1e-1, "accumulated squared gradients shrink steps: default 1e-2 mid-range"),
     "adadelta": (5e-2, 5.0, "Adadelta's lr is a multiplier, default 1.0 (seed 001's setting)"),
+}
+
+
+# Weight decay per optimizer. Adam, SGD, RMSprop, Adagrad and Adadelta add it to the gradient
+# (L2), so its useful range is small; AdamW decouples it and multiplies it by the lr, so at
+# lr ~1e-3 a decay of 1e-4 is nothing: its range is the one the AdamW paper and PyTorch's
+# default (1e-2) use.
+_L2 = (1e-6, 1e-3, "L2 added to the gradient: below 1e-6 it is off in effect, above 1e-3 it underfits MNIST")
+WD_RANGE = {
+    "adam": _L2,
+    "adamw": (1e-4, 1e-1, "decoupled decay, scaled by lr: PyTorch's default 1e-2 mid-range (AdamW paper's range)"),
+    "sgd": _L2,
+    "rmsprop": _L2,
+    "adagrad": _L2,
+    "adadelta": _L2,
 }
 
 
@@ -21,17 +37,22 @@ def _lr_for_optimizer(fixed):
     return Param("lr", low, high, log=True, reason=reason)
 
 
+def _weight_decay_for_optimizer(fixed):
+    low, high, reason = WD_RANGE[fixed.get("optimizer", "adam")]
+    return Param("weight_decay", low, high, log=True, reason=reason)
+
+
 CLASSIFIER = SearchSpace(
     name="classifier",
     params=(
         Param("lr", 1e-4, 1e-2, log=True,
               reason="replaced per optimizer (LR_RANGE); Adam's range by default"),
         Param("weight_decay", 1e-6, 1e-3, log=True,
-              reason="L2 strength: below 1e-6 it is off in effect, above 1e-3 it underfits MNIST"),
+              reason="replaced per optimizer (WD_RANGE): coupled L2 by default, decoupled for adamw"),
         Param("batch_size", choices=(64, 128, 256),
               reason="seeds used 64-96; 256 keeps the device busy; smaller is noisier but finer"),
     ),
-    overrides={"lr": _lr_for_optimizer},
+    overrides={"lr": _lr_for_optimizer, "weight_decay": _weight_decay_for_optimizer},
 )
 
 # Seed 004's sweep of the CNN's architecture knobs: kernel size and stride are the study's

@@ -28,8 +28,11 @@ from typing import Any, Mapping
 from search_spaces import default_point
 from study import tracking
 from study.registry import PRETRAIN_SPACE
+from study.searchers import ListSearcher, PerArmASHA, PerArmOptunaSearch, space_function
 from study.spec import Arm, Budget, Pretraining, Study
 from study.tracking import ParentRun
+from trainables.config import AUTOENCODER_SCHEMA
+from trainables.versions import autoencoder_code_version
 
 STAGE_PRETRAIN, STAGE_CLASSIFY = "pretrain", "classify"
 PHASE_TUNE, PHASE_REPLICATE = "tune", "replicate"
@@ -82,9 +85,18 @@ def log(message: str) -> None:
 
 
 # -- configs -------------------------------------------------------------------------------
-def pretrain_config(p: Pretraining, budget: Budget, seed: int, data_dir: str | None) -> dict:
+def pretrain_seeds(budget: Budget) -> list[int]:
+    """Autoencoders are trained on every replicate seed and on the tune seed (for tuning)."""
+    return sorted(set(budget.seeds) | {budget.tune_seed})
+
+
+def pretrain_config(p: Pretraining, study: Study, budget: Budget, seed: int, data_dir: str | None) -> dict:
+    # the classifier's val_fraction: with the same seed the autoencoder holds out exactly the
+    # images the classifier validates on, so no autoencoder has seen a validation image
+    val_fraction = study.fixed.get("val_fraction", AUTOENCODER_SCHEMA["val_fraction"].default)
     return {**p.trainable_settings(), "dataset": budget.dataset, "data_dir": data_dir,
-            "epochs": budget.pretrain_epochs, "seed": seed, "patience": 0,
+            "epochs": budget.pretrain_epochs, "patience": budget.pretrain_patience, "seed": seed,
+            "val_fraction": val_fraction,
             "channels_last": True,          # 1.4x faster for the conv decoder on CPU (measured)
             "trainable": "autoencoder", "stage": STAGE_PRETRAIN, "arm": p.key}
 
@@ -100,12 +112,18 @@ def classify_config(arm: Arm, budget: Budget, seed: int, phase: str, data_dir: s
     return config
 
 
-def pretrain_cache_key(p: Pretraining, budget: Budget, data_sha256: str, seed: int) -> str:
-    """Identity of a trained autoencoder: what it was trained on, how long, how tuned."""
-    return tracking.config_hash({"pretraining": p.key, "data": data_sha256, "epochs": budget.pretrain_epochs,
-                                 "trials": budget.pretrain_trials, "space": PRETRAIN_SPACE.name,
-                                 "params": [q.describe() for q in PRETRAIN_SPACE.params], "seed": seed,
-                                 "grace": budget.grace_period, "rf": budget.reduction_factor})
+def pretrain_cache_key(p: Pretraining, study: Study, budget: Budget, data_sha256: str, seed: int) -> str:
+    """Identity of a trained autoencoder: everything that changes its weights or the images it
+    saw (data, split, architecture, budget, tuning, the trainable's code), so a study reuses it
+    only where it would have trained the very same one."""
+    config = pretrain_config(p, study, budget, seed, None)
+    return tracking.config_hash({
+        "pretraining": p.key, "data": data_sha256,
+        "config": {k: config[k] for k in ("corruption", "noise_level", "latent_dim", "epochs", "patience",
+                                          "seed", "val_fraction")},
+        "trials": budget.pretrain_trials, "startup": budget.startup_trials, "space": PRETRAIN_SPACE.name,
+        "params": [q.describe() for q in PRETRAIN_SPACE.params],
+        "grace": budget.grace_period, "rf": budget.reduction_factor, "code": autoencoder_code_version()})
 
 
 # -- Ray -----------------------------------------------------------------------------------
@@ -351,10 +369,8 @@ def run_study(opts: RunOptions) -> int:
     # Tune only handles SIGINT.
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT)) \
         if _main_thread() else None
-    summary: list[PhaseResult] = []
     try:
-        _pretrain_stage(ctx, summary, dataset.sha256)
-        _classify_stage(ctx, summary)
+        summary = _pretrain_stage(ctx, dataset.sha256) + _classify_stage(ctx)
     except StudyInterrupted as e:
         tracking.set_parent_status(opts.tracking_uri, parent, "interrupted")
         log(f"interrupted ({e}). Continue with: python -m study.run {study.name} --budget {opts.budget_name} --resume")
@@ -389,94 +405,117 @@ def _factor_tags(study: Study):
     return tags_for
 
 
-def _pretrain_tags(caches: Mapping[tuple[str, int], str]):
+def _pretrain_tags(cache_keys: Mapping[tuple[str, int], str]):
     def tags_for(config: Mapping[str, Any]) -> dict[str, str]:
         tags = {"arm": str(config["arm"]), "seed": str(config["seed"]), "pretraining": str(config["arm"])}
-        key = caches.get((config["arm"], config["seed"]))
+        key = cache_keys.get((config["arm"], config["seed"]))
         if key and config.get("phase") == PHASE_REPLICATE:
             tags["pretrain_cache_key"] = key
         return tags
     return tags_for
 
 
-def _pretrain_stage(ctx: PhaseContext, summary: list, data_sha256: str) -> None:
-    from study.searchers import ListSearcher, PerArmASHA, PerArmOptunaSearch, space_function
+def _phase_once(ctx: PhaseContext, stage: str, phase: str, run) -> list[PhaseResult]:
+    """Runs a phase unless the parent run marks it done (a resumed study), then records the
+    tags ``run() -> (PhaseResult, tags)`` returns and marks it done, in one write."""
+    done = f"phase_done.{stage}.{phase}"
+    if ctx.parent.tags.get(done) == "true":
+        return []
+    result, tags = run()
+    tracking.set_parent_tags(ctx.opts.tracking_uri, ctx.parent, {**tags, done: "true"})
+    return [result]
 
+
+def _chosen_configs(ctx: PhaseContext, stage: str) -> dict[str, dict]:
+    """Per arm (or autoencoder), the tuned parameters the tune phase chose."""
+    chosen = json.loads(ctx.parent.tags[f"best_configs.{stage}"])
+    return {name: entry["params"] for name, entry in chosen.items()}
+
+
+def _pretrain_stage(ctx: PhaseContext, data_sha256: str) -> list[PhaseResult]:
+    """Trains the autoencoders the arms need that no earlier run trained, then ships every
+    needed one to the trials. Returns the phases it ran."""
     opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
     needed = study.pretrainings()
     if not needed:
-        return
-    seeds = sorted(set(budget.seeds) | {budget.tune_seed})
-    caches = {(p.key, s): pretrain_cache_key(p, budget, data_sha256, s) for p in needed for s in seeds}
-    found = _find_pretrained(ctx, caches)
-    missing = [p for p in needed if any((p.key, s) not in found for s in seeds)]
-    if not missing:
-        log(f"pretrain: reusing {len(found)} trained autoencoders ({', '.join(p.key for p in needed)})")
-    else:
-        if len(found):
-            log(f"pretrain: reusing {len(found)} trained autoencoders; training {[p.key for p in missing]}")
-        params = {p.key: PRETRAIN_SPACE.resolve({}) for p in missing}
-        done_tag = "phase_done.pretrain.tune"
-        if ctx.parent.tags.get(done_tag) != "true":
-            arms = {p.key: {**pretrain_config(p, budget, budget.tune_seed, opts.data_dir), "phase": PHASE_TUNE}
-                    for p in missing}
-            from trainables.config import resolve_autoencoder_config
-            defaults = resolve_autoencoder_config({})
-            searcher = PerArmOptunaSearch(
-                arms, lambda key: space_function(params[key]), budget.pretrain_trials,
-                study.pretrain_metric, study.pretrain_mode, seed=budget.tune_seed,
-                first_points={k: default_point(params[k], defaults) for k in arms})
-            scheduler = PerArmASHA(study.pretrain_metric, study.pretrain_mode, budget.pretrain_epochs,
-                                   min(budget.grace_period, budget.pretrain_epochs), budget.reduction_factor)
-            summary.append(run_phase(ctx, STAGE_PRETRAIN, PHASE_TUNE, searcher, scheduler,
-                                     budget.pretrain_trials * len(arms), _pretrain_tags(caches)))
-            best = best_configs(ctx, STAGE_PRETRAIN, study.pretrain_metric, study.pretrain_mode,
-                                {k: [q.name for q in v] for k, v in params.items()})
-            # The best full-length tune trial IS the tune seed's autoencoder (same config, same
-            # seed, same epochs): register it instead of training it again.
-            c = tracking.client(opts.tracking_uri)
-            for key, chosen in best.items():
-                if chosen["outcome"] == "completed" and (key, budget.tune_seed) not in found:
-                    c.set_tag(chosen["tune_run_id"], "pretrain_cache_key", caches[(key, budget.tune_seed)])
-            found = _find_pretrained(ctx, caches)
-            tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {"best_configs.pretrain": json.dumps(best),
-                                                                     done_tag: "true"})
-        chosen = json.loads(ctx.parent.tags["best_configs.pretrain"])
-        lost = [p.key for p in missing if p.key not in chosen]
-        if lost:
-            raise RuntimeError(f"every pretraining trial of {lost} failed; see the failed pretrain runs in MLflow")
-        best = {p.key: chosen[p.key]["params"] for p in missing}
-        done_tag = "phase_done.pretrain.replicate"
-        configs = [{**pretrain_config(p, budget, s, opts.data_dir), **best[p.key], "phase": PHASE_REPLICATE}
-                   for p in missing for s in seeds if (p.key, s) not in found]
-        if ctx.parent.tags.get(done_tag) != "true" and configs:
-            summary.append(run_phase(ctx, STAGE_PRETRAIN, PHASE_REPLICATE,
-                                     ListSearcher(configs, study.pretrain_metric, study.pretrain_mode), None,
-                                     len(configs), _pretrain_tags(caches)))
-            tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {done_tag: "true"})
-        found = _find_pretrained(ctx, caches)
-    lost = sorted(f"{k}/seed {s}" for (k, s) in caches if (k, s) not in found)
-    if lost:
-        raise RuntimeError(f"pretraining produced no usable autoencoder for {', '.join(lost)}; "
+        return []
+    seeds = pretrain_seeds(budget)
+    cache_keys = {(p.key, s): pretrain_cache_key(p, study, budget, data_sha256, s) for p in needed for s in seeds}
+    trained = _find_pretrained(ctx, cache_keys)
+    missing = [p for p in needed if any((p.key, s) not in trained for s in seeds)]
+    results: list[PhaseResult] = []
+    if trained:
+        log(f"pretrain: reusing {len(trained)} trained autoencoders")
+    if missing:
+        log(f"pretrain: training {', '.join(p.key for p in missing)}")
+        results += _phase_once(ctx, STAGE_PRETRAIN, PHASE_TUNE, lambda: _tune_autoencoders(ctx, missing, cache_keys))
+        chosen = _chosen_configs(ctx, STAGE_PRETRAIN)
+        failed = [p.key for p in missing if p.key not in chosen]
+        if failed:
+            raise RuntimeError(f"every pretraining trial of {failed} failed; see the failed pretrain runs in MLflow")
+        trained = _find_pretrained(ctx, cache_keys)   # now with the tune seed's autoencoders
+        configs = [{**pretrain_config(p, study, budget, s, opts.data_dir), **chosen[p.key], "phase": PHASE_REPLICATE}
+                   for p in missing for s in seeds if (p.key, s) not in trained]
+        if configs:
+            results += _phase_once(ctx, STAGE_PRETRAIN, PHASE_REPLICATE, lambda: (run_phase(
+                ctx, STAGE_PRETRAIN, PHASE_REPLICATE, ListSearcher(configs, study.pretrain_metric, study.pretrain_mode),
+                None, len(configs), _pretrain_tags(cache_keys)), {}))
+            trained = _find_pretrained(ctx, cache_keys)
+    untrained = sorted(f"{k}/seed {s}" for (k, s) in cache_keys if (k, s) not in trained)
+    if untrained:
+        raise RuntimeError(f"pretraining produced no usable autoencoder for {', '.join(untrained)}; "
                            "see the failed pretrain runs in MLflow")
-    # The driver ships the weights to the trials through the object store: worker nodes need
-    # not reach the tracking server's artifact store or the driver's disk.
-    client = tracking.client(opts.tracking_uri)
+    _ship_autoencoders(ctx, trained)
+    return results
+
+
+def _tune_autoencoders(ctx: PhaseContext, missing: list[Pretraining], cache_keys) -> tuple[PhaseResult, dict]:
+    """The pretrain tune phase on the tune seed; the best full-length trial of each autoencoder
+    IS its tune seed's autoencoder (same config, seed and epochs), so it is registered as such
+    instead of being trained again."""
+    from trainables.config import resolve_autoencoder_config
+
+    opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
+    params = {p.key: PRETRAIN_SPACE.resolve({}) for p in missing}
+    configs = {p.key: {**pretrain_config(p, study, budget, budget.tune_seed, opts.data_dir), "phase": PHASE_TUNE}
+               for p in missing}
+    defaults = resolve_autoencoder_config({})
+    searcher = PerArmOptunaSearch(
+        configs, lambda key: space_function(params[key]), budget.pretrain_trials, study.pretrain_metric,
+        study.pretrain_mode, seed=budget.tune_seed, startup_trials=budget.startup_trials,
+        first_points={k: default_point(params[k], defaults) for k in configs})
+    scheduler = PerArmASHA(study.pretrain_metric, study.pretrain_mode, budget.pretrain_epochs,
+                           min(budget.grace_period, budget.pretrain_epochs), budget.reduction_factor)
+    result = run_phase(ctx, STAGE_PRETRAIN, PHASE_TUNE, searcher, scheduler,
+                       budget.pretrain_trials * len(configs), _pretrain_tags(cache_keys))
+    best = best_configs(ctx, STAGE_PRETRAIN, study.pretrain_metric, study.pretrain_mode,
+                        {k: [q.name for q in v] for k, v in params.items()})
+    c = tracking.client(opts.tracking_uri)
+    for key, chosen in best.items():
+        if chosen["outcome"] == "completed":
+            c.set_tag(chosen["tune_run_id"], "pretrain_cache_key", cache_keys[(key, budget.tune_seed)])
+    return result, {"best_configs.pretrain": json.dumps(best)}
+
+
+def _ship_autoencoders(ctx: PhaseContext, trained: Mapping[tuple[str, int], str]) -> None:
+    """The driver ships the weights to the trials through the object store: worker nodes need
+    not reach the tracking server's artifact store or the driver's disk."""
+    client = tracking.client(ctx.opts.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="study-pretrained-") as tmp:
-        for (key, seed), run_id in sorted(found.items()):
+        for (key, seed), run_id in sorted(trained.items()):
             for filename, suffix in (("encoder.pt", ""), ("autoencoder.pt", AUTOENCODER_SUFFIX)):
                 local = client.download_artifacts(run_id, filename, tmp)
                 ctx.artifacts[f"{key}/{seed}{suffix}"] = Path(local).read_bytes()
-    tracking.set_parent_tags(opts.tracking_uri, ctx.parent,
-                             {"pretrained_runs": json.dumps({f"{k}/{s}": r for (k, s), r in sorted(found.items())})})
+    tracking.set_parent_tags(ctx.opts.tracking_uri, ctx.parent,
+                             {"pretrained_runs": json.dumps({f"{k}/{s}": r for (k, s), r in sorted(trained.items())})})
 
 
-def _find_pretrained(ctx: PhaseContext, caches: Mapping[tuple[str, int], str]) -> dict[tuple[str, int], str]:
+def _find_pretrained(ctx: PhaseContext, cache_keys: Mapping[tuple[str, int], str]) -> dict[tuple[str, int], str]:
     """Completed pretraining runs with a matching cache key, in any experiment of the store."""
     c = tracking.client(ctx.opts.tracking_uri)
     experiments = [e.experiment_id for e in c.search_experiments()]
     found = {}
-    for (key, seed), cache_key in caches.items():
+    for (key, seed), cache_key in cache_keys.items():
         runs = c.search_runs(experiments, filter_string=(
             f"tags.pretrain_cache_key = '{cache_key}' and tags.outcome = 'completed'"),
             order_by=["attributes.start_time DESC"], max_results=1)
@@ -485,47 +524,43 @@ def _find_pretrained(ctx: PhaseContext, caches: Mapping[tuple[str, int], str]) -
     return found
 
 
-def _classify_stage(ctx: PhaseContext, summary: list) -> None:
-    from study.searchers import ListSearcher, PerArmASHA, PerArmOptunaSearch, space_function
+def _classify_stage(ctx: PhaseContext) -> list[PhaseResult]:
+    """Tunes every arm on the tune seed, then replicates each arm's choice on the seeds."""
+    opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
+    arms = {a.name: a for a in study.arms()}
+    results = _phase_once(ctx, STAGE_CLASSIFY, PHASE_TUNE, lambda: _tune_arms(ctx, arms))
+    chosen = _chosen_configs(ctx, STAGE_CLASSIFY)
+    configs = [{**classify_config(arm, budget, seed, PHASE_REPLICATE, opts.data_dir), **chosen[name]}
+               for seed in budget.seeds for name, arm in arms.items() if name in chosen]
+    results += _phase_once(ctx, STAGE_CLASSIFY, PHASE_REPLICATE, lambda: (run_phase(
+        ctx, STAGE_CLASSIFY, PHASE_REPLICATE, ListSearcher(configs, study.metric, study.mode), None,
+        len(configs), _factor_tags(study)), {}))
+    return results
+
+
+def _tune_arms(ctx: PhaseContext, arms: Mapping[str, Arm]) -> tuple[PhaseResult, dict]:
+    """The classify tune phase: one Optuna search and one set of ASHA brackets per arm."""
     from trainables.config import resolve_classifier_config
 
     opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
-    arms = {a.name: a for a in study.arms()}
     params = {name: study.search_space.resolve(arm.settings) for name, arm in arms.items()}
-    tags_for = _factor_tags(study)
-
-    done_tag = "phase_done.classify.tune"
-    if ctx.parent.tags.get(done_tag) != "true":
-        configs = {name: classify_config(arm, budget, budget.tune_seed, PHASE_TUNE, opts.data_dir)
-                   for name, arm in arms.items()}
-        defaults = resolve_classifier_config({})
-        searcher = PerArmOptunaSearch(
-            configs, lambda name: space_function(params[name]), budget.trials_per_arm, study.metric, study.mode,
-            seed=budget.tune_seed,
-            first_points={name: default_point(params[name], {**defaults, **arms[name].settings}) for name in arms})
-        scheduler = PerArmASHA(study.metric, study.mode, budget.epochs, budget.grace_period, budget.reduction_factor)
-        summary.append(run_phase(ctx, STAGE_CLASSIFY, PHASE_TUNE, searcher, scheduler,
-                                 budget.trials_per_arm * len(arms), tags_for, log_weights=False))
-        best = best_configs(ctx, STAGE_CLASSIFY, study.metric, study.mode,
-                            {k: [q.name for q in v] for k, v in params.items()})
-        failed = sorted(set(arms) - set(best))
-        if failed:
-            # Every tune trial of these arms failed (diverged): nothing to replicate. The study
-            # goes on; the summary, the parent's tags and the report's completeness matrix say so.
-            log(f"classify/tune: no trial of {failed} produced {study.metric}: they are not replicated")
-        tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {"best_configs.classify": json.dumps(best),
-                                                                 "failed_arms": json.dumps(failed),
-                                                                 done_tag: "true"})
-    chosen = json.loads(ctx.parent.tags["best_configs.classify"])
-    best = {name: chosen[name]["params"] for name in arms if name in chosen}
-
-    done_tag = "phase_done.classify.replicate"
-    if ctx.parent.tags.get(done_tag) != "true":
-        configs = [{**classify_config(arm, budget, seed, PHASE_REPLICATE, opts.data_dir), **best[name]}
-                   for seed in budget.seeds for name, arm in arms.items() if name in best]
-        summary.append(run_phase(ctx, STAGE_CLASSIFY, PHASE_REPLICATE, ListSearcher(configs, study.metric, study.mode),
-                                 None, len(configs), tags_for))
-        tracking.set_parent_tags(opts.tracking_uri, ctx.parent, {done_tag: "true"})
+    configs = {name: classify_config(arm, budget, budget.tune_seed, PHASE_TUNE, opts.data_dir)
+               for name, arm in arms.items()}
+    defaults = resolve_classifier_config({})
+    searcher = PerArmOptunaSearch(
+        configs, lambda name: space_function(params[name]), budget.trials_per_arm, study.metric, study.mode,
+        seed=budget.tune_seed, startup_trials=budget.startup_trials,
+        first_points={name: default_point(params[name], {**defaults, **arms[name].settings}) for name in arms})
+    scheduler = PerArmASHA(study.metric, study.mode, budget.epochs, budget.grace_period, budget.reduction_factor)
+    result = run_phase(ctx, STAGE_CLASSIFY, PHASE_TUNE, searcher, scheduler, budget.trials_per_arm * len(arms),
+                       _factor_tags(study), log_weights=False)
+    best = best_configs(ctx, STAGE_CLASSIFY, study.metric, study.mode, {k: [q.name for q in v] for k, v in params.items()})
+    failed = sorted(set(arms) - set(best))
+    if failed:
+        # Every tune trial of these arms failed (diverged): nothing to replicate. The study
+        # goes on; the summary, the parent's tags and the report's completeness matrix say so.
+        log(f"classify/tune: no trial of {failed} produced {study.metric}: they are not replicated")
+    return result, {"best_configs.classify": json.dumps(best), "failed_arms": json.dumps(failed)}
 
 
 def print_summary(summary: list[PhaseResult]) -> None:

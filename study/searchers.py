@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
+import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -39,7 +40,7 @@ class PerArmOptunaSearch(PickleStateMixin, Searcher):
 
     def __init__(self, arms: Mapping[str, dict], space_for_arm: Callable[[str], Callable],
                  trials_per_arm: int, metric: str, mode: str, seed: int,
-                 first_points: Optional[Mapping[str, dict]] = None):
+                 first_points: Optional[Mapping[str, dict]] = None, startup_trials: int = 10):
         super().__init__(metric=metric, mode=mode)
         self._fixed = {name: dict(cfg) for name, cfg in arms.items()}
         self._order = list(arms)
@@ -48,8 +49,10 @@ class PerArmOptunaSearch(PickleStateMixin, Searcher):
         for i, name in enumerate(self._order):
             points = [first_points[name]] if first_points and first_points.get(name) else None
             # Distinct Optuna seeds per arm: arms explore independently but reproducibly.
+            # TPE samples at random for its first `startup_trials` trials, then models.
+            sampler = optuna.samplers.TPESampler(seed=seed + i, n_startup_trials=startup_trials)
             self._searchers[name] = OptunaSearch(
-                space=space_for_arm(name), metric=metric, mode=mode, seed=seed + i,
+                space=space_for_arm(name), metric=metric, mode=mode, sampler=sampler,
                 points_to_evaluate=points)
         self._trial_arm: Dict[str, str] = {}
         self._next = 0

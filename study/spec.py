@@ -29,6 +29,7 @@ class Pretraining:
     by every arm (and every study on the same dataset and budget) that names the same one."""
     corruption: str = "none"       # "none" = plain autoencoder; else a denoising one
     noise_level: float = 0.0       # gaussian sigma or salt-and-pepper amount
+    latent_dim: int = 32           # seed 003's bottleneck; the classifier's encoder must match
 
     @property
     def kind(self) -> str:
@@ -36,10 +37,11 @@ class Pretraining:
 
     @property
     def key(self) -> str:
-        return "ae" if self.kind == "ae" else f"dae-{self.corruption}-{self.noise_level:g}"
+        key = "ae" if self.kind == "ae" else f"dae-{self.corruption}-{self.noise_level:g}"
+        return key if self.latent_dim == 32 else f"{key}-z{self.latent_dim}"
 
     def trainable_settings(self) -> dict[str, Any]:
-        return {"corruption": self.corruption, "noise_level": self.noise_level}
+        return {"corruption": self.corruption, "noise_level": self.noise_level, "latent_dim": self.latent_dim}
 
 
 @dataclass(frozen=True)
@@ -128,10 +130,12 @@ class Budget:
     epochs: int                      # classifier epochs (ASHA's max_t; replicate length)
     trials_per_arm: int              # Optuna trials per arm in the tune phase (same for all)
     seeds: tuple[int, ...]           # replicate seeds, identical for every arm (paired)
-    pretrain_epochs: int = 0
+    pretrain_epochs: int = 0         # autoencoder epochs at most (early stopping may end sooner)
     pretrain_trials: int = 0
+    pretrain_patience: int = 3       # autoencoder early stopping on val/loss; best epoch kept
     grace_period: int = 1            # ASHA: epochs every trial gets before it can be stopped
     reduction_factor: int = 2        # ASHA: keep the top 1/rf at each rung
+    startup_trials: int = 10         # TPE's random start per arm (Optuna's default: 10)
     tune_seed: int = 1000            # tuning uses its own seed, never one of the replicate seeds
 
     def __post_init__(self):
@@ -140,6 +144,11 @@ class Budget:
             raise ValueError("a budget needs epochs >= 1, trials_per_arm >= 1 and at least one seed")
         if self.grace_period > self.epochs:
             raise ValueError(f"grace_period {self.grace_period} exceeds epochs {self.epochs}")
+        if self.tune_seed in self.seeds:
+            # the tuned configuration was selected on the tune seed's split and initialisation:
+            # replicating on that seed would score the winner on the draw it was chosen for
+            raise ValueError(f"the tune seed {self.tune_seed} is one of the replicate seeds "
+                             f"{list(self.seeds)}; pick replicate seeds without it")
 
 
 @dataclass(frozen=True)
@@ -295,6 +304,9 @@ class Study:
             settings.update(f.level(cell[f.name]).settings)
         pretraining = settings.pop("pretraining", None)
         denoiser = settings.pop("denoiser", None)
+        if pretraining is not None and settings.get("latent_dim", 32) != pretraining.latent_dim:
+            raise ValueError(f"study {self.name}: cell {dict(cell)} fine-tunes a latent_dim="
+                             f"{pretraining.latent_dim} autoencoder with latent_dim={settings.get('latent_dim', 32)}")
         # Settings that follow from the test-time corruption of the same cell (noise studies):
         # train on the same corruption, and/or put a denoiser trained on it in front.
         if settings.pop("train_on_test_noise", False):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from trainables.common import (
     EarlyStopping, LossMeter, MODEL_FILE, HISTORY_FILE, Progress, Reporter, Stopwatch,
-    check_finite, cpu_state, epoch_batches, final_weights, make_optimizer, predict, print_reporter, report,
+    check_finite, epoch_batches, final_weights, keep_if_best, make_optimizer, predict, print_reporter, report,
     resume, run_cli, seed_init, select_backend, training_state, checkpoint_writer, close_epoch,
     close_training_pass, final_costs, optimizer_step,
 )
@@ -62,7 +62,7 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
         raise ConfigError(str(err)) from None
     # Validation inputs are corrupted once, from their own stream: every epoch and every arm
     # with this seed and corruption scores the same noisy images.
-    val_input = corrupt_fixed(splits.val_x, corruption, level, stream(seed, "test_noise"))
+    val_input = corrupt_fixed(splits.val_x, corruption, level, stream(seed, "val_noise"))
     order = stream(seed, "order")  # CPU: batch order is the same on every device
     noise = stream(seed, "noise", backend.device)  # drawn batch by batch where the batch lives
     generators = {"order": order, "noise": noise}
@@ -105,8 +105,8 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
         per_image_mse = (reconstruction - splits.val_x).square().mean(dim=(1, 2, 3))
         val_loss = check_finite(float(per_image_mse.mean()), "val/loss", epoch)
         val_psnr = float((-10.0 * torch.log10(per_image_mse.clamp_min(1e-10))).mean())
-        if progress.stopper.step(val_loss, epoch) and cfg["patience"] > 0:
-            progress.best_model = cpu_state(model)
+        progress.stopper.step(val_loss, epoch)
+        keep_if_best(progress, model, epoch, (-val_loss,))  # delivers the best validation epoch
         progress.epoch = epoch
         final = epoch == cfg["epochs"] or progress.stopper.should_stop
         metrics = {"epoch": float(epoch), "train/loss": train_loss, "val/loss": val_loss,
@@ -115,7 +115,7 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
         state = training_state(model, optimizer, generators, progress)  # last-epoch weights
         files: dict[str, Any] = {}
         if final:
-            weights_epoch = final_weights(model, progress)  # best val epoch under early stopping
+            weights_epoch = final_weights(model, progress)  # the best validation epoch
             ae_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             provenance = {"latent_dim": cfg["latent_dim"], "dataset": dataset.name,
                           "data_sha256": dataset.sha256, "corruption": corruption,
@@ -126,6 +126,7 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
                                               if k.startswith("encoder.")}, **provenance},
                 AUTOENCODER_FILE: {"state_dict": ae_state, **provenance},
             }
+            metrics["selected_epoch"] = float(weights_epoch)
             metrics.update(final_costs(model, clock, progress))
             progress.history[-1] = dict(metrics)
             progress.finished = True

@@ -32,7 +32,7 @@ from torch import nn
 
 from trainables.common import (
     CheckpointError, EarlyStopping, HISTORY_FILE, LossMeter, MODEL_FILE, Progress, Reporter,
-    Stopwatch, check_finite, cpu_state, epoch_batches, final_weights, load_weights, make_optimizer,
+    Stopwatch, check_finite, cpu_state, epoch_batches, final_weights, keep_if_best, load_weights, make_optimizer,
     predict, print_reporter, report, resume, run_cli, seed_init, select_backend, training_state,
     checkpoint_writer, close_epoch, close_training_pass, final_costs, optimizer_step,
 )
@@ -68,8 +68,8 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
         raise ConfigError(f"config key 'dataset' = {cfg['dataset']!r} but the dataset passed in is "
                           f"{dataset.name!r}; allowed: the passed dataset's name")
     try:
-        # label_fraction keeps a stratified subset of the training labels (the validation
-        # split is held out first and stays whole): same seed -> same subset in every arm
+        # label_fraction keeps a stratified share of the training AND the validation labels
+        # (see make_splits): same seed -> same subset in every arm
         splits = make_splits(dataset, seed=seed, val_fraction=cfg["val_fraction"],
                              label_fraction=cfg["label_fraction"], device=backend.device)
     except ValueError as err:
@@ -78,11 +78,17 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
     train_y = make_targets(splits.train_y, cfg["task"])
     val_y = make_targets(splits.val_y, cfg["task"])
     test_y = make_targets(splits.test_y, cfg["task"])
-    # Evaluation inputs are corrupted once per seed (test first, so the test noise does not
-    # depend on the size of the validation split): all arms are scored on the same images.
-    test_noise = stream(seed, "test_noise")
-    test_input = corrupt_fixed(splits.test_x, cfg["test_corruption"], cfg["test_noise_level"], test_noise)
-    val_input = corrupt_fixed(splits.val_x, cfg["test_corruption"], cfg["test_noise_level"], test_noise)
+    # Test inputs are corrupted once per seed from their own stream: all arms are scored on
+    # the same images. Validation follows the arm's TRAINING distribution (its own stream):
+    # a practitioner selects hyperparameters on data like the data they train on, not on the
+    # test-time corruption they do not know about (no oracle selection).
+    test_input = corrupt_fixed(splits.test_x, cfg["test_corruption"], cfg["test_noise_level"],
+                               stream(seed, "test_noise"))
+    val_input = corrupt_fixed(splits.val_x, cfg["train_corruption"], cfg["train_noise_level"],
+                              stream(seed, "val_noise"))
+    # An epoch's budget in examples: the full training split's size under equal_steps, so a
+    # 10%-label arm takes as many optimizer steps as the 100% arm (epochs scaled by 1/fraction)
+    epoch_examples = splits.full_train_size if cfg["equal_steps"] else int(train_y.numel())
     order = stream(seed, "order")  # CPU: the same batch order on every device
     noise = stream(seed, "noise", backend.device)  # per-batch draws where the batch lives
     augment = stream(seed, "augment", backend.device)
@@ -116,7 +122,7 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
         model.train()
         started = time.perf_counter()
         meter = LossMeter(backend.device)
-        for index in epoch_batches(train_y.numel(), cfg["batch_size"], order, backend.device):
+        for index in epoch_batches(train_y.numel(), cfg["batch_size"], order, backend.device, epoch_examples):
             x = splits.train_x[index]
             if cfg["augment"]:
                 x = augment_batch(x, augment)
@@ -133,8 +139,9 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
         val_logits = predict(model, val_input, backend)
         val_loss = check_finite(float(loss_of(val_logits, val_y)), "val/loss", epoch)
         val_acc = float((_predicted(val_logits, binary) == val_y).double().mean())
-        if progress.stopper.step(val_loss, epoch) and cfg["early_stopping_patience"] > 0:
-            progress.best_model = cpu_state(model)
+        progress.stopper.step(val_loss, epoch)
+        if cfg["keep_best"]:  # selection on validation only: accuracy first, then loss
+            keep_if_best(progress, model, epoch, (val_acc, -val_loss))
         progress.epoch = epoch
         final = epoch == cfg["epochs"] or progress.stopper.should_stop
         metrics = {"epoch": float(epoch), "train/loss": train_loss, "val/loss": val_loss,
@@ -146,7 +153,7 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
 
         # ======================================================================== evaluate (test)
         if final:
-            weights_epoch = final_weights(model, progress)  # best val epoch under early stopping
+            weights_epoch = final_weights(model, progress)  # the selected (best validation) epoch
             files[MODEL_FILE] = cpu_state(model)
             if cfg["evaluate_test"]:
                 test_logits = predict(model, test_input, backend)
@@ -155,6 +162,7 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
                                    "test_corruption": cfg["test_corruption"],
                                    "test_noise_level": cfg["test_noise_level"]})
                 metrics.update(test_metrics)
+            metrics["selected_epoch"] = float(weights_epoch)
             metrics.update(final_costs(model, clock, progress))
             progress.history[-1] = dict(metrics)
             progress.finished = True

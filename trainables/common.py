@@ -153,12 +153,18 @@ def set_rng_state(state: Mapping, generators: Mapping[str, torch.Generator]) -> 
 # Epoch helpers
 # ---------------------------------------------------------------------------------------------
 
-def epoch_batches(n: int, batch_size: int, order: torch.Generator, device: torch.device) -> list[torch.Tensor]:
+def epoch_batches(n: int, batch_size: int, order: torch.Generator, device: torch.device,
+                  examples: int | None = None) -> list[torch.Tensor]:
     """Random index batches for one epoch, drawn on the CPU `order` stream, moved to `device` once.
 
-    A trailing batch of a single example is dropped: BatchNorm cannot normalise one value.
+    `examples` (default `n`) is how many examples the epoch draws: more than `n` chains fresh
+    permutations (a 10%-label arm makes 10 passes per epoch, so it takes as many optimizer
+    steps as the 100% arm). A trailing batch of a single example is dropped: BatchNorm cannot
+    normalise one value.
     """
-    perm = torch.randperm(n, generator=order).to(device)
+    examples = examples or n
+    passes = -(-examples // n)
+    perm = torch.cat([torch.randperm(n, generator=order) for _ in range(passes)])[:examples].to(device)
     batches = list(perm.split(batch_size))
     if len(batches) > 1 and batches[-1].numel() < 2:
         batches.pop()
@@ -247,7 +253,9 @@ class Progress:
     stopper: EarlyStopping
     epoch: int = 0  # epochs done
     history: list[dict[str, float]] = field(default_factory=list)
-    best_model: dict | None = None  # CPU weights of the best val/loss epoch (early stopping on)
+    best_model: dict | None = None  # CPU weights of the selected epoch (best on validation)
+    best_epoch: int = 0
+    best_score: list[float] | None = None  # the selection key of best_epoch (larger is better)
     images_seen: int = 0
     train_seconds: float = 0.0  # time in training steps only (for images/s)
     wall_seconds: float = 0.0  # whole-run wall time up to the last checkpoint
@@ -282,14 +290,20 @@ def resume(directory: str, trainable: str, model: nn.Module, optimizer: torch.op
     return Progress.from_state(state["progress"])
 
 
-def final_weights(model: nn.Module, progress: Progress) -> int:
-    """Load the weights the run delivers into `model`; return the epoch they come from.
+def keep_if_best(progress: Progress, model: nn.Module, epoch: int, score: tuple[float, ...]) -> None:
+    """Remember this epoch's weights when its validation `score` (a tuple compared
+    lexicographically, larger is better) beats every earlier epoch's."""
+    if progress.best_score is None or tuple(score) > tuple(progress.best_score):
+        progress.best_model, progress.best_epoch, progress.best_score = cpu_state(model), epoch, list(score)
 
-    With early stopping on, that is the best validation epoch (selection by validation loss,
-    never by test data); otherwise the last epoch."""
-    if progress.stopper.patience > 0 and progress.best_model is not None:
+
+def final_weights(model: nn.Module, progress: Progress) -> int:
+    """Load the weights the run delivers into `model`; return the epoch they come from: the
+    selected (best validation) epoch when the run keeps one, else the last epoch. Selection
+    is on validation data only, never on test data."""
+    if progress.best_model is not None:
         model.load_state_dict(progress.best_model)
-        return progress.stopper.best_epoch
+        return progress.best_epoch
     return progress.epoch
 
 

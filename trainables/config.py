@@ -79,7 +79,8 @@ _COMMON: dict[str, Field] = {
     "optimizer": Field("adam", "str", "optimizer name", choices=OPTIMIZERS),
     "lr": Field(1e-3, "float", "learning rate", low=0.0, high=10.0, low_open=True),
     "weight_decay": Field(0.0, "float", "L2 penalty (decoupled for adamw)", low=0.0, high=1.0),
-    "momentum": Field(0.9, "float", "momentum for sgd and rmsprop", low=0.0, high=1.0, high_open=True),
+    "momentum": Field(0.0, "float", "momentum for sgd and rmsprop (0 = PyTorch's default for both)",
+                      low=0.0, high=1.0, high_open=True),
     "batch_size": Field(128, "int", "training batch size", low=2, high=65536),
     "device": Field("auto", "str", "auto = cuda when present, else cpu", pattern=_DEVICE_PATTERN),
     "bf16": Field(False, "bool", "bf16 autocast (CUDA only; ignored with a warning on CPU)"),
@@ -97,7 +98,8 @@ AUTOENCODER_SCHEMA: dict[str, Field] = {
     ),
     "epochs": Field(10, "int", "maximum number of epochs", low=1, high=10000),
     "patience": Field(
-        0, "int", "early stopping: epochs without a val/loss improvement (0 = off)", low=0, high=10000,
+        0, "int", "early stopping: epochs without a val/loss improvement (0 = off); the best "
+        "validation epoch's weights are delivered either way", low=0, high=10000,
     ),
 }
 
@@ -123,7 +125,8 @@ CLASSIFIER_SCHEMA: dict[str, Field] = {
     "augment": Field(False, "bool", "random affine + brightness/contrast jitter (seed 002)"),
     "train_corruption": Field("none", "str", "corruption of training inputs", choices=CORRUPTIONS),
     "train_noise_level": Field(0.0, "float", "sigma or amount for train_corruption", low=0.0, high=1.0),
-    "test_corruption": Field("none", "str", "fixed corruption of validation and test inputs", choices=CORRUPTIONS),
+    "test_corruption": Field("none", "str", "fixed corruption of the test inputs (validation follows "
+                             "train_corruption)", choices=CORRUPTIONS),
     "test_noise_level": Field(0.0, "float", "sigma or amount for test_corruption", low=0.0, high=1.0),
     "denoiser_checkpoint": Field(
         None, "path", "autoencoder.pt: inputs pass through this frozen denoiser first",
@@ -132,6 +135,10 @@ CLASSIFIER_SCHEMA: dict[str, Field] = {
         0, "int", "epochs without a val/loss improvement before stopping (0 = off)", low=0, high=10000,
     ),
     "evaluate_test": Field(True, "bool", "evaluate on the test set after the last epoch"),
+    "equal_steps": Field(True, "bool", "an epoch draws as many examples as the full training split holds, "
+                         "so every label fraction takes the same optimizer steps (epochs x 1/label_fraction)"),
+    "keep_best": Field(True, "bool", "deliver and test the weights of the best validation epoch (val/acc, "
+                       "ties: lower val/loss) instead of the last epoch's"),
 }
 
 

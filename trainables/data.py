@@ -358,26 +358,33 @@ class Splits:
     test_y: torch.Tensor
     train_index: torch.Tensor  # indices into dataset.train_images (provenance), CPU
     val_index: torch.Tensor
+    full_train_size: int  # training images at label_fraction 1: the size of an epoch's budget
 
 
 def make_splits(dataset: ImageDataset, *, seed: int, val_fraction: float,
                 label_fraction: float = 1.0, device: str | torch.device = "cpu") -> Splits:
-    """Hold out a stratified validation split, keep a stratified label subset, move to `device`.
+    """Hold out a stratified validation split, keep a stratified labelled subset, move to `device`.
 
-    The validation split comes from the `split` stream and the label subset from the `labels`
-    stream, so both depend only on (seed, fractions): every arm with the same seed trains on
-    the same images and validates on the same images. The test set is never touched here
-    beyond moving it: it is not used for model selection.
+    The validation split comes from the `split` stream. Under a label fraction < 1 the
+    labelled subset keeps that share of the training part AND of the validation part (both
+    stratified, from the `labels` stream): a practitioner with 10% of the labels validates on
+    10% too, and the validation images stay inside the full validation split, which no
+    autoencoder of the same seed and val_fraction trained on. Both depend only on (seed,
+    fractions): every arm with the same seed sees the same images, and the subsets are nested
+    (the 10% subset is part of the 20% one). The test set is only moved here, never selected on.
     """
     labels = dataset.train_labels
     _check_fraction("val_fraction", val_fraction, labels, dataset.class_names)
     train_index, val_index = stratified_split(labels, val_fraction, stream(seed, "split"))
-    if label_fraction < 1.0:
+    full_train_size = int(train_index.numel())
+    if label_fraction != 1.0:
+        generator = stream(seed, "labels")
         _check_fraction("label_fraction", label_fraction, labels[train_index], dataset.class_names)
-        _, kept = stratified_split(labels[train_index], label_fraction, stream(seed, "labels"))
-        train_index = train_index[kept]
-    elif label_fraction != 1.0:
-        _check_fraction("label_fraction", label_fraction, labels[train_index], dataset.class_names)
+        _check_fraction("label_fraction (of the validation split)", label_fraction, labels[val_index],
+                        dataset.class_names)
+        _, kept_train = stratified_split(labels[train_index], label_fraction, generator)
+        _, kept_val = stratified_split(labels[val_index], label_fraction, generator)
+        train_index, val_index = train_index[kept_train], val_index[kept_val]
     device = torch.device(device)
 
     def to_device(images: torch.Tensor) -> torch.Tensor:
@@ -393,6 +400,7 @@ def make_splits(dataset: ImageDataset, *, seed: int, val_fraction: float,
         test_y=dataset.test_labels.to(device),
         train_index=train_index,
         val_index=val_index,
+        full_train_size=full_train_size,
     )
 
 

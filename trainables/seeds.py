@@ -11,7 +11,8 @@ see bit-identical splits, label subsets and noise: the comparison between them i
     order       the order of training examples in each epoch
     noise       training-time input corruption (a fresh draw every batch)
     augment     training-time augmentation (a fresh draw every batch)
-    test_noise  the fixed corruption of the validation and test inputs
+    val_noise   the fixed corruption of the validation inputs (each arm's training corruption)
+    test_noise  the fixed corruption of the test inputs
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ STREAM_NAMES: tuple[str, ...] = (
     "order",
     "noise",
     "augment",
+    "val_noise",
     "test_noise",
 )
 
