@@ -20,6 +20,8 @@ class Param:
     choices: tuple = ()            # categorical alternatives (instead of low/high)
     integer: bool = False
     reason: str = ""               # why these bounds: shown by --dry-run and in the report
+    start: Any = None              # the value tried first (a researcher's hand-picked guess);
+                                   # None: the trainable's default, where it lies in the range
 
     def __post_init__(self):
         if bool(self.choices) == (self.low is not None):
@@ -28,6 +30,13 @@ class Param:
             raise ValueError(f"search parameter {self.name!r}: low {self.low} must be < high {self.high}")
         if not self.reason:
             raise ValueError(f"search parameter {self.name!r} needs a reason for its range")
+        if self.start is not None and not self.contains(self.start):
+            raise ValueError(f"search parameter {self.name!r}: start {self.start!r} is outside its range")
+
+    def contains(self, value) -> bool:
+        if self.choices:
+            return value in self.choices
+        return isinstance(value, (int, float)) and self.low <= value <= self.high
 
     def describe(self) -> str:
         if self.choices:
@@ -72,16 +81,12 @@ def suggest(trial, params: Sequence[Param]) -> None:
 
 
 def default_point(params: Sequence[Param], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """The trainable's defaults restricted to the space: Optuna evaluates this point first so
-    every arm's search includes the configuration a researcher would have tried by hand."""
+    """Each parameter's ``start``, else the trainable's default where it lies in the range:
+    Optuna evaluates this point first, so every arm's search includes the configuration a
+    researcher would have tried by hand."""
     point = {}
     for p in params:
-        value = defaults.get(p.name)
-        if value is None:
-            continue
-        if p.choices and value not in p.choices:
-            continue
-        if p.low is not None and not (p.low <= value <= p.high):
-            continue
-        point[p.name] = value
+        value = p.start if p.start is not None else defaults.get(p.name)
+        if value is not None and p.contains(value):
+            point[p.name] = value
     return point
