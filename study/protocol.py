@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from search_spaces import default_point
-from study import tracking
+from study import records, terminal, tracking
 from study.registry import PRETRAIN_SPACE
 from study.searchers import ListSearcher, PerArmASHA, PerArmOptunaSearch, space_function
 from study.spec import Arm, Budget, Pretraining, Study
@@ -64,7 +64,7 @@ class RunOptions:
     fresh: bool = False
     autoscaling: bool = False
     command: str = ""
-    verbose: int = 1
+    verbose: int = 1                     # 0 --quiet, 1 progress per phase, 2 --verbose (study.terminal)
 
     @property
     def storage_path(self) -> str:
@@ -81,7 +81,7 @@ class PhaseResult:
 
 
 def log(message: str) -> None:
-    print(f"[study {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    print(terminal.stamp(message), flush=True)
 
 
 # -- configs -------------------------------------------------------------------------------
@@ -133,10 +133,11 @@ def connect_ray(opts: RunOptions):
         return ray
     address = opts.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, **terminal.ray_init_kwargs(opts.verbose))
     else:
         # A private local cluster on loopback; "local" never joins a stale cluster file.
         ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
+                 **terminal.ray_init_kwargs(opts.verbose),
                  object_store_memory=min(2 * 1024 ** 3, _object_store_default()))
     return ray
 
@@ -197,10 +198,12 @@ class PhaseContext:
 def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, num_trials: int,
               tags_for_config, log_weights: bool = True) -> PhaseResult:
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     from study.trial import META_KEYS, run_trial
 
     opts = ctx.opts
+    terminal.quiet_libraries(opts.verbose)
     name = f"{opts.study.name}-{ctx.parent.run_id[:8]}-{stage}-{phase}"
     path = f"{opts.storage_path.rstrip('/')}/{name}"
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
@@ -208,14 +211,24 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
         tune.with_parameters(run_trial, datasets=ctx.datasets, artifacts=ctx.artifacts,
                              gpu_fraction=opts.gpus_per_trial),
         resources)
+    progress = terminal.phase_progress(opts, stage, phase, num_trials, ctx.max_concurrent)
+    # MLflow is the record: of Tune's own per-result loggers only result.json stays (the
+    # TensorBoard and CSV copies cost the driver ~3 ms per result; benchmarks/runner_overhead.py).
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if opts.verbose >= terminal.VERBOSE else "0"   # the new one prints a box at 0
     if tune.Tuner.can_restore(path):
         log(f"{stage}/{phase}: resuming Tune experiment {path}")
+        # (with the callbacks it was started with: MLflow logger, progress display)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
+        classify_replicate = stage == STAGE_CLASSIFY and phase == PHASE_REPLICATE
         logger = tracking.MlflowTrialLogger(
             opts.tracking_uri, ctx.experiment_id, ctx.parent.run_id, experiment_key=name,
             base_tags={**ctx.base_tags, "stage": stage, "phase": phase}, tags_for_config=tags_for_config,
-            meta_keys=META_KEYS, resources=resources, log_weights=log_weights)
+            meta_keys=META_KEYS, resources=resources, log_weights=log_weights,
+            datasets={n: records.dataset_entities(d, opts.data_dir) for n, d in ctx.datasets.items()},
+            models={"n_classes": _num_classes(ctx), "example": records.input_example(next(iter(ctx.datasets.values())))}
+            if classify_replicate else None)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -226,11 +239,21 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
                 name=name, storage_path=opts.storage_path,
                 failure_config=tune.FailureConfig(max_failures=2),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[logger], verbose=opts.verbose))
+                callbacks=[logger, JsonLoggerCallback()] + ([progress] if progress else []),
+                # each trial's stdout/stderr files, next to its result.json in the storage path
+                sync_config=tune.SyncConfig(sync_artifacts=True), log_to_file=True,
+                verbose=terminal.tune_verbosity(opts.verbose)))
     log(f"{stage}/{phase}: {num_trials} trials, up to {ctx.max_concurrent} at a time "
         f"({opts.cpus_per_trial:g} CPU, {opts.gpus_per_trial:g} GPU each)")
     grid = tuner.fit()
+    if stage == STAGE_CLASSIFY and phase == PHASE_REPLICATE:
+        records.log_missing_models(opts.tracking_uri, ctx.experiment_id, _phase_runs(ctx, stage, phase),
+                                   _num_classes(ctx), records.input_example(next(iter(ctx.datasets.values()))), log)
     return summarize_phase(ctx, grid, f"{stage}/{phase}", num_trials)
+
+
+def _num_classes(ctx: PhaseContext) -> int:
+    return len(next(iter(ctx.datasets.values())).class_names)
 
 
 def summarize_phase(ctx: PhaseContext, grid, label: str, expected: int) -> PhaseResult:
@@ -573,7 +596,7 @@ def print_summary(summary: list[PhaseResult]) -> None:
 
 def print_epilogue(opts: RunOptions, parent: ParentRun) -> None:
     uri = tracking.redact(opts.tracking_uri)
-    print(f"MLflow experiment: {opts.study.name} (parent run {parent.run_id}) at {uri}")
-    print(f"  browse: mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"  browse: {uri}")
-    print(f"Tables: python -m analysis.compare {opts.study.name}"
-          + ("" if opts.tracking_uri == tracking.default_tracking_uri() else f" --tracking-uri {uri}"))
+    logs = f"{opts.storage_path.rstrip('/')}/{opts.study.name}-{parent.run_id[:8]}-<stage>-<phase>/<trial id>/"
+    for line in terminal.epilogue_lines(opts.study.name, parent.run_id, uri,
+                                        opts.tracking_uri == tracking.default_tracking_uri(), logs):
+        print(line)

@@ -19,7 +19,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from study import tracking
+from study import terminal, tracking
 from study.registry import STUDIES, get_study
 
 EXIT_USAGE = 2
@@ -89,7 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(default: STUDY_STORAGE, else <results-dir>/tune; multi-node clusters need shared storage)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run of this study")
     parser.add_argument("--fresh", action="store_true", help="start over even if a run exists (old runs are kept)")
-    parser.add_argument("--quiet", action="store_true", help="less Tune output")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--verbose", action="store_true",
+                        help="Tune's status tables and every trial's output on this terminal instead of one "
+                             "progress line per phase (trial logs are also on disk at every level)")
+    output.add_argument("--quiet", action="store_true", help="no progress display: phase summaries, warnings, "
+                                                              "errors and where the results are")
     return parser
 
 
@@ -129,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         tracking_uri=args.tracking_uri or tracking.default_tracking_uri(results_dir), results_dir=results_dir,
         storage=args.storage or os.environ.get("STUDY_STORAGE"), data_dir=args.data_dir, resume=args.resume, fresh=args.fresh,
         autoscaling=args.autoscaling, command=tracking.redact(shlex.join(["python", "-m", "study.run", *(argv or sys.argv[1:])])),
-        verbose=0 if args.quiet else 1)
+        verbose=0 if args.quiet else 2 if args.verbose else 1)
+    terminal.quiet_libraries(opts.verbose)
     if args.dry_run:
         from study.plan import print_plan
         print_plan(opts)
