@@ -1,89 +1,142 @@
-"""``--dry-run``: what a study will run and roughly what it will cost, without training."""
+"""``--dry-run``: what a study will run and roughly what it will cost, without training.
+
+``estimate_phases`` is the cost model (also the ETA of the progress display); ``print_plan``
+prints it with the arms and their search spaces.
+"""
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
 
-from study.protocol import RunOptions
+from study.protocol import RunOptions, pretrain_seeds
 from study.registry import PRETRAIN_SPACE
+from study.spec import Arm, Budget, Study
 
 # Training images per second of ONE trial, used only for estimates. CPU figures: one core per
-# trial on this project's 2-core reference machine; GPU figures: one trial alone on an H100.
-# Re-measure with `python -m benchmarks.throughput --model MODEL --device DEVICE`.
+# trial on this project's 2-core reference machine with the other core busy too; GPU
+# figures: one trial alone on an H100. "denoiser" is the forward pass of an autoencoder put in
+# front of a classifier. Re-measure with `python -m benchmarks.throughput --model MODEL`.
 IMAGES_PER_SECOND = {
-    ("cpu", "cnn"): 3000.0,
-    ("cpu", "encoder_head"): 2500.0,
-    ("cpu", "autoencoder"): 1500.0,
+    ("cpu", "cnn"): 2500.0,
+    ("cpu", "encoder_head"): 3000.0,
+    ("cpu", "autoencoder"): 700.0,
+    ("cpu", "denoiser"): 2500.0,
     ("cuda", "cnn"): 200_000.0,
     ("cuda", "encoder_head"): 200_000.0,
     ("cuda", "autoencoder"): 150_000.0,
+    ("cuda", "denoiser"): 400_000.0,
 }
 TRAIN_IMAGES = {"mnist-5k": 4000, "mnist": 60000, "fashion-mnist": 60000}
-TRIAL_OVERHEAD_S = 1.0     # actor reuse, checkpoint and MLflow logging per trial (2-core CPU)
+TRIAL_OVERHEAD_S = 1.5     # actor reuse, dataset, checkpoints and MLflow logging per trial (2-core CPU)
+EPOCH_OVERHEAD_S = 0.3     # validation, checkpoint and report per epoch
+# Share of a tune phase's full-length bound that ASHA (reduction factor 2) ran, measured by
+# benchmarks/asha_saving.py: 0.62 of the trial-seconds.
+ASHA_SHARE = 0.62
 
 
-def _seconds(device: str, model: str, images: float, epochs: float) -> float:
-    return images * epochs / IMAGES_PER_SECOND[(device, model)]
+@dataclass(frozen=True)
+class PhaseEstimate:
+    stage: str
+    phase: str
+    what: str
+    trials: int
+    epochs: int              # per trial, at most
+    bound_s: float           # trial-seconds if every trial ran to full length
+    expected_s: float        # trial-seconds with ASHA's usual saving in tune phases
+
+
+def _epoch_seconds(device: str, model: str, images: float, denoiser: bool = False) -> float:
+    per_image = 1 / IMAGES_PER_SECOND[(device, model)]
+    if denoiser:
+        per_image += 1 / IMAGES_PER_SECOND[(device, "denoiser")]
+    return images * per_image + EPOCH_OVERHEAD_S
+
+
+def _arm_seconds(device: str, arm: Arm, n_train: float, epochs: int) -> float:
+    # every label fraction takes the same optimizer steps (equal_steps): cost does not shrink with it
+    return epochs * _epoch_seconds(device, arm.settings.get("model", "cnn"), n_train, arm.denoiser is not None)
+
+
+def estimate_phases(study: Study, budget: Budget, device: str) -> list[PhaseEstimate]:
+    n_train = TRAIN_IMAGES.get(budget.dataset, 60000) * 0.9       # 10% held out for validation
+    rows = []
+    pretrainings = study.pretrainings()
+    if pretrainings:
+        one = budget.pretrain_epochs * _epoch_seconds(device, "autoencoder", n_train) + TRIAL_OVERHEAD_S
+        n = budget.pretrain_trials * len(pretrainings)
+        rows.append(PhaseEstimate("pretrain", "tune", f"{len(pretrainings)} autoencoders x {budget.pretrain_trials} trials",
+                                  n, budget.pretrain_epochs, n * one, n * one * (ASHA_SHARE if n > len(pretrainings) else 1)))
+        # the tune seed's autoencoder is the best tune trial: not trained again
+        n = len(budget.seeds) * len(pretrainings)
+        rows.append(PhaseEstimate("pretrain", "replicate", f"{len(pretrainings)} autoencoders x {len(budget.seeds)} seeds",
+                                  n, budget.pretrain_epochs, n * one, n * one))
+    arms = study.arms()
+    per_trial = [_arm_seconds(device, a, n_train, budget.epochs) + TRIAL_OVERHEAD_S for a in arms]
+    n = len(arms) * budget.trials_per_arm
+    bound = budget.trials_per_arm * sum(per_trial)
+    rows.append(PhaseEstimate("classify", "tune", f"{len(arms)} arms x {budget.trials_per_arm} trials", n,
+                              budget.epochs, bound, bound * (ASHA_SHARE if budget.trials_per_arm > 1 else 1)))
+    bound = len(budget.seeds) * sum(per_trial)
+    rows.append(PhaseEstimate("classify", "replicate", f"{len(arms)} arms x {len(budget.seeds)} seeds",
+                              len(arms) * len(budget.seeds), budget.epochs, bound, bound))
+    return rows
+
+
+def local_concurrency(opts: RunOptions) -> int:
+    """Trials at a time on a private local Ray on this machine (what the runner would use)."""
+    if opts.max_concurrent:
+        return opts.max_concurrent
+    return max(1, int((os.cpu_count() or 1) // max(opts.cpus_per_trial, 1e-9)))
 
 
 def print_plan(opts: RunOptions) -> None:
     study, budget = opts.study, opts.budget
     device = "cuda" if opts.gpus_per_trial else "cpu"
-    n_train = TRAIN_IMAGES.get(budget.dataset, 60000) * 0.9       # 10% held out for validation
     arms = study.arms()
-    rows = []   # (stage, phase, what, trials, epochs, seconds of trial time)
-
-    pretrainings = study.pretrainings()
-    if pretrainings:
-        seeds = sorted(set(budget.seeds) | {budget.tune_seed})
-        n = budget.pretrain_trials * len(pretrainings)
-        rows.append(("pretrain", "tune", f"{len(pretrainings)} autoencoders x {budget.pretrain_trials} trials",
-                     n, budget.pretrain_epochs, n * _seconds(device, "autoencoder", n_train, budget.pretrain_epochs)))
-        n = len(seeds) * len(pretrainings)
-        rows.append(("pretrain", "replicate", f"{len(pretrainings)} autoencoders x {len(seeds)} seeds",
-                     n, budget.pretrain_epochs, n * _seconds(device, "autoencoder", n_train, budget.pretrain_epochs)))
-    tune_s = sum(budget.trials_per_arm * _seconds(device, a.settings.get("model", "cnn"),
-                                                  n_train * a.settings.get("label_fraction", 1.0), budget.epochs)
-                 for a in arms)
-    rows.append(("classify", "tune", f"{len(arms)} arms x {budget.trials_per_arm} trials",
-                 len(arms) * budget.trials_per_arm, budget.epochs, tune_s))
-    rep_s = sum(len(budget.seeds) * _seconds(device, a.settings.get("model", "cnn"),
-                                             n_train * a.settings.get("label_fraction", 1.0), budget.epochs)
-                for a in arms)
-    rows.append(("classify", "replicate", f"{len(arms)} arms x {len(budget.seeds)} seeds",
-                 len(arms) * len(budget.seeds), budget.epochs, rep_s))
-
     print(f"Study {study.name} — {study.description}")
     print(f"  question: {study.question}")
-    print(f"  budget {opts.budget_name}: dataset {budget.dataset}, {budget.epochs} epochs, "
-          f"{budget.trials_per_arm} tune trials per arm, seeds {list(budget.seeds)} (tune seed {budget.tune_seed})")
+    print(f"  budget {opts.budget_name}: dataset {budget.dataset}, {budget.epochs} epochs (each the full "
+          f"training split's worth of examples, whatever the label fraction), {budget.trials_per_arm} tune "
+          f"trials per arm (TPE after {budget.startup_trials} random), seeds {list(budget.seeds)} "
+          f"(tune seed {budget.tune_seed})")
     print(f"  selection: {study.metric} ({study.mode}) on validation; ASHA grace {budget.grace_period}, "
-          f"reduction factor {budget.reduction_factor}; test set only in the replicate phase")
+          f"reduction factor {budget.reduction_factor}; test set only in the replicate phase, on the "
+          f"best validation epoch's weights")
     print(f"  design: {study.design}; factors: "
           + "; ".join(f"{f.name} = {[l.name for l in f.levels]}" for f in study.factors))
     print(f"  arms ({len(arms)}):")
     for arm in arms:
         extra = [f"pretrained {arm.pretraining.key}" if arm.pretraining else "",
-                 f"denoiser {arm.denoiser.key}" if arm.denoiser else ""]
+                 f"denoiser {arm.denoiser.key}" if arm.denoiser else "",
+                 f"(expected low: {study.is_degraded(arm.levels)})" if study.is_degraded(arm.levels) else ""]
         tuned = ", ".join(p.describe() for p in study.search_space.resolve(arm.settings))
         print(f"    {'*' if arm.is_baseline else ' '} {arm.name}  {' '.join(e for e in extra if e)}")
         print(f"        tunes: {tuned}")
     for cell, reason in study.invalid_cells():
         print(f"    x {','.join(f'{k}={v}' for k, v in cell.items())}  (invalid: {reason})")
-    if pretrainings:
-        print(f"  pretraining tunes: {', '.join(p.describe() for p in PRETRAIN_SPACE.params)}")
+    if study.contrasts:
+        print(f"  planned contrasts ({len(study.contrasts)}, one Holm family; equivalence margin "
+              f"±{study.equivalence_margin:g}):")
+        for contrast in study.contrasts:
+            print(f"    - {contrast.name}")
+    if study.pretrainings():
+        print(f"  pretraining tunes: {', '.join(p.describe() for p in PRETRAIN_SPACE.params)}; "
+              f"autoencoders for seeds {pretrain_seeds(budget)}, early stopping after "
+              f"{budget.pretrain_patience} epochs without a better val/loss")
     print()
-    print(f"  {'stage':<9}{'phase':<10}{'what':<34}{'trials':>7}{'epochs':>7}  est. trial-seconds")
-    total = 0.0
-    trials = 0
-    for stage, phase, what, n, epochs, seconds in rows:
-        seconds += n * TRIAL_OVERHEAD_S
-        total += seconds
-        trials += n
-        print(f"  {stage:<9}{phase:<10}{what:<34}{n:>7}{epochs:>7}  {seconds:>10,.0f}  (upper bound)"
-              if phase == "tune" else f"  {stage:<9}{phase:<10}{what:<34}{n:>7}{epochs:>7}  {seconds:>10,.0f}")
+    rows = estimate_phases(study, budget, device)
+    print(f"  {'stage':<9}{'phase':<10}{'what':<34}{'trials':>7}{'epochs':>7}  {'est. trial-seconds':>20}")
+    for r in rows:
+        bound = f"  (bound {r.bound_s:,.0f})" if r.bound_s != r.expected_s else ""
+        print(f"  {r.stage:<9}{r.phase:<10}{r.what:<34}{r.trials:>7}{r.epochs:>7}  {r.expected_s:>20,.0f}{bound}")
+    total = sum(r.expected_s for r in rows)
     unit = "GPU" if device == "cuda" else "CPU"
     share = opts.gpus_per_trial if device == "cuda" else opts.cpus_per_trial
-    print(f"  total: {trials} trials, about {total:,.0f} trial-seconds = {total * share:,.0f} {unit}-seconds "
-          f"({math.ceil(total * share / 60)} {unit}-minutes) before ASHA's early stopping; "
-          f"tune phases usually cost a third of that bound")
-    print("  (estimates from the per-model throughput table in study/plan.py; nothing was trained)")
+    print(f"  total: {sum(r.trials for r in rows)} trials, about {total:,.0f} trial-seconds = "
+          f"{total * share:,.0f} {unit}-seconds ({math.ceil(total * share / 60)} {unit}-minutes)")
+    if device == "cpu" and not opts.address:
+        concurrency = local_concurrency(opts)
+        print(f"  on this machine ({os.cpu_count()} CPUs, {concurrency} trials at a time): about "
+              f"{math.ceil(total / concurrency / 60)} minutes of wall time")
+    print("  (estimates from the throughput table in study/plan.py; nothing was trained)")

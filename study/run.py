@@ -61,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list", action="store_true", help="list the registered studies and exit")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan (stages, arms, phases, trials, epochs, estimated cost); train nothing")
-    parser.add_argument("--budget", default="smoke", choices=("smoke", "full"),
-                        help="smoke: mnist-5k, minutes on a laptop CPU; full: paper-grade budget (default: smoke)")
+    parser.add_argument("--budget", default="smoke",
+                        help="smoke: mnist-5k, minutes on a laptop CPU, checks the machinery; laptop: mnist-5k, "
+                             "5 seeds, answers the question in <= 20 min on 2 cores; full: real MNIST on a GPU "
+                             "cluster (default: smoke; a study may define more, see --dry-run)")
     parser.add_argument("--dataset", help="override the budget's dataset (mnist-5k, mnist, fashion-mnist)")
     parser.add_argument("--data-dir", help="folder holding the standard IDX files (offline clusters); "
                                            "default: STUDY_DATA_DIR or the download cache")
@@ -118,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from study.protocol import RunOptions, UsageError, run_study
     from trainables.data import DATASET_NAMES
+    if args.budget not in study.budgets:
+        parser.error(f"--budget {args.budget!r}: study {study.name} has no such budget; budgets: {', '.join(study.budgets)}")
     budget = study.budget(args.budget)
     overrides = {k: v for k, v in {"dataset": args.dataset, "seeds": args.seeds, "epochs": args.epochs,
                                    "trials_per_arm": args.trials_per_arm}.items() if v is not None}

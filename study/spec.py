@@ -215,7 +215,10 @@ class Study:
             if factor is None:
                 raise ValueError(f"study {self.name}: {what} names factor {f!r}; factors: "
                                  f"{[x.name for x in self.factors]}")
-            factor.level(level)                 # raises on an unknown level
+            try:
+                factor.level(level)
+            except KeyError as e:
+                raise ValueError(f"study {self.name}: {what}: {e.args[0]}") from None
 
     # -- contrasts --------------------------------------------------------------------------
     def contrast_arms(self, contrast: Contrast) -> list[tuple[float, tuple[str, ...]]]:

@@ -196,15 +196,21 @@ def test_make_splits_is_deterministic_stratified_and_disjoint(mnist5k):
     c = make_splits(mnist5k, seed=4, val_fraction=0.1, label_fraction=0.1)
     assert torch.equal(a.train_index, b.train_index) and torch.equal(a.val_index, b.val_index)
     assert not torch.equal(a.train_index, c.train_index)
-    assert torch.bincount(a.val_y).tolist() == [40] * 10  # 10% of 400 per class
-    assert torch.bincount(a.train_y).tolist() == [36] * 10  # 10% of the remaining 360
+    # the validation split comes from the labelled subset: 10% of the labels, 10% of them
+    # held out, stratified (4 of 40 per class), disjoint from training
+    assert torch.bincount(a.val_y).tolist() == [4] * 10
+    assert torch.bincount(a.train_y).tolist() == [36] * 10
     assert not set(a.train_index.tolist()) & set(a.val_index.tolist())
     assert a.train_x.dtype == torch.float32 and a.train_x.shape == (360, 1, 28, 28)
     assert 0.0 <= a.train_x.min() and a.train_x.max() <= 1.0
     assert torch.equal(a.test_y, mnist5k.test_labels)
-    # the label subset does not move the validation split
+    # the subsets are nested in the 100% split: its validation images (which no autoencoder of
+    # the seed trained on) hold the 10% arm's, and an epoch's budget is the full split's size
     full = make_splits(mnist5k, seed=3, val_fraction=0.1)
-    assert torch.equal(full.val_index, a.val_index) and len(full.train_index) == 3600
+    assert set(a.val_index.tolist()) <= set(full.val_index.tolist())
+    assert set(a.train_index.tolist()) <= set(full.train_index.tolist())
+    assert len(full.train_index) == 3600 and a.full_train_size == full.full_train_size == 3600
+    assert len(full.val_index) == 400
 
 
 @pytest.mark.parametrize("fraction, message", [

@@ -140,7 +140,8 @@ def test_autoencoder_validation_loss_falls_and_writes_encoder(pretrained):
 def test_autoencoder_report_keys(tiny, tmp_path):
     recorder = Recorder(tmp_path)
     result = train_autoencoder({"epochs": 1, "val_fraction": 0.5}, recorder, dataset=tiny)
-    assert set(recorder.reports[0]) == {"epoch", "train/loss", "val/loss", "val/psnr", "final"} | COST_KEYS
+    assert set(recorder.reports[0]) == {"epoch", "train/loss", "val/loss", "val/psnr", "final",
+                                        "selected_epoch"} | COST_KEYS
     assert result["final"] == 1.0 and result["checkpoint"] is None
 
 
@@ -195,7 +196,7 @@ def test_label_fraction_keeps_a_stratified_subset(tiny, tmp_path):
     train_classifier({"model": "cnn", "epochs": 1, "label_fraction": 0.1, "evaluate_test": False},
                      recorder, dataset=tiny)
     meta = json.loads((recorder.dirs[-1] / "meta.json").read_text())
-    assert meta["n_val"] == 100 and meta["n_train"] == 90  # 10 / 9 per class
+    assert meta["n_val"] == 10 and meta["n_train"] == 90  # 1 / 9 per class: validation from the labels kept
     assert not TEST_KEYS & set(recorder.reports[-1])  # evaluate_test=False: no test metrics
     assert COST_KEYS <= set(recorder.reports[-1])
     assert "evaluation.json" not in os.listdir(recorder.dirs[-1])
@@ -213,6 +214,81 @@ def test_early_stopping_ends_the_run_and_reports_final(tiny, tmp_path, monkeypat
     assert result["final"] == 1.0 and "test/acc" in result
     evaluation = json.loads((recorder.dirs[-1] / "evaluation.json").read_text())
     assert evaluation["weights_from_epoch"] == 1  # the best validation epoch's weights
+
+
+# --------------------------------------------------------------------------- protocol (issue 9)
+
+def _optimizer_steps(checkpoint: Path) -> int:
+    state = torch.load(checkpoint / "state.pt", weights_only=False)
+    return int(next(iter(state["optimizer"]["state"].values()))["step"])
+
+
+def test_label_fractions_take_the_same_optimizer_steps(tiny, tmp_path):
+    """An epoch is the full training split's worth of examples whatever the label fraction,
+    so the 10% arm is not trained 10x shorter than the 100% arm."""
+    steps = {}
+    for fraction in (1.0, 0.1):
+        recorder = Recorder(tmp_path / str(fraction))
+        train_classifier({"model": "cnn", "epochs": 2, "label_fraction": fraction, "evaluate_test": False,
+                          "batch_size": 64}, recorder, dataset=tiny)
+        meta = json.loads((recorder.dirs[-1] / "meta.json").read_text())
+        steps[fraction] = (_optimizer_steps(recorder.dirs[-1]), meta["n_train"])
+    assert steps[0.1][1] * 10 == steps[1.0][1]               # a tenth of the images ...
+    assert steps[0.1][0] == steps[1.0][0] == 2 * -(-900 // 64)  # ... and the same steps
+
+
+def test_validation_follows_the_training_distribution_not_the_test_corruption(tiny, tmp_path):
+    """No oracle selection: the clean-trained arm validates on clean images even when it is
+    scored on corrupted ones; the noisy-trained arm validates on its own training noise."""
+    base = {"model": "cnn", "epochs": 1, "batch_size": 64}
+    noisy_test = {"test_corruption": "salt_pepper", "test_noise_level": 0.2}
+    noisy_train = {"train_corruption": "salt_pepper", "train_noise_level": 0.2}
+    clean = train_classifier(base, Recorder(tmp_path / "a"), dataset=tiny)
+    shifted = train_classifier({**base, **noisy_test}, Recorder(tmp_path / "b"), dataset=tiny)
+    noisy = train_classifier({**base, **noisy_test, **noisy_train}, Recorder(tmp_path / "c"), dataset=tiny)
+    assert shifted["val/loss"] == clean["val/loss"] and shifted["val/acc"] == clean["val/acc"]
+    assert shifted["test/acc"] != clean["test/acc"]          # scored on the corrupted test set
+    assert noisy["val/loss"] != clean["val/loss"]             # validated on its own (noisy) inputs
+
+
+def test_classifier_tests_the_best_validation_epoch(tiny, tmp_path):
+    """The delivered (and tested) weights are the best validation epoch's, not the last's."""
+    recorder = Recorder(tmp_path)
+    result = train_classifier({"model": "cnn", "epochs": 4, "lr": 3e-2, "batch_size": 32}, recorder, dataset=tiny)
+    keys = [(r["val/acc"], -r["val/loss"]) for r in recorder.reports]
+    chosen = max(range(len(keys)), key=lambda i: keys[i]) + 1
+    assert result["selected_epoch"] == chosen
+    evaluation = json.loads((recorder.dirs[-1] / "evaluation.json").read_text())
+    assert evaluation["weights_from_epoch"] == chosen
+    delivered = torch.load(recorder.dirs[-1] / "model.pt", weights_only=True)
+    at_chosen = torch.load(recorder.dirs[chosen - 1] / "state.pt", weights_only=False)["model"]
+    assert all(torch.equal(delivered[k], at_chosen[k]) for k in delivered)
+
+
+def test_autoencoder_stops_early_and_delivers_its_best_epoch(tiny, tmp_path, monkeypatch):
+    """Validation loss that worsens after epoch 2: patience 2 stops at epoch 4 and the
+    delivered autoencoder and encoder are epoch 2's weights."""
+    import trainables.autoencoder as autoencoder
+
+    calls = []
+    real_predict = autoencoder.predict
+
+    def worsening(model, x, backend):
+        calls.append(1)
+        out = real_predict(model, x, backend)
+        return out if len(calls) <= 2 else (out + 0.1 * len(calls)).clamp(0, 1)
+
+    monkeypatch.setattr(autoencoder, "predict", worsening)
+    recorder = Recorder(tmp_path)
+    result = train_autoencoder({"epochs": 8, "patience": 2, "val_fraction": 0.2, "batch_size": 64}, recorder,
+                               dataset=tiny)
+    assert [r["epoch"] for r in recorder.reports] == [1.0, 2.0, 3.0, 4.0]
+    assert result["selected_epoch"] == 2.0
+    delivered = torch.load(recorder.dirs[-1] / "autoencoder.pt", weights_only=True)["state_dict"]
+    at_best = torch.load(recorder.dirs[1] / "state.pt", weights_only=False)["model"]
+    assert all(torch.equal(delivered[k], at_best[k]) for k in delivered)
+    encoder = torch.load(recorder.dirs[-1] / "encoder.pt", weights_only=True)
+    assert encoder["epoch"] == 2
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta"])

@@ -26,7 +26,7 @@ from trainables.common import (
     EarlyStopping, LossMeter, MODEL_FILE, HISTORY_FILE, Progress, Reporter, Stopwatch,
     check_finite, epoch_batches, final_weights, keep_if_best, make_optimizer, predict, print_reporter, report,
     resume, run_cli, seed_init, select_backend, training_state, checkpoint_writer, close_epoch,
-    close_training_pass, final_costs, optimizer_step,
+    close_training_pass, final_costs, optimizer_step, set_lr,
 )
 from trainables.config import AUTOENCODER_SCHEMA, ConfigError, resolve_autoencoder_config
 from trainables.data import ImageDataset, corrupt, corrupt_fixed, load_dataset, make_splits
@@ -89,7 +89,9 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
         model.train()
         started = time.perf_counter()
         meter = LossMeter(backend.device)
-        for index in epoch_batches(n_train, cfg["batch_size"], order, backend.device):
+        batches = epoch_batches(n_train, cfg["batch_size"], order, backend.device)
+        for step, index in enumerate(batches):
+            set_lr(optimizer, cfg, (epoch - 1 + step / len(batches)) / cfg["epochs"])
             clean = splits.train_x[index]
             # a fresh corruption every batch: the denoiser never sees the same noisy image twice
             noisy = corrupt(clean, corruption, level, noise)

@@ -34,7 +34,7 @@ from trainables.common import (
     CheckpointError, EarlyStopping, HISTORY_FILE, LossMeter, MODEL_FILE, Progress, Reporter,
     Stopwatch, check_finite, cpu_state, epoch_batches, final_weights, keep_if_best, load_weights, make_optimizer,
     predict, print_reporter, report, resume, run_cli, seed_init, select_backend, training_state,
-    checkpoint_writer, close_epoch, close_training_pass, final_costs, optimizer_step,
+    checkpoint_writer, close_epoch, close_training_pass, final_costs, optimizer_step, set_lr,
 )
 from trainables.config import CLASSIFIER_SCHEMA, ConfigError, resolve_classifier_config
 from trainables.data import (
@@ -122,7 +122,9 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
         model.train()
         started = time.perf_counter()
         meter = LossMeter(backend.device)
-        for index in epoch_batches(train_y.numel(), cfg["batch_size"], order, backend.device, epoch_examples):
+        batches = epoch_batches(train_y.numel(), cfg["batch_size"], order, backend.device, epoch_examples)
+        for step, index in enumerate(batches):
+            set_lr(optimizer, cfg, (epoch - 1 + step / len(batches)) / cfg["epochs"])
             x = splits.train_x[index]
             if cfg["augment"]:
                 x = augment_batch(x, augment)
