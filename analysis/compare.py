@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tsne-points", type=int, default=FigureOptions.tsne_points, metavar="N",
                    help=f"test digits in the t-SNE figure (default: {FigureOptions.tsne_points})")
     p.add_argument("--no-log", action="store_true",
-                   help="do not log the figures to the study's parent MLflow run")
+                   help="do not log the report and figures to the study's parent MLflow run")
     return p.parse_args(argv)
 
 
@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not args.no_log:
+        from analysis.publish import log_report     # report.html, comparison.md on the parent run
+        log_report(result)
     print(result.markdown)
     print(f"report written to {result.output_dir} ({len(result.files)} files)", file=sys.stderr)
     return 0

@@ -180,6 +180,9 @@ def build_tables(a: Analysis) -> list[Table]:
     for stage, params in a.hyperparameters.items():
         out.append(tables.hyperparameters_table(params, stage, a.baseline if stage == "classify" else None))
     out.append(tables.cost_display(a.cost))
+    if len(a.scores):
+        from analysis.publish import models_table      # each arm's runs:/<id>/model
+        out.append(models_table(a))
     return out
 
 

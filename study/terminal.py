@@ -96,13 +96,15 @@ class PhaseProgress(_TuneCallback):
     """A Tune callback drawing the progress of one phase (one Tune experiment)."""
 
     def __init__(self, label: str, total: int, concurrency: int, trial_estimate_s: float | None,
-                 stream: TextIO | None = None, tty: bool | None = None, interval_s: float = PLAIN_INTERVAL_S):
+                 stream: TextIO | None = None, tty: bool | None = None, interval_s: float = PLAIN_INTERVAL_S,
+                 clock=time.monotonic):
         self.label, self.total, self.concurrency = label, total, max(1, concurrency)
         self.trial_estimate_s = trial_estimate_s
         self.stream = stream
         self.tty_arg = tty              # None: decided in setup, by the stream (a restore may differ)
         self.tty = False
         self.interval_s = interval_s
+        self.clock = clock
         self._reset()
 
     def _reset(self) -> None:
@@ -124,7 +126,7 @@ class PhaseProgress(_TuneCallback):
 
     def setup(self, **info):
         self._reset()
-        self._started = time.monotonic()
+        self._started = self.clock()
         self.tty = self.tty_arg if self.tty_arg is not None else bool(getattr(self.out, "isatty", lambda: False)())
         if self.tty:
             from tqdm import tqdm
@@ -152,7 +154,7 @@ class PhaseProgress(_TuneCallback):
 
     def text(self, trials: Sequence[Any]) -> tuple[tuple, str]:
         counts = trial_counts(trials)
-        elapsed = time.monotonic() - (self._started or time.monotonic())
+        elapsed = self.clock() - (self._started or self.clock())
         done = counts["completed"] + counts["pruned"] + counts["failed"]
         key = (done, counts["running"], counts["failed"], counts["pruned"])
         line = (f"{counts['completed']} completed, {counts['pruned']} pruned, {counts['failed']} failed, "
@@ -161,7 +163,7 @@ class PhaseProgress(_TuneCallback):
         return key, line
 
     def draw(self, trials: Sequence[Any], final: bool = False) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if not final and now - self._drawn_at < 0.5:
             return                      # Tune steps every ~0.1 s: keep the driver's loop light
         self._drawn_at = now

@@ -1,0 +1,87 @@
+"""The report in MLflow: each arm's representative model, and the report on the parent run.
+
+* ``models_table(a)``: per arm, the replicate run whose primary metric is closest to the arm's
+  median over seeds (ties: the lower seed), with the URI its model loads from,
+  ``runs:/<run id>/model`` (the runner logs every completed replicate run's model with
+  ``mlflow.pytorch.log_model``; see study/records.py):
+  ``mlflow.pytorch.load_model("runs:/<run id>/model")``.
+* ``log_report(result)``: logs ``report.html`` and ``comparison.md`` to the study's parent run
+  (the figures are logged by ``report.write_report`` under ``figures/``), so the MLflow UI
+  holds the whole study: its runs, their models and its report.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import tables
+from analysis.tables import Table
+
+MODEL_PATH = "model"                        # study.records.MODEL_NAME
+REPORT_FILES = ("report.html", "comparison.md")
+
+
+def model_uri(run_id: str) -> str:
+    return f"runs:/{run_id}/{MODEL_PATH}"
+
+
+def representative_runs(a) -> pd.DataFrame:
+    """rows: one per arm with scores; arm, seed, run_id, value (primary metric), median (the
+    arm's, over seeds), model_uri, has_model (bool: the run holds a logged model)."""
+    scores = a.scores[a.scores["metric"] == a.metric]
+    rows = []
+    for arm in a.arms:
+        runs = scores[scores["arm"] == arm]
+        if runs.empty:
+            continue
+        median = float(runs["value"].median())
+        # rows: the arm's runs, closest to its median first, then by seed
+        ranked = runs.assign(distance=(runs["value"] - median).abs()).sort_values(["distance", "seed"])
+        best = ranked.iloc[0]
+        rows.append({"arm": arm, "seed": int(best["seed"]), "run_id": best["run_id"], "value": float(best["value"]),
+                     "median": median, "model_uri": model_uri(best["run_id"]),
+                     "has_model": _has_model(a.study.client, best["run_id"])})
+    return pd.DataFrame(rows, columns=["arm", "seed", "run_id", "value", "median", "model_uri", "has_model"])
+
+
+def _has_model(client, run_id: str) -> bool:
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - a missing run shows as "no model", not as a crash
+        return False
+    return bool(run.outputs and run.outputs.model_outputs)
+
+
+def models_table(a) -> Table:
+    """rows: one per arm: its representative model."""
+    data = representative_runs(a)
+    display = pd.DataFrame({
+        "arm": data["arm"], "seed": data["seed"],
+        tables.label(a.metric): [tables.num(v) for v in data["value"]],
+        "arm median": [tables.num(v) for v in data["median"]],
+        "MLflow model": [u if ok else f"none logged (run {u.split('/')[1]})"
+                         for u, ok in zip(data["model_uri"], data["has_model"])]})
+    return Table("models", "Representative model of each arm (load with mlflow.pytorch.load_model(URI))",
+                 display, data,
+                 f"The replicate run whose {tables.label(a.metric)} is closest to its arm's median over seeds "
+                 "(ties: the lower seed). Every completed replicate run holds its model: runs:/<run id>/model.")
+
+
+def log_report(result) -> list[str]:
+    """Logs the report files of ``result`` (a report.ReportResult) to the study's parent run;
+    returns the artifact paths logged. A failure is a warning: the files on disk remain."""
+    study = result.analysis.study
+    logged = []
+    for name in REPORT_FILES:
+        path = Path(result.output_dir) / name
+        if not path.exists():
+            continue
+        try:
+            study.client.log_artifact(study.parent_run_id, str(path))
+            logged.append(name)
+        except Exception as err:  # noqa: BLE001
+            print(f"warning: {name} could not be logged to the parent run {study.parent_run_id}: "
+                  f"{type(err).__name__}: {err}", file=sys.stderr)
+    return logged

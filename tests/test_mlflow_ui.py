@@ -1,0 +1,204 @@
+"""What a user sees of a study in MLflow and on the terminal, from one small real study run as
+a user types it (no TTY, as under ``ray job logs``), shared by every test here:
+
+* the runner's output is compact: progress lines per phase, the closing lines, no Tune tables;
+  each trial's stdout/stderr are files next to its result.json;
+* the experiment opens on the training runs view (``mlflow.experimentKind``);
+* every trial run has its dataset inputs; every replicate run a model that
+  ``mlflow.pytorch.load_model("runs:/<id>/model")`` loads and that scores the logged test
+  accuracy again on the test set;
+* ``python -m analysis.compare`` puts the report on the parent run and names each arm's model;
+* ``mlflow ui`` serves all of it (its REST API, as the UI's runs table reads it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from study import records, tracking
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDY = "ablation_dropout"
+SMALL = ("--trials-per-arm", "1", "--seeds", "0", "--epochs", "2")
+
+
+def _env():
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory):
+    results = tmp_path_factory.mktemp("ui") / "results"
+    uri = f"sqlite:///{results / 'mlflow.db'}"
+    proc = subprocess.run([sys.executable, "-m", "study.run", STUDY, "--budget", "smoke", *SMALL,
+                           "--results-dir", str(results), "--tracking-uri", uri],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    c = tracking.client(uri)
+    experiment = c.get_experiment_by_name(STUDY)
+    runs = c.search_runs([experiment.experiment_id], max_results=1000)
+    return SimpleNamespace(results=results, uri=uri, client=c, experiment=experiment, out=proc.stdout + proc.stderr,
+                           parent=next(r for r in runs if r.data.tags.get("run_kind") == "study"),
+                           trials=[r for r in runs if r.data.tags.get("run_kind") == "trial"])
+
+
+@pytest.mark.slow
+def test_output_is_compact_and_trial_logs_are_on_disk(record):
+    lines = record.out.splitlines()
+    assert len(lines) < 30, record.out
+    assert not re.search(r"Trial status|Configuration for experiment|Checkpoint successfully created|╭", record.out)
+    progress = [line for line in lines if re.search(r"classify/(tune|replicate) +\d+/3 trials: ", line)]
+    assert progress and all(re.search(r"\d+ completed, \d+ pruned, \d+ failed, \d+ running; \d+:\d\d elapsed, "
+                                      r"ETA (\d+:\d\d|\?)$", line) for line in progress), record.out
+    assert lines[-1].startswith(f"Next: python -m analysis.compare {STUDY}"), lines[-1]
+    assert any("mlflow ui --backend-store-uri" in line for line in lines)
+    for run in record.trials:       # stdout and stderr of every trial in its Tune trial directory
+        trial_dir = next((record.results / "tune").glob(f"*/{run.data.tags['trial_id']}"))
+        assert (trial_dir / "stderr").exists() and (trial_dir / "stdout").exists() and (trial_dir / "result.json").exists()
+
+
+@pytest.mark.slow
+def test_experiment_opens_on_the_training_runs(record):
+    assert record.experiment.tags[records.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    # an older experiment without the tag gets it when a study opens it again
+    record.client.delete_experiment_tag(record.experiment.experiment_id, records.EXPERIMENT_KIND_TAG)
+    tracking.ensure_experiment(record.uri, STUDY, record.results / "mlartifacts")
+    tags = record.client.get_experiment(record.experiment.experiment_id).tags
+    assert tags[records.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+@pytest.mark.slow
+def test_every_trial_run_has_its_dataset_inputs(record):
+    sha = record.parent.data.tags["data_sha256"]
+    assert len(record.trials) == 6
+    for run in record.trials:
+        inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+        expected = {"mnist-5k/train", "mnist-5k/validation"} | (
+            {"mnist-5k/test"} if run.data.tags["phase"] == "replicate" else set())
+        assert set(inputs) == expected, run.info.run_id
+        for name, item in inputs.items():
+            assert item.dataset.digest == sha[:records.DIGEST_CHARS]
+            assert json.loads(item.dataset.profile)["sha256"] == sha
+            assert json.loads(item.dataset.source)["uri"]
+            tags = {t.key: t.value for t in item.tags}
+            assert tags["mlflow.data.context"] == name.split("/")[1]
+            assert tags["split_seed"] == run.data.tags["seed"]
+        train_tags = {t.key: t.value for t in inputs["mnist-5k/train"].tags}
+        assert float(train_tags["label_fraction"]) == float(run.data.params.get("label_fraction", 1.0))
+
+
+@pytest.mark.slow
+def test_replicate_models_load_back_and_score_the_logged_test_accuracy(record):
+    import mlflow.pytorch
+    import torch
+
+    from analysis.artifacts import test_inputs
+
+    replicate = [r for r in record.trials if r.data.tags["phase"] == "replicate"]
+    assert all(r.outputs.model_outputs for r in replicate), "a replicate run has no model"
+    assert not any(r.outputs.model_outputs for r in record.trials if r.data.tags["phase"] == "tune")
+    run = replicate[0]
+    os.environ["MLFLOW_TRACKING_URI"] = record.uri
+    try:
+        model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    params = run.data.params
+    _, seen, labels, _ = test_inputs(params["dataset"], params.get("test_corruption", "none"),
+                                     float(params.get("test_noise_level", 0.0)), int(run.data.tags["seed"]))
+    with torch.inference_mode():
+        predicted = torch.cat([model(batch).argmax(1) for batch in seen.split(500)])
+    accuracy = float((predicted == labels).double().mean())
+    assert accuracy == pytest.approx(run.data.metrics["test/acc"], abs=0.5 / len(labels))
+    logged = record.client.get_logged_model(run.outputs.model_outputs[0].model_id)
+    assert logged.source_run_id == run.info.run_id and logged.experiment_id == record.experiment.experiment_id
+
+
+@pytest.mark.slow
+def test_compare_logs_the_report_to_the_parent_run_and_names_each_arms_model(record, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "analysis.compare", STUDY, "--tracking-uri", record.uri,
+                           "--output", str(tmp_path / "report"), "--tsne-points", "100"],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    parent = record.parent.info.run_id
+    artifacts = {a.path for a in record.client.list_artifacts(parent)}
+    assert {"report.html", "comparison.md", "figures"} <= artifacts, artifacts
+    assert any(a.path.endswith(".png") for a in record.client.list_artifacts(parent, "figures"))
+    report = (tmp_path / "report" / "report.html").read_text()
+    by_arm = {}
+    for run in record.trials:
+        if run.data.tags["phase"] == "replicate":
+            by_arm.setdefault(run.data.tags["arm"], set()).add(run.info.run_id)
+    for arm, run_ids in by_arm.items():
+        named = set(re.findall(r"runs:/([0-9a-f]{32})/model", report)) & run_ids
+        assert len(named) == 1, f"arm {arm}: the report names {len(named)} of its models"
+    assert "runs:/" in (tmp_path / "report" / "comparison.md").read_text()
+
+
+def test_representative_model_is_the_one_closest_to_the_arms_median():
+    from analysis.publish import representative_runs
+    scores = pd.DataFrame({"arm": ["a"] * 3 + ["b"] * 2, "seed": [0, 1, 2, 0, 1],
+                           "run_id": ["a0", "a1", "a2", "b0", "b1"], "metric": "test/acc",
+                           "value": [0.90, 0.97, 0.95, 0.80, 0.90]})
+    client = SimpleNamespace(get_run=lambda run_id: SimpleNamespace(
+        outputs=SimpleNamespace(model_outputs=[1] if run_id != "b0" else [])))
+    a = SimpleNamespace(scores=scores, metric="test/acc", arms=["a", "b", "c"], study=SimpleNamespace(client=client))
+    rows = representative_runs(a).set_index("arm")
+    assert list(rows.index) == ["a", "b"]                  # c has no scores
+    assert rows.loc["a", "run_id"] == "a2" and rows.loc["a", "model_uri"] == "runs:/a2/model"
+    assert rows.loc["b", "run_id"] == "b0" and not rows.loc["b", "has_model"]   # a tie: the lower seed
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_ui_serves_the_runs_table_with_datasets_and_models(record):
+    port = _free_port()
+    env = {**_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", record.uri,
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):
+                    break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail("mlflow server did not come up")
+                time.sleep(0.5)
+        with urllib.request.urlopen(f"{base}/", timeout=10) as page:
+            assert page.status == 200
+        eid = record.experiment.experiment_id
+        with urllib.request.urlopen(f"{base}/ajax-api/2.0/mlflow/experiments/get?experiment_id={eid}") as r:
+            tags = {t["key"]: t["value"] for t in json.load(r)["experiment"]["tags"]}
+        assert tags["mlflow.experimentKind"] == "custom_model_development"
+        body = json.dumps({"experiment_ids": [eid], "filter": "tags.phase = 'replicate'", "max_results": 100}).encode()
+        request = urllib.request.Request(f"{base}/ajax-api/2.0/mlflow/runs/search", body,
+                                         {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request) as r:
+            runs = json.load(r)["runs"]
+        assert runs and all(run["inputs"]["dataset_inputs"] and run["outputs"]["model_outputs"] for run in runs)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
