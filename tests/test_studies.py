@@ -18,6 +18,8 @@ REQUIRED_TAGS = ("study", "stage", "arm", "phase", "seed", "trial_id", "config_h
                  "git_dirty", "dataset", "data_sha256", "versions.torch", "versions.ray", "outcome",
                  "mlflow.parentRunId")
 # Pretraining studies first so the reuse check below sees both a first run and a reuse.
+SMOKE_MIN_ACCURACY = 0.80      # issue 9: every non-degraded arm, mean over the smoke seeds
+SMOKE_MIN_PSNR_DB = 18.0       # autoencoders' validation PSNR at smoke
 ORDER = ["ablation_pretraining", "even_odd", "ablation_noise", "ablation_dropout", "ablation_optimizer",
          "cnn_sweep"]
 
@@ -85,6 +87,18 @@ def test_study_smoke_end_to_end(name, store, ray_local, capsys):
     history = tracking.client(uri).get_metric_history(replicate[0].info.run_id, "val/acc")
     assert [m.step for m in history] == list(range(1, budget.epochs + 1))
 
+    # Every number the smoke budget prints means something: every arm far above chance, except
+    # arms the study declares degraded (a clean-trained model scored on corrupted inputs).
+    accuracy = defaultdict(list)
+    for r in replicate:
+        accuracy[r.data.tags["arm"]].append(r.data.metrics["test/acc"])
+        assert 1 <= r.data.metrics["val/best_epoch"] <= budget.epochs
+    for arm in arms:
+        mean = sum(accuracy[arm.name]) / len(accuracy[arm.name])
+        if study.is_degraded(arm.levels):
+            continue
+        assert mean >= SMOKE_MIN_ACCURACY, f"{arm.name}: mean test accuracy {mean:.3f} at smoke"
+
     # Pretraining: once per (autoencoder, seed) in the whole store, reused by later studies.
     if study.pretrainings():
         used = json.loads(parent.data.tags["pretrained_runs"])
@@ -97,6 +111,10 @@ def test_study_smoke_end_to_end(name, store, ray_local, capsys):
         per_key = Counter(r.data.tags["pretrain_cache_key"] for r in pretrain_runs)
         assert max(per_key.values()) == 1, "an autoencoder was trained twice"
         assert {r.info.run_id for r in pretrain_runs} >= set(used.values())
+        # the autoencoders this study trained reconstruct (>= 18 dB), with early stopping
+        for r in trials:
+            if r.data.tags["stage"] == "pretrain" and r.data.tags["phase"] == "replicate":
+                assert r.data.metrics["val/psnr"] >= SMOKE_MIN_PSNR_DB, (r.data.tags["arm"], r.data.metrics["val/psnr"])
         trained_here = {r.data.tags["arm"] for r in trials if r.data.tags["stage"] == "pretrain"}
         if name == "even_odd":
             assert trained_here == set(), "even_odd must reuse ablation_pretraining's autoencoder"

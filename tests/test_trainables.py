@@ -141,7 +141,7 @@ def test_autoencoder_report_keys(tiny, tmp_path):
     recorder = Recorder(tmp_path)
     result = train_autoencoder({"epochs": 1, "val_fraction": 0.5}, recorder, dataset=tiny)
     assert set(recorder.reports[0]) == {"epoch", "train/loss", "val/loss", "val/psnr", "final",
-                                        "selected_epoch"} | COST_KEYS
+                                        "val/best_epoch"} | COST_KEYS
     assert result["final"] == 1.0 and result["checkpoint"] is None
 
 
@@ -257,7 +257,7 @@ def test_classifier_tests_the_best_validation_epoch(tiny, tmp_path):
     result = train_classifier({"model": "cnn", "epochs": 4, "lr": 3e-2, "batch_size": 32}, recorder, dataset=tiny)
     keys = [(r["val/acc"], -r["val/loss"]) for r in recorder.reports]
     chosen = max(range(len(keys)), key=lambda i: keys[i]) + 1
-    assert result["selected_epoch"] == chosen
+    assert result["val/best_epoch"] == chosen
     evaluation = json.loads((recorder.dirs[-1] / "evaluation.json").read_text())
     assert evaluation["weights_from_epoch"] == chosen
     delivered = torch.load(recorder.dirs[-1] / "model.pt", weights_only=True)
@@ -283,7 +283,7 @@ def test_autoencoder_stops_early_and_delivers_its_best_epoch(tiny, tmp_path, mon
     result = train_autoencoder({"epochs": 8, "patience": 2, "val_fraction": 0.2, "batch_size": 64}, recorder,
                                dataset=tiny)
     assert [r["epoch"] for r in recorder.reports] == [1.0, 2.0, 3.0, 4.0]
-    assert result["selected_epoch"] == 2.0
+    assert result["val/best_epoch"] == 2.0
     delivered = torch.load(recorder.dirs[-1] / "autoencoder.pt", weights_only=True)["state_dict"]
     at_best = torch.load(recorder.dirs[1] / "state.pt", weights_only=False)["model"]
     assert all(torch.equal(delivered[k], at_best[k]) for k in delivered)

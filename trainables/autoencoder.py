@@ -128,7 +128,7 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
                                               if k.startswith("encoder.")}, **provenance},
                 AUTOENCODER_FILE: {"state_dict": ae_state, **provenance},
             }
-            metrics["selected_epoch"] = float(weights_epoch)
+            metrics["val/best_epoch"] = float(weights_epoch)
             metrics.update(final_costs(model, clock, progress))
             progress.history[-1] = dict(metrics)
             progress.finished = True

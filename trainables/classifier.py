@@ -164,7 +164,7 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
                                    "test_corruption": cfg["test_corruption"],
                                    "test_noise_level": cfg["test_noise_level"]})
                 metrics.update(test_metrics)
-            metrics["selected_epoch"] = float(weights_epoch)
+            metrics["val/best_epoch"] = float(weights_epoch)
             metrics.update(final_costs(model, clock, progress))
             progress.history[-1] = dict(metrics)
             progress.finished = True
