@@ -37,8 +37,9 @@ def representative_runs(a) -> pd.DataFrame:
         if runs.empty:
             continue
         median = float(runs["value"].median())
-        # rows: the arm's runs, closest to its median first, then by seed
-        ranked = runs.assign(distance=(runs["value"] - median).abs()).sort_values(["distance", "seed"])
+        # rows: the arm's runs, closest to its median first, then by seed (distances rounded:
+        # 0.80 and 0.90 are equally far from 0.85, which floats do not say)
+        ranked = runs.assign(distance=(runs["value"] - median).abs().round(12)).sort_values(["distance", "seed"])
         best = ranked.iloc[0]
         rows.append({"arm": arm, "seed": int(best["seed"]), "run_id": best["run_id"], "value": float(best["value"]),
                      "median": median, "model_uri": model_uri(best["run_id"]),

@@ -51,7 +51,8 @@ def record(tmp_path_factory):
     c = tracking.client(uri)
     experiment = c.get_experiment_by_name(STUDY)
     runs = c.search_runs([experiment.experiment_id], max_results=1000)
-    return SimpleNamespace(results=results, uri=uri, client=c, experiment=experiment, out=proc.stdout + proc.stderr,
+    return SimpleNamespace(results=results, uri=uri, client=c, experiment=experiment, stdout=proc.stdout,
+                           out=proc.stdout + proc.stderr,
                            parent=next(r for r in runs if r.data.tags.get("run_kind") == "study"),
                            trials=[r for r in runs if r.data.tags.get("run_kind") == "trial"])
 
@@ -64,7 +65,8 @@ def test_output_is_compact_and_trial_logs_are_on_disk(record):
     progress = [line for line in lines if re.search(r"classify/(tune|replicate) +\d+/3 trials: ", line)]
     assert progress and all(re.search(r"\d+ completed, \d+ pruned, \d+ failed, \d+ running; \d+:\d\d elapsed, "
                                       r"ETA (\d+:\d\d|\?)$", line) for line in progress), record.out
-    assert lines[-1].startswith(f"Next: python -m analysis.compare {STUDY}"), lines[-1]
+    last = record.stdout.splitlines()[-1]
+    assert last.startswith(f"Next: python -m analysis.compare {STUDY}"), last
     assert any("mlflow ui --backend-store-uri" in line for line in lines)
     for run in record.trials:       # stdout and stderr of every trial in its Tune trial directory
         trial_dir = next((record.results / "tune").glob(f"*/{run.data.tags['trial_id']}"))
