@@ -600,6 +600,8 @@ def print_summary(summary: list[PhaseResult]) -> None:
 def print_epilogue(opts: RunOptions, parent: ParentRun) -> None:
     uri = tracking.redact(opts.tracking_uri)
     logs = f"{opts.storage_path.rstrip('/')}/{opts.study.name}-{parent.run_id[:8]}-<stage>-<phase>/<trial id>/"
+    experiment_id = tracking.client(opts.tracking_uri).get_run(parent.run_id).info.experiment_id
     for line in terminal.epilogue_lines(opts.study.name, parent.run_id, uri,
-                                        opts.tracking_uri == tracking.default_tracking_uri(), logs):
+                                        opts.tracking_uri == tracking.default_tracking_uri(), logs,
+                                        experiment_id=experiment_id):
         print(line)

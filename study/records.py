@@ -1,10 +1,12 @@
 """What a trial's MLflow run holds besides metrics and files: its dataset inputs and, for the
 replicate runs that feed the tables, its model as an MLflow model.
 
-* **Experiment kind.** MLflow 3's UI opens an experiment on the view its
-  ``mlflow.experimentKind`` tag names. Its bundled UI (mlflow/server/js, 3.17) opens the
-  "Training runs" table for every kind except ``genai_development``; ``custom_model_development``
-  is the kind it labels "Machine learning", the one for training runs.
+* **Experiment kind.** ``mlflow.experimentKind = custom_model_development``: the kind MLflow 3's
+  UI labels "Machine learning" and for which it opens the "Training runs" table (every kind but
+  ``genai_development`` does). Read in MLflow 3.17.2's bundled UI (mlflow/server/js): with its
+  GenAI / Model training switch, whose feature flag is on in 3.17, the page follows the switch
+  (``?workflowType=machine_learning`` in the URL, or the browser's last choice; default GenAI)
+  and not the tag. So the runner also prints the runs table's URL with that parameter.
 * **Datasets.** Every trial run logs the splits it read as MLflow dataset inputs: the dataset's
   name with the split (``mnist-5k/train``, ``mnist-5k/validation``, ``mnist-5k/test``), our
   content sha256 as the digest, where the data came from as the source, and as input tags the

@@ -196,11 +196,16 @@ class PhaseProgress(_TuneCallback):
             self._bar = None
 
 
+RUNS_VIEW = "/#/experiments/{}/runs?workflowType=machine_learning"   # MLflow 3.17 UI: the training runs table
+
+
 def epilogue_lines(study: str, parent_run_id: str, uri: str, default_uri: bool, trial_logs: str,
-                   resume_hint: str | None = None) -> list[str]:
+                   resume_hint: str | None = None, experiment_id: str | None = None) -> list[str]:
     """The closing lines: where the results are and what to run next."""
     compare = f"python -m analysis.compare {study}" + ("" if default_uri else f" --tracking-uri {uri}")
-    browse = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"open {uri}"
+    view = RUNS_VIEW.format(experiment_id) if experiment_id else ""
+    browse = (f"mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000{view}" if uri.startswith("sqlite")
+              else f"{uri.rstrip('/')}{view}")
     lines = [f"Results: MLflow experiment {study!r}, parent run {parent_run_id}, in {uri}",
              f"  trial logs (stdout/stderr per trial): {trial_logs}",
              f"  browse the runs: {browse}"]

@@ -67,7 +67,7 @@ def test_output_is_compact_and_trial_logs_are_on_disk(record):
                                       r"ETA (\d+:\d\d|\?)$", line) for line in progress), record.out
     last = record.stdout.splitlines()[-1]
     assert last.startswith(f"Next: python -m analysis.compare {STUDY}"), last
-    assert any("mlflow ui --backend-store-uri" in line for line in lines)
+    assert any("mlflow ui --backend-store-uri" in line and "workflowType=machine_learning" in line for line in lines)
     for run in record.trials:       # stdout and stderr of every trial in its Tune trial directory
         trial_dir = next((record.results / "tune").glob(f"*/{run.data.tags['trial_id']}"))
         assert (trial_dir / "stderr").exists() and (trial_dir / "stdout").exists() and (trial_dir / "result.json").exists()

@@ -106,8 +106,13 @@ def test_closing_lines_say_where_results_are_and_what_to_run_next():
     assert lines[-1].startswith("Next: python -m analysis.compare ablation_dropout --tracking-uri sqlite:////tmp/r/mlflow.db")
     assert any("mlflow ui --backend-store-uri sqlite:////tmp/r/mlflow.db" in line for line in lines)
     assert any("/tmp/r/tune/x/" in line for line in lines)
-    default = terminal.epilogue_lines("ablation_dropout", "abc123", "sqlite:////p/results/mlflow.db", True, "t")
+    default = terminal.epilogue_lines("ablation_dropout", "abc123", "sqlite:////p/results/mlflow.db", True, "t",
+                                      experiment_id="7")
     assert "--tracking-uri" not in default[-1]
+    # MLflow 3.17's UI opens GenAI pages unless the URL asks for the model-training view
+    assert any("http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning" in line for line in default)
+    server = terminal.epilogue_lines("s", "r", "http://10.0.0.5:5000/", False, "t", experiment_id="3")
+    assert any("http://10.0.0.5:5000/#/experiments/3/runs?workflowType=machine_learning" in line for line in server)
 
 
 def test_verbosity_flags():
