@@ -204,3 +204,31 @@ def test_mlflow_ui_serves_the_runs_table_with_datasets_and_models(record):
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_models_a_killed_driver_did_not_log_are_logged_after_the_phase(record, tmp_path):
+    """The recovery path of run_phase: a completed replicate run without a model (its driver was
+    killed before the background thread logged it) gets one; runs with a model keep theirs."""
+    import torch
+    from mlflow.entities import Param
+
+    c = record.client
+    source = next(r for r in record.trials if r.data.tags["phase"] == "replicate")
+    tags = {k: v for k, v in source.data.tags.items() if k not in ("mlflow.parentRunId", "trial_key")}
+    orphan = c.create_run(record.experiment.experiment_id, tags=tags).info.run_id
+    try:
+        params = list(source.data.params.items())
+        for i in range(0, len(params), 100):
+            c.log_batch(orphan, params=[Param(k, v) for k, v in params[i:i + 100]])
+        c.log_artifact(orphan, c.download_artifacts(source.info.run_id, "model.pt", str(tmp_path)))
+        c.set_terminated(orphan)
+        said = []
+        example = records.input_example(SimpleNamespace(train_images=torch.zeros(2, 28, 28, dtype=torch.uint8)))
+        records.log_missing_models(record.uri, record.experiment.experiment_id,
+                                   [c.get_run(orphan), c.get_run(source.info.run_id)], 10, example, said.append)
+        assert said == ["logging the models of 1 replicate runs a stopped driver left without one"], said
+        assert len(c.get_run(orphan).outputs.model_outputs) == 1
+        assert len(c.get_run(source.info.run_id).outputs.model_outputs) == 1
+    finally:
+        c.delete_run(orphan)
