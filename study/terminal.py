@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import time
 from typing import Any, Mapping, Sequence, TextIO
@@ -95,6 +96,8 @@ def phase_estimate_s(study, budget, device: str, stage: str, phase: str) -> floa
 class PhaseProgress(_TuneCallback):
     """A Tune callback drawing the progress of one phase (one Tune experiment)."""
 
+    BAR = "{desc} {n}/{total} |{bar}|"      # tqdm sizes the bar to what the text leaves of the width
+
     def __init__(self, label: str, total: int, concurrency: int, trial_estimate_s: float | None,
                  stream: TextIO | None = None, tty: bool | None = None, interval_s: float = PLAIN_INTERVAL_S,
                  clock=time.monotonic):
@@ -130,8 +133,12 @@ class PhaseProgress(_TuneCallback):
         self.tty = self.tty_arg if self.tty_arg is not None else bool(getattr(self.out, "isatty", lambda: False)())
         if self.tty:
             from tqdm import tqdm
-            self._bar = tqdm(total=self.total, desc=self.label, file=self.out, leave=True, dynamic_ncols=True,
-                             bar_format="{desc} {n}/{total} |{bar:24}| {postfix}", mininterval=0.5)
+            # a terminal that reports its size as 0 x 0 (a bare pty) gets 120 x 20: tqdm would hide
+            # a bar whose row is not above the screen's height, and draw nothing
+            size = shutil.get_terminal_size((120, 20))
+            self._bar = tqdm(total=self.total, desc=self.label, file=self.out, leave=True, ncols=size.columns,
+                             nrows=size.lines,
+                             bar_format=self.BAR, mininterval=0.5)
 
     def eta_s(self, trials: Sequence[Any], counts: Mapping[str, int], elapsed: float) -> float | None:
         """Remaining wall seconds: the plan's trial-seconds for the trials not finished, scaled by
@@ -170,7 +177,8 @@ class PhaseProgress(_TuneCallback):
         key, line = self.text(trials)
         if self._bar is not None:
             self._bar.n = key[0]
-            self._bar.set_postfix_str(line, refresh=True)
+            self._bar.bar_format = self.BAR + " " + line.replace("{", "(").replace("}", ")")
+            self._bar.refresh()
             return
         changed = key != self._shown
         if final or (changed and now - self._printed_at >= self.interval_s) or now - self._printed_at >= HEARTBEAT_S:

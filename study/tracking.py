@@ -248,16 +248,12 @@ class MlflowTrialLogger(_TuneCallback):
     step, dataset inputs, artifacts from the final checkpoint, the model of replicate runs,
     outcome tags (completed / pruned / failed).
 
-    **Batching.** Each result's metrics (and placement tags) are kept in memory and written as
-    one ``log_batch`` per run at most every ``FLUSH_INTERVAL_S``: one SQLite transaction for
-    many results instead of one per result (15-25 ms each on the driver, on Tune's thread, which
-    throttled every trial). Buffered values are written before a run is closed, at the end of the
-    experiment, and in ``get_state``, which Tune calls while it snapshots the experiment, before
-    the snapshot becomes the one ``--resume`` restores. So every epoch that a resumed study will
-    not re-run is in MLflow first; the epochs it re-runs were either logged (and are skipped by
-    their step) or were lost with the killed driver's buffer (and are logged now): one value
-    per epoch, none missing. MLflow's asynchronous logging would move the same per-result writes
-    to a thread of this process, still one transaction each, with no tie to Tune's snapshots.
+    **Batching** (why, and why not MLflow's async logging: benchmarks/RESULTS.md, row 4b):
+    results are buffered and written as one ``log_batch`` per run at most every
+    ``FLUSH_INTERVAL_S``, before a run is closed, at experiment end, and in ``get_state``, which
+    Tune calls while it snapshots the experiment, before the snapshot is where ``--resume``
+    reads it. Epochs a resumed trial re-runs were either written (skipped by their step) or
+    lost with a killed driver's buffer (written now): one value per epoch, none missing.
     """
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str,
@@ -269,17 +265,10 @@ class MlflowTrialLogger(_TuneCallback):
         """``datasets``: dataset name -> ``records.dataset_entities`` (inputs of every run);
         ``models``: log each completed trial's model, with ``n_classes`` and ``example``
         (``records.input_example``)."""
-        self.tracking_uri = tracking_uri
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self.experiment_key = experiment_key
-        self.base_tags = dict(base_tags)
-        self.tags_for_config = tags_for_config
-        self.meta_keys = frozenset(meta_keys)
-        self.resources = dict(resources)
-        self.log_weights = log_weights
-        self.datasets = dict(datasets or {})
-        self.models = dict(models) if models else None
+        self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self.experiment_key, self.base_tags, self.tags_for_config = experiment_key, dict(base_tags), tags_for_config
+        self.meta_keys, self.resources, self.log_weights = frozenset(meta_keys), dict(resources), log_weights
+        self.datasets, self.models = dict(datasets or {}), (dict(models) if models else None)
         self.flush_interval_s = flush_interval_s
         self.model_logger = records.ModelLogger()
         self._reset()

@@ -124,3 +124,32 @@ def test_verbosity_flags():
     assert terminal.ray_init_kwargs(1)["log_to_driver"] is False
     assert terminal.ray_init_kwargs(2)["log_to_driver"] is True
     assert terminal.tune_verbosity(1) == 0 and terminal.tune_verbosity(2) == 1
+
+
+def test_the_bar_is_drawn_on_a_pty_that_reports_no_size():
+    """A bare pty (script(1), some CI runners) says 0 x 0: tqdm then hid the bar entirely."""
+    import os
+    import pty
+    import sys
+    code = ("import time; from types import SimpleNamespace as S; from study import terminal\n"
+            "p = terminal.PhaseProgress('classify/tune', 3, 2, 5.0); p.setup(); assert p.tty\n"
+            "p.draw([S(status='TERMINATED', last_result={'final': 1.0}), S(status='RUNNING', last_result={})])\n"
+            "p.on_experiment_end([S(status='TERMINATED', last_result={'final': 1.0})] * 3)\n")
+    pid, fd = pty.fork()
+    if pid == 0:                      # the child: stdout is the pty
+        os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        os.environ.pop("COLUMNS", None)
+        os.environ.pop("LINES", None)
+        os.execv(sys.executable, [sys.executable, "-c", code])
+    out = b""
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert b"classify/tune 3/3" in out and b"3 completed, 0 pruned, 0 failed, 0 running" in out, out
