@@ -47,6 +47,8 @@ METRIC_LABELS = {"test/acc": "accuracy", "test/f1_macro": "macro F1", "test/roc_
                  "test/log_loss": "log-loss", "test/precision_macro": "macro precision",
                  "test/recall_macro": "macro recall"}
 
+STUDY_DEFINITION_FILE = "study.json"     # on the parent run (study/tracking.py)
+
 _TAG_COLUMNS = ("stage", "arm", "phase", "seed", "trial_id", "outcome", "failure_reason",
                 "is_baseline", "config_hash", "git_commit", "git_dirty", "gpus_per_trial")
 
@@ -305,6 +307,28 @@ class Study:
             return Path(self.client.download_artifacts(run_id, path, str(dst)))
         except Exception:  # MLflow raises several types (OSError, MlflowException) for "absent"
             return None
+
+    def definition(self) -> dict | None:
+        """The parent run's ``study.json``: factors, arms, planned contrasts, equivalence
+        margin (study/spec.py ``Study.definition``); None for a run recorded before it existed
+        or when it does not parse."""
+        key = ("definition", self.parent_run_id)
+        if key not in self._history_cache:
+            path = self.artifact(self.parent_run_id, STUDY_DEFINITION_FILE)
+            try:
+                self._history_cache[key] = json.loads(path.read_text()) if path is not None else None
+            except (OSError, json.JSONDecodeError):
+                self._history_cache[key] = None
+        return self._history_cache[key]
+
+    def evaluations(self, runs: pd.DataFrame) -> dict[tuple[str, int], dict]:
+        """(arm, seed) -> the ``evaluation.json`` of each of ``runs`` that logged one."""
+        out = {}
+        for run in runs.itertuples(index=False):
+            path = self.artifact(run.run_id, "evaluation.json")
+            if path is not None:
+                out[(str(run.arm), int(run.seed))] = json.loads(path.read_text())
+        return out
 
     def has_artifact(self, run_id: str, path: str) -> bool:
         parent, _, name = path.rpartition("/")

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from analysis import stats, tables
+from analysis import headline, settings, stats, tables
 from analysis.load import (DEFAULT_METRICS, PROJECT_ROOT, AnalysisError, Study, load_study)
 from analysis.tables import Table
 
@@ -49,6 +49,8 @@ class Analysis:
     best_arm: str | None
     alpha: float = stats.ALPHA
     notes: list[str] = field(default_factory=list)
+    headline: headline.Headline | None = None  # planned contrasts, failures, best-arm rule
+    setting_roles: dict[str, dict[str, str]] = field(default_factory=dict)  # stage -> param -> role
 
     @property
     def n_per_arm(self) -> dict[str, int]:
@@ -104,7 +106,7 @@ def analyze(study: Study, metric: str = "test/acc", baseline: str | None = None,
             notes.append("The parent run says design=factorial but no trial has factor.<name> tags.")
 
     completeness = {}
-    hyper = {}
+    hyper, roles = {}, {}
     for stage in ("classify", "pretrain"):
         stage_arms = arms if stage == "classify" else study.arms("pretrain")
         stage_seeds = seeds if stage == "classify" else study.seeds("pretrain")
@@ -116,27 +118,25 @@ def analyze(study: Study, metric: str = "test/acc", baseline: str | None = None,
         # meta.* params are the runner's protocol keys (arm, phase, artifact references)
         ignore = {"seed"} | {c.removeprefix("params.") for c in study.runs.columns
                              if c.startswith("params.meta.")}
-        hyper[stage] = stats.tuned_hyperparameters(
-            done, study.select(stage=stage, phase="tune"), ignore=ignore).reindex(
-            [a for a in stage_arms if a in set(done["arm"])])
+        hyper[stage], roles[stage] = settings.settings_table(
+            done, study.select(stage=stage, phase="tune"), stage, ignore=ignore)
+        hyper[stage] = hyper[stage].reindex([a for a in stage_arms if a in set(done["arm"])])
 
     reused = _reused_pretraining(study)
     if reused:
         notes.append(f"{len(reused)} pretrained autoencoder(s) were reused from earlier runs "
                      f"({', '.join(sorted(reused))}); their cost is not in the cost table.")
 
-    best = None
-    s = summary[summary["metric"] == metric].dropna(subset=["mean"])
-    if len(s):
-        s = s.sort_values("mean", ascending=stats.lower_is_better(metric))
-        best = str(s["arm"].iloc[0])
+    # the planned contrasts, failed replicates and the best arm by its stated rule
+    head = headline.compute(study, scores, summary, metric, arms, seeds, baseline, alpha)
+    notes += head.notes
 
     return Analysis(study=study, metric=metric, metrics=metrics, baseline=baseline, arms=arms,
                     seeds=seeds, scores=scores, summary=summary, comparison=comparison,
                     effects=effects, cell_means=cell_means, completeness=completeness,
                     hyperparameters=hyper, cost=stats.cost_table(study.runs, _pretraining_of(study)),
-                    best_arm=best,
-                    alpha=alpha, notes=notes)
+                    best_arm=head.best_arm,
+                    alpha=alpha, notes=notes, headline=head, setting_roles=roles)
 
 
 def _pretraining_of(study: Study) -> dict[str, list[str]]:
@@ -169,8 +169,11 @@ def _reused_pretraining(study: Study) -> dict[str, str]:
 # -- tables and provenance ---------------------------------------------------------------------
 
 def build_tables(a: Analysis) -> list[Table]:
-    out = [tables.arms_table(a.summary, a.metrics, a.arms, a.baseline),
-           tables.differences_table(a.comparison, a.metrics, a.alpha, a.baseline)]
+    h = a.headline
+    out = [tables.arms_table(a.summary, a.metrics, a.arms, a.baseline,
+                             headline.failure_column(h, a.arms) if h is not None else None)]
+    out += [headline.contrasts_table(h, a.metric)] if h is not None else []
+    out.append(tables.differences_table(a.comparison, a.metrics, a.alpha, a.baseline))
     if a.effects is not None:
         out.append(tables.effects_table(a.effects, a.metrics, a.alpha))
     if a.cell_means is not None:
@@ -178,12 +181,13 @@ def build_tables(a: Analysis) -> list[Table]:
     for stage, matrix in a.completeness.items():
         out.append(tables.completeness_table(matrix, stage, a.baseline if stage == "classify" else None))
     for stage, params in a.hyperparameters.items():
-        out.append(tables.hyperparameters_table(params, stage, a.baseline if stage == "classify" else None))
+        out.append(tables.hyperparameters_table(params, stage, a.baseline if stage == "classify" else None,
+                                                a.setting_roles.get(stage)))
     out.append(tables.cost_display(a.cost))
     if len(a.scores):
         from analysis.publish import models_table      # each arm's runs:/<id>/model
         out.append(models_table(a))
-    return out
+    return headline.mark_failed_arms(out, h) if h is not None else out
 
 
 def status_line(study: Study) -> str | None:
@@ -245,6 +249,9 @@ def render_markdown(a: Analysis, tabs: Sequence[Table], footer: Sequence[tuple[s
     banner = status_line(s)
     if banner:
         parts += [f"> **{banner}**", ""]
+    if a.headline is not None:
+        effects = next((f for f in figures if f.name == "effects" and f.path is not None), None)
+        parts += headline.findings_markdown(a.headline, f"figures/{effects.path.name}" if effects else None)
     parts += [f"Primary metric {a.metric}; baseline arm {a.baseline}; best arm by "
               f"{tables.label(a.metric)}: {a.best_arm or 'n/a'}.", ""]
     for note in a.notes:
@@ -281,19 +288,19 @@ def render_html(a: Analysis, tabs: Sequence[Table], footer: Sequence[tuple[str, 
     banner = status_line(s)
     if banner:
         body.append(f'<p class="banner"><strong>{e(banner)}</strong></p>')
+    effects = next((f for f in figures if f.name == "effects" and f.path is not None), None)
+    if a.headline is not None:
+        body += headline.findings_html(a.headline, _img_src(effects.path, embed) if effects else None)
     body.append(f"<p>Primary metric <code>{e(a.metric)}</code>; baseline arm <code>{e(a.baseline)}</code>; "
                 f"best arm by {e(tables.label(a.metric))}: <code>{e(a.best_arm or 'n/a')}</code>.</p>")
     if a.notes:
         body.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in a.notes) + "</ul>")
     body += [tables.table_html(t) for t in tabs]
-    shown = [f for f in figures if f.path is not None]
+    shown = [f for f in figures if f.path is not None and f is not effects]   # effects: at the top
     if shown:
         body.append("<h2>Figures</h2>")
     for f in shown:
-        if embed:
-            src = "data:image/png;base64," + base64.b64encode(f.path.read_bytes()).decode("ascii")
-        else:
-            src = f"figures/{f.path.name}"
+        src = _img_src(f.path, embed)
         body.append(f'<figure id="fig-{e(f.name)}"><img src="{src}" alt="{e(f.title)}">'
                     f"<figcaption><strong>{e(f.title)}.</strong> {e(f.caption)}</figcaption></figure>")
     skipped = [f for f in figures if f.path is None]
@@ -305,6 +312,12 @@ def render_html(a: Analysis, tabs: Sequence[Table], footer: Sequence[tuple[str, 
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{e(s.name)}: study report</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
+
+
+def _img_src(path: Path, embed: bool) -> str:
+    if embed:
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"figures/{path.name}"
 
 
 def render_latex(a: Analysis, tabs: Sequence[Table], footer: Sequence[tuple[str, str]]) -> str:
@@ -349,7 +362,8 @@ def write_report(a: Analysis, output_dir: Path, formats: Sequence[str] = FORMATS
         fig_dir = output_dir / "figures"
         for old in fig_dir.glob("*.png"):
             old.unlink()            # a figure skipped this time must not survive from last time
-        figs = make_figures(a, fig_dir, figure_options or FigureOptions())
+        figs = [] if a.headline is None else [_effects(a, fig_dir)]
+        figs += make_figures(a, fig_dir, figure_options or FigureOptions())
         written += [f.path for f in figs if f.path is not None]
         if log_figures and any(f.path for f in figs):
             try:
@@ -376,6 +390,17 @@ def write_report(a: Analysis, output_dir: Path, formats: Sequence[str] = FORMATS
     if "latex" in formats:
         written.append(_write(output_dir / "comparison.tex", render_latex(a, tabs, footer)))
     return ReportResult(output_dir, markdown, written, figs, a)
+
+
+def _effects(a: Analysis, fig_dir: Path):
+    """The forest plot of the planned contrasts; a drawing failure costs only this figure."""
+    from analysis.figures import FigureResult
+
+    try:
+        return headline.effects_figure(a.headline, a.metric, a.study.name, fig_dir)
+    except Exception as err:  # noqa: BLE001 - as figures._guard: the report goes on
+        return FigureResult("effects", "Planned contrasts (forest plot)", "", None,
+                            f"failed: {type(err).__name__}: {err}")
 
 
 def _write(path: Path, text: str) -> Path:

@@ -9,7 +9,9 @@ Conventions
 * Effect size is Cohen's d_z = mean(diff) / sd(diff) (paired differences, ddof=1).
 * Multiple comparisons: Holm's step-down correction, within one metric (the family is every
   comparison made on that metric), separately for the t-test and the Wilcoxon test.
-* With fewer than two paired seeds nothing is claimed: CIs and p-values are NaN.
+* With fewer than two paired seeds nothing is claimed: CIs and p-values are NaN; with fewer
+  than three no verdict word is given; constant differences are "not estimable".
+* These are the exploratory comparisons; the planned ones are in ``analysis.contrasts``.
 """
 from __future__ import annotations
 
@@ -23,8 +25,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from analysis.bookkeeping import completeness, cost_table, run_costs, tuned_hyperparameters  # noqa: F401
+from analysis.inference import MIN_VERDICT_N, is_constant
+
 ALPHA = 0.05
 CONFIDENCE = 0.95
+
+
+def is_proportion(metric: str) -> bool:
+    """Metrics bounded to [0, 1]: accuracies, F1, precision, recall, ROC-AUC."""
+    name = metric.rsplit("/", 1)[-1]
+    return name.startswith(("acc", "f1", "precision", "recall", "roc_auc"))
 
 
 def lower_is_better(metric: str) -> bool:
@@ -62,16 +73,12 @@ def t_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> Inter
 
 
 def cohens_dz(diffs: Iterable[float]) -> float:
-    """Cohen's d_z for paired differences: mean / sd (ddof=1). NaN when n < 2; +-inf when the
-    differences are all equal and non-zero; 0 when they are all zero."""
+    """Cohen's d_z for paired differences: mean / sd (ddof=1). NaN (not estimable) when n < 2
+    or the differences are all equal up to float rounding, never +-inf."""
     d = _finite(diffs)
-    if len(d) < 2:
+    if len(d) < 2 or is_constant(d):
         return math.nan
-    sd = float(d.std(ddof=1))
-    mean = float(d.mean())
-    if sd == 0:
-        return 0.0 if mean == 0 else math.copysign(math.inf, mean)
-    return mean / sd
+    return float(d.mean()) / float(d.std(ddof=1))
 
 
 @dataclass(frozen=True)
@@ -84,14 +91,16 @@ class PairedResult:
     w: float
     p_wilcoxon: float           # Wilcoxon signed-rank, two-sided (exact for small n w/o ties)
     d_z: float
+    estimable: bool = True      # False: n < 2 or constant differences (everything NaN)
 
 
 def paired_test(treatment: Sequence[float], baseline: Sequence[float],
                 confidence: float = CONFIDENCE) -> PairedResult:
     """Paired t-test and Wilcoxon signed-rank test of aligned samples (same seed order).
 
-    Pairs with a NaN on either side are dropped. Degenerate cases scipy answers with NaN and a
-    warning are decided here: all differences zero -> t = 0, p = 1 for both tests.
+    Pairs with a NaN on either side are dropped. Differences that are all equal up to float
+    rounding (zero or not) are not estimable: t, p and d_z are NaN and ``estimable`` is False,
+    never p = 0 or d_z = +-inf (scipy's limits for a zero standard deviation).
     """
     a = np.asarray(treatment, dtype=float)
     b = np.asarray(baseline, dtype=float)
@@ -102,13 +111,12 @@ def paired_test(treatment: Sequence[float], baseline: Sequence[float],
     d = a - b
     n = len(d)
     interval = t_interval(d, confidence)
-    if n < 2:
-        return PairedResult(n, interval, math.nan, math.nan, math.nan, math.nan, math.nan)
-    if np.all(d == 0):
-        return PairedResult(n, interval, 0.0, 1.0, 0.0, 1.0, 0.0)
+    if n < 2 or is_constant(d):
+        return PairedResult(n, interval, math.nan, math.nan, math.nan, math.nan, math.nan,
+                            estimable=False)
     with warnings.catch_warnings():
-        # Constant non-zero differences: scipy returns t = +-inf, p = 0 (the limit) with a
-        # precision warning; we keep the limit.
+        # ties and zeros make the Wilcoxon test fall back to its normal approximation (warned)
+        warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
         t_res = sps.ttest_rel(a, b)
         w_res = sps.wilcoxon(d)
@@ -197,7 +205,7 @@ def _adjust_and_judge(frame: pd.DataFrame, estimate: str, alpha: float) -> pd.Da
     for _, idx in frame.groupby("metric", sort=False).groups.items():
         frame.loc[idx, "p_t_holm"] = holm(frame.loc[idx, "p_t"])
         frame.loc[idx, "p_wilcoxon_holm"] = holm(frame.loc[idx, "p_wilcoxon"])
-    frame["significant"] = (frame["n"] >= 2) & (frame["p_t_holm"] < alpha)
+    frame["significant"] = (frame["n"] >= MIN_VERDICT_N) & (frame["p_t_holm"] < alpha)
     frame["verdict"] = [_verdict(row, estimate) for row in frame.itertuples(index=False)]
     return frame
 
@@ -205,6 +213,10 @@ def _adjust_and_judge(frame: pd.DataFrame, estimate: str, alpha: float) -> pd.Da
 def _verdict(row, estimate: str) -> str:
     if row.n < 2:
         return f"n/a (n={row.n})"
+    if pd.isna(row.p_t):
+        return "not estimable"
+    if row.n < MIN_VERDICT_N:
+        return f"no verdict (n={row.n} < {MIN_VERDICT_N})"
     if not row.significant:
         return "n.s."
     value = getattr(row, estimate)
@@ -240,8 +252,8 @@ def _contrast(wide: pd.DataFrame, factors: Sequence[str], terms: Mapping[tuple, 
     (a0,): -1}). Only combinations of the other factors for which every term's cell exists in
     the design are averaged over (declared-invalid cells make the others incomparable), so
     the estimate is "the mean over the other factors' levels where the contrast is defined".
-    Returns (per-seed contrasts over the seeds that have every used cell, number of
-    other-factor combinations averaged over).
+    Returns (per-seed contrasts over the seeds that have every used cell, the other-factor
+    combinations averaged over, each a dict factor -> level).
     """
     others = [f for f in factors if f not in on]
     present = set(wide.columns) if len(factors) > 1 else {(c,) for c in wide.columns}
@@ -253,7 +265,7 @@ def _contrast(wide: pd.DataFrame, factors: Sequence[str], terms: Mapping[tuple, 
     combos = sorted({tuple(c[factors.index(f)] for f in others) for c in present})
     usable = [c for c in combos if all(cell(a, c) in present for a in terms)]
     if not usable:
-        return np.array([]), 0
+        return np.array([]), []
     per_seed = np.zeros(len(wide))
     for combo in usable:
         for assign, weight in terms.items():
@@ -261,12 +273,26 @@ def _contrast(wide: pd.DataFrame, factors: Sequence[str], terms: Mapping[tuple, 
             col = wide[key if len(factors) > 1 else key[0]].to_numpy(dtype=float)
             per_seed = per_seed + weight * col
     per_seed = per_seed / len(usable)
-    return per_seed[np.isfinite(per_seed)], len(usable)
+    return per_seed[np.isfinite(per_seed)], [dict(zip(others, c)) for c in usable]
+
+
+def cells_text(combos: Sequence[Mapping[str, str]]) -> str:
+    """The other factors' levels an effect was averaged over, in words: ``labels=100%, 10%;
+    encoder=finetuned`` when they form a full grid, else each combination listed."""
+    if not combos:
+        return "not in design"
+    if not combos[0]:
+        return "no other factor"
+    factors = list(combos[0])
+    levels = {f: list(dict.fromkeys(c[f] for c in combos)) for f in factors}
+    if len(combos) == math.prod(len(v) for v in levels.values()):
+        return "; ".join(f"{f}={', '.join(v)}" for f, v in levels.items())
+    return " | ".join(", ".join(f"{f}={l}" for f, l in c.items()) for c in combos)
 
 
 EFFECT_COLUMNS = ["metric", "effect", "factor", "level", "reference", "n", "estimate", "low",
                   "high", "d_z", "p_t", "p_t_holm", "p_wilcoxon", "p_wilcoxon_holm",
-                  "averaged_over", "significant", "verdict"]
+                  "averaged_over", "averaged_cells", "significant", "verdict"]
 
 
 def factorial_effects(scores: pd.DataFrame, arm_levels: pd.DataFrame, factors: Sequence[str],
@@ -278,9 +304,13 @@ def factorial_effects(scores: pd.DataFrame, arm_levels: pd.DataFrame, factors: S
     Main effect of factor A at level a: per seed, the mean over the other factors' levels of
     cell(a) - cell(a0), a0 the reference (baseline) level. Two-way interaction A x B at
     (a, b): per seed, [cell(a,b) - cell(a0,b)] - [cell(a,b0) - cell(a0,b0)], the cells
-    averaged over the remaining factors. Each per-seed contrast is then a paired difference:
-    t-interval, one-sample t-test and Wilcoxon against 0, d_z; Holm over all effects of a
-    metric. rows: one per (metric, effect term).
+    averaged over the remaining factors. When a cell of that 2 x 2 is not in the design (declared
+    invalid), the interaction is coded on the valid part instead: the reference levels (a0, b0)
+    are replaced by the first levels (in design order) that complete a valid 2 x 2; an
+    interaction equal to one already listed is not repeated. Each per-seed contrast is then a
+    paired difference: t-interval, one-sample t-test and Wilcoxon against 0, d_z; Holm over all
+    effects of a metric. ``averaged_cells`` names the other factors' levels each effect averaged.
+    rows: one per (metric, effect term).
     """
     factors = list(factors)
     levels = factor_levels(arm_levels, factors, reference)
@@ -290,13 +320,16 @@ def factorial_effects(scores: pd.DataFrame, arm_levels: pd.DataFrame, factors: S
         for f in factors:
             ref = levels[f][0]
             for level in levels[f][1:]:
-                d, k = _contrast(wide, factors, {(level,): 1.0, (ref,): -1.0}, [f])
-                rows.append(_effect_row(metric, "main", f, level, ref, d, k, confidence))
+                d, combos = _contrast(wide, factors, {(level,): 1.0, (ref,): -1.0}, [f])
+                rows.append(_effect_row(metric, "main", f, level, ref, d, combos, confidence))
         for fa, fb in itertools.combinations(factors, 2):
-            ra, rb = levels[fa][0], levels[fb][0]
+            seen: set[frozenset] = set()
             for la, lb in itertools.product(levels[fa][1:], levels[fb][1:]):
-                terms = {(la, lb): 1.0, (ra, lb): -1.0, (la, rb): -1.0, (ra, rb): 1.0}
-                d, k = _contrast(wide, factors, terms, [fa, fb])
+                d, k, (ra, rb) = _interaction(wide, factors, fa, fb, la, lb, levels)
+                cells = frozenset({(la, lb), (ra, lb), (la, rb), (ra, rb)})
+                if k and cells in seen:
+                    continue                       # the same 2 x 2, already listed
+                seen.add(cells)
                 rows.append(_effect_row(metric, "interaction", f"{fa} x {fb}", f"{la} x {lb}",
                                         f"{ra} x {rb}", d, k, confidence))
     out = pd.DataFrame(rows, columns=[c for c in EFFECT_COLUMNS
@@ -304,13 +337,26 @@ def factorial_effects(scores: pd.DataFrame, arm_levels: pd.DataFrame, factors: S
     return _adjust_and_judge(out, "estimate", alpha)[EFFECT_COLUMNS]
 
 
-def _effect_row(metric, effect, factor, level, reference, d, k, confidence) -> dict:
+def _interaction(wide, factors, fa, fb, la, lb, levels):
+    """The (la, lb) interaction against the baseline levels, or, when that 2 x 2 is not in
+    the design, against the first other levels that complete a valid one."""
+    refs = [(levels[fa][0], levels[fb][0])] + [
+        (ra, rb) for ra, rb in itertools.product(levels[fa], levels[fb]) if ra != la and rb != lb]
+    for ra, rb in refs:
+        terms = {(la, lb): 1.0, (ra, lb): -1.0, (la, rb): -1.0, (ra, rb): 1.0}
+        d, combos = _contrast(wide, factors, terms, [fa, fb])
+        if combos:
+            return d, combos, (ra, rb)
+    return np.array([]), [], refs[0]
+
+
+def _effect_row(metric, effect, factor, level, reference, d, combos, confidence) -> dict:
     ci = t_interval(d, confidence)
     r = paired_test(d, np.zeros(len(d)), confidence)
     return {"metric": metric, "effect": effect, "factor": factor, "level": level,
             "reference": reference, "n": ci.n, "estimate": ci.mean, "low": ci.low,
             "high": ci.high, "d_z": r.d_z, "p_t": r.p_t, "p_wilcoxon": r.p_wilcoxon,
-            "averaged_over": k}
+            "averaged_over": len(combos), "averaged_cells": cells_text(combos)}
 
 
 def two_way_cell_means(scores: pd.DataFrame, arm_levels: pd.DataFrame, factors: Sequence[str],
@@ -324,130 +370,13 @@ def two_way_cell_means(scores: pd.DataFrame, arm_levels: pd.DataFrame, factors: 
     rows = []
     for fa, fb in itertools.combinations(factors, 2):
         for la, lb in itertools.product(levels[fa], levels[fb]):
-            v, k = _contrast(wide, factors, {(la, lb): 1.0}, [fa, fb])
+            v, combos = _contrast(wide, factors, {(la, lb): 1.0}, [fa, fb])
             ci = t_interval(v, confidence)
             rows.append({"metric": metric, "factor_a": fa, "factor_b": fb, "level_a": la,
                          "level_b": lb, "n": ci.n, "mean": ci.mean, "low": ci.low,
-                         "high": ci.high, "averaged_over": k})
+                         "high": ci.high, "averaged_over": len(combos)})
     return pd.DataFrame(rows, columns=["metric", "factor_a", "factor_b", "level_a", "level_b",
                                        "n", "mean", "low", "high", "averaged_over"])
-
-
-# -- bookkeeping tables: completeness, hyperparameters, cost --------------------------------
-
-STATUS_ORDER = ("completed", "running", "interrupted", "failed", "pruned")
-
-
-def completeness(runs: pd.DataFrame, arms: Sequence[str], seeds: Sequence[int]) -> pd.DataFrame:
-    """Arm x seed matrix of the best outcome of the runs in each cell.
-
-    ``runs``: rows: one per trial run (columns ``arm``, ``seed``, ``outcome``). Returns
-    rows: one per arm (index), columns: one per seed; values "completed", "running",
-    "failed", "pruned" or "missing"; a cell with several attempts gets "(k runs)" appended.
-    """
-    matrix = pd.DataFrame("missing", index=pd.Index(list(arms), name="arm"),
-                          columns=pd.Index(list(seeds), name="seed"), dtype=object)
-    # groups: one per (arm, seed) cell; its attempts
-    for (arm, seed), g in runs.groupby(["arm", "seed"]):
-        if arm not in matrix.index or seed not in matrix.columns:
-            continue
-        outcomes = list(g["outcome"].fillna("unknown"))
-        best = next((s for s in STATUS_ORDER if s in outcomes), outcomes[0])
-        matrix.loc[arm, seed] = best if len(outcomes) == 1 else f"{best} ({len(outcomes)} runs)"
-    return matrix
-
-
-def tuned_hyperparameters(runs: pd.DataFrame, tune_runs: pd.DataFrame | None = None,
-                          ignore: Iterable[str] = ("seed",)) -> pd.DataFrame:
-    """The configuration that tells the arms apart: per arm, the value of every param that
-    differs across arms (the scientific settings and the tuned values) or that the tune phase
-    varied (the nuisance search space), as long as it is constant within each arm.
-
-    ``runs``: the replicate runs, rows: one per run; columns ``arm`` and ``params.<key>``.
-    ``tune_runs``: the same stage's tune-phase trials (optional). Returns rows: one per arm;
-    columns: the param keys (without prefix). Params that vary within an arm (the seed,
-    per-run paths) are left out, as are those in ``ignore``.
-    """
-    ignore = set(ignore)
-    cols = [c for c in runs.columns if c.startswith("params.") and c.removeprefix("params.") not in ignore]
-    if runs.empty or not cols:
-        return pd.DataFrame(index=pd.Index([], name="arm"))
-    searched = set()
-    if tune_runs is not None and len(tune_runs) > 1:
-        searched = {c for c in cols if c in tune_runs and tune_runs[c].nunique(dropna=False) > 1}
-    keep = []
-    for c in cols:
-        constant_in_arm = (runs.groupby("arm")[c].nunique(dropna=False) <= 1).all()
-        logged = runs[c].notna().any()
-        if logged and constant_in_arm and (runs[c].nunique(dropna=False) > 1 or c in searched):
-            keep.append(c)
-    # rows: one per arm; the (constant) value of each kept param
-    table = runs.groupby("arm", sort=False)[keep].first()
-    table.columns = [c.removeprefix("params.") for c in keep]
-    return table
-
-
-def run_costs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Wall and GPU seconds of each run, from its cost metrics or, when a run never logged them
-    (pruned, failed, still running), from its MLflow start and end times.
-
-    rows: one per run; columns stage, arm, phase, outcome, wall_s, gpu_s, measured (True when
-    both came from the ``cost/*`` metrics).
-    """
-    # The runner logs the whole trial's wall time (cost/wall_seconds_trial, pruned trials
-    # too); the trainable's own cost/wall_seconds exists only for completed runs.
-    wall_metric = _col(runs, "metrics.cost/wall_seconds_trial").fillna(
-        _col(runs, "metrics.cost/wall_seconds"))
-    gpu_metric = _col(runs, "metrics.cost/gpu_seconds")
-    duration = _col(runs, "duration_s")
-    gpus = pd.to_numeric(_col(runs, "gpus_per_trial"), errors="coerce").fillna(0.0)
-    wall = wall_metric.fillna(duration)
-    gpu = gpu_metric.fillna(gpus * wall)
-    return pd.DataFrame({"stage": runs["stage"], "arm": runs["arm"], "phase": runs["phase"],
-                         "outcome": runs["outcome"], "wall_s": wall, "gpu_s": gpu,
-                         "measured": wall_metric.notna() & gpu_metric.notna()})
-
-
-def cost_table(runs: pd.DataFrame, pretraining_of: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
-    """rows: one per (stage, arm) plus a final ``total`` row; columns: tune trials (and how
-    many were pruned), tune/replicate/total wall and GPU seconds, and how many runs' cost had
-    to be estimated from MLflow timestamps.
-
-    ``pretraining_of``: classify arm -> the pretraining arms (keys) it builds on. Their whole
-    cost (tune + replicate) is added to the arm in ``wall_with_pretraining_s`` /
-    ``gpu_with_pretraining_s``; shared pretraining thus counts once per arm there, and once
-    in the total row.
-    """
-    c = run_costs(runs)
-    rows = []
-    # groups: one per (stage, arm); all its runs (pruned and failed included)
-    for (stage, arm), g in c.groupby(["stage", "arm"], sort=False):
-        rows.append(_cost_row(stage, arm, g))
-    rows.append(_cost_row("all", "total", c))
-    table = pd.DataFrame(rows)
-    pre = c[c["stage"] == "pretrain"].groupby("arm")[["wall_s", "gpu_s"]].sum()
-    extra = [[pre.loc[k] for k in (pretraining_of or {}).get(r.arm, ()) if k in pre.index]
-             if r.stage == "classify" else [] for r in table.itertuples(index=False)]
-    table["wall_with_pretraining_s"] = table["wall_s"] + [sum(float(e["wall_s"]) for e in x) for x in extra]
-    table["gpu_with_pretraining_s"] = table["gpu_s"] + [sum(float(e["gpu_s"]) for e in x) for x in extra]
-    return table
-
-
-def _cost_row(stage, arm, g: pd.DataFrame) -> dict:
-    tune = g[g["phase"] == "tune"]
-    rep = g[g["phase"] == "replicate"]
-    return {"stage": stage, "arm": arm, "tune_trials": len(tune),
-            "tune_pruned": int((tune["outcome"] == "pruned").sum()),
-            "tune_wall_s": tune["wall_s"].sum(), "tune_gpu_s": tune["gpu_s"].sum(),
-            "replicate_runs": len(rep), "replicate_wall_s": rep["wall_s"].sum(),
-            "replicate_gpu_s": rep["gpu_s"].sum(), "wall_s": g["wall_s"].sum(),
-            "gpu_s": g["gpu_s"].sum(), "estimated_runs": int((~g["measured"]).sum())}
-
-
-def _col(frame: pd.DataFrame, name: str) -> pd.Series:
-    if name in frame:
-        return pd.to_numeric(frame[name], errors="coerce")
-    return pd.Series(np.nan, index=frame.index, dtype=float)
 
 
 # -- curves -----------------------------------------------------------------------------------
@@ -456,11 +385,15 @@ def curve_bands(history: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Dat
     """Mean and t-band over seeds of metric histories.
 
     ``history``: rows: one per (arm, seed, key, step) with ``value``. Returns rows: one per
-    (arm, key, step); columns mean, low, high, n (low/high NaN where n < 2).
+    (arm, key, step); columns mean, low, high, n (low/high NaN where n < 2). Bands of
+    proportions (accuracies, F1, AUC) are clipped to [0, 1], where the metric lives.
     """
     rows = []
     for (arm, key, step), g in history.groupby(["arm", "key", "step"], sort=True):
         ci = t_interval(g["value"], confidence)
-        rows.append({"arm": arm, "key": key, "step": step, "mean": ci.mean, "low": ci.low,
-                     "high": ci.high, "n": ci.n})
+        low, high = ci.low, ci.high
+        if is_proportion(key):
+            low, high = max(low, 0.0), min(high, 1.0)    # NaN stays NaN
+        rows.append({"arm": arm, "key": key, "step": step, "mean": ci.mean, "low": low,
+                     "high": high, "n": ci.n})
     return pd.DataFrame(rows, columns=["arm", "key", "step", "mean", "low", "high", "n"])

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from analysis.inference import MIN_VERDICT_N
 from analysis.load import METRIC_LABELS
 
 
@@ -62,16 +63,20 @@ def seconds(s: float) -> str:
 # -- the tables -------------------------------------------------------------------------------
 
 def arms_table(summary: pd.DataFrame, metrics: Sequence[str], arms: Sequence[str],
-               baseline: str) -> Table:
-    """rows: one per arm; columns: one per metric, ``mean ± CI (n)``."""
+               baseline: str, failed: Sequence[str] | None = None) -> Table:
+    """rows: one per arm; columns: one per metric, ``mean ± CI (n)``; ``failed``: per arm (in
+    ``arms`` order) its failed replicates, shown next to the means."""
     display = pd.DataFrame(index=pd.Index([_arm_name(a, baseline) for a in arms], name="arm"))
     by = summary.set_index(["arm", "metric"])
     for m in metrics:
         display[label(m)] = [mean_ci(*by.loc[(a, m), ["mean", "low", "high"]], int(by.loc[(a, m), "n"]))
                              if (a, m) in by.index else "no data (n=0)" for a in arms]
+    if failed is not None:
+        display["failed replicates"] = list(failed)
     return Table("comparison_arms", "Test metrics per arm: mean ± 95% CI over seeds (t-interval)",
                  display.reset_index(), summary,
-                 "Only completed replicate runs of the classify stage count (one per arm and seed).")
+                 "Only completed replicate runs of the classify stage count (one per arm and seed); "
+                 "an arm's failed (diverged) replicates are counted next to its mean, not averaged away.")
 
 
 def differences_table(comparison: pd.DataFrame, metrics: Sequence[str], alpha: float,
@@ -83,21 +88,26 @@ def differences_table(comparison: pd.DataFrame, metrics: Sequence[str], alpha: f
             if r.n < 2:
                 p_t = p_w = dz = f"n/a (n={r.n})"
             else:
-                p_t = f"{pvalue(r.p_t)} / {pvalue(r.p_t_holm, r.p_t_holm < alpha)}"
-                p_w = f"{pvalue(r.p_wilcoxon)} / {pvalue(r.p_wilcoxon_holm, r.p_wilcoxon_holm < alpha)}"
+                judged = r.n >= MIN_VERDICT_N          # below it, not even "n.s."
+                p_t = f"{pvalue(r.p_t)} / {pvalue(r.p_t_holm, r.p_t_holm < alpha if judged else None)}"
+                p_w = (f"{pvalue(r.p_wilcoxon)} / "
+                       f"{pvalue(r.p_wilcoxon_holm, r.p_wilcoxon_holm < alpha if judged else None)}")
                 dz = num(r.d_z, 2)
             rows.append({"metric": label(m), "arm": r.arm,
                          "Δ vs baseline ± 95% CI": mean_ci(r.diff, r.low, r.high, r.n, signed=True),
                          "d_z": dz, "paired t: p / Holm": p_t, "Wilcoxon: p / Holm": p_w,
                          "verdict": r.verdict})
-    return Table("comparison_differences", f"Differences to the baseline arm ({baseline}), paired by seed",
+    return Table("comparison_differences",
+                 f"Exploratory: differences to the baseline arm ({baseline}), paired by seed",
                  pd.DataFrame(rows, columns=["metric", "arm", "Δ vs baseline ± 95% CI", "d_z",
                                              "paired t: p / Holm", "Wilcoxon: p / Holm", "verdict"]),
                  comparison,
                  f"Δ = arm − baseline over the seeds both completed. d_z = mean(Δ)/sd(Δ). Holm's "
                  f"correction runs over the arms compared on one metric, separately per test; "
                  f"verdict from the Holm-adjusted paired t-test at α = {alpha} "
-                 f"(lower is better for losses); n.s. = not significant. With n ≤ 5 pairs the "
+                 f"(lower is better for losses); n.s. = not significant; no verdict below 3 pairs; "
+                 f"constant differences are not estimable. Exploratory: not the study's planned "
+                 f"questions (those are in the planned contrasts). With n ≤ 5 pairs the "
                  f"exact two-sided Wilcoxon test cannot reach p < 0.05 (its smallest p is 2/2^n).")
 
 
@@ -116,17 +126,24 @@ def effects_table(effects: pd.DataFrame, metrics: Sequence[str], alpha: float) -
             rows.append({"metric": label(m), "effect": r.effect, "factor": r.factor,
                          "contrast": contrast, "estimate ± 95% CI": estimate,
                          "d_z": num(r.d_z, 2) if r.n >= 2 else f"n/a (n={r.n})",
-                         "paired t: Holm p": pvalue(r.p_t_holm, r.p_t_holm < alpha) if r.n >= 2 else "n/a",
-                         "Wilcoxon: Holm p": pvalue(r.p_wilcoxon_holm, r.p_wilcoxon_holm < alpha) if r.n >= 2 else "n/a",
-                         "averaged over": f"{r.averaged_over} cell(s)", "verdict": r.verdict})
-    return Table("factorial_effects", "Factorial design: main effects and two-way interactions",
+                         "paired t: Holm p": (pvalue(r.p_t_holm, r.p_t_holm < alpha if r.n >= MIN_VERDICT_N else None)
+                                              if r.n >= 2 else "n/a"),
+                         "Wilcoxon: Holm p": (pvalue(r.p_wilcoxon_holm,
+                                                     r.p_wilcoxon_holm < alpha if r.n >= MIN_VERDICT_N else None)
+                                              if r.n >= 2 else "n/a"),
+                         "averaged over": (("none (no other factor)" if r.averaged_cells == "no other factor"
+                                            else f"{r.averaged_over} cell(s): {r.averaged_cells}")
+                                           if r.averaged_over else "nothing: not in design"),
+                         "verdict": r.verdict})
+    return Table("factorial_effects", "Exploratory: main effects and two-way interactions of the factorial design",
                  pd.DataFrame(rows), effects,
                  "Main effect of a level = per seed, the mean over the other factors' levels of "
                  "(cell at the level − cell at the reference level); interaction (a × b) = "
                  "[cell(a,b) − cell(a0,b)] − [cell(a,b0) − cell(a0,b0)] from the two-way cell "
                  "means. Only combinations of the other factors where every cell of the contrast "
-                 "exists are averaged over (declared-invalid cells are skipped). CIs and tests over "
-                 "seeds; Holm over all effects of one metric.")
+                 "exists are averaged over (declared-invalid cells are skipped) and named; an "
+                 "interaction whose reference cell is invalid is coded against the first levels "
+                 "that complete a valid 2 × 2. CIs and tests over seeds; Holm over all effects of one metric.")
 
 
 def cell_means_table(cells: pd.DataFrame, metric: str) -> Table:
@@ -151,16 +168,25 @@ def completeness_table(matrix: pd.DataFrame, stage: str, baseline: str | None) -
                     f"and of its pairing with the baseline." if missing else "."))
 
 
-def hyperparameters_table(params: pd.DataFrame, stage: str, baseline: str | None) -> Table:
+def hyperparameters_table(params: pd.DataFrame, stage: str, baseline: str | None,
+                          roles: dict[str, str] | None = None) -> Table:
+    """``roles``: param -> "factor", "tuned" or "fixed ≠ default (...)", shown in the header."""
     display = params.astype(object).where(params.notna(), "n/a").map(_short_number)
     display.index = [_arm_name(a, baseline) for a in params.index]
     display.index.name = "arm"
+    note = ("The scientific settings of each arm and the values its tune phase chose for the "
+            "nuisance hyperparameters (params the tune trials varied); params fixed for every "
+            "arm are not shown.")
+    if roles is not None:
+        display.columns = [f"{c} ({roles[c]})" if c in roles else c for c in display.columns]
+        note = ("Per arm: the scientific settings (factor), the values its tune phase chose (tuned), "
+                "and every fixed setting that differs from the trainable's default or, for the "
+                "optimizer's own arguments (momentum, weight decay), from PyTorch's default for that "
+                "optimizer ('unused by' where the arm's optimizer has no such argument). Run plumbing "
+                "(seed, device, data paths) is left out.")
     return Table(f"hyperparameters_{stage}",
-                 f"Configuration of the {stage} replicate runs: params that differ across arms or were tuned",
-                 display.reset_index(), params.reset_index(),
-                 "The scientific settings of each arm and the values its tune phase chose for the "
-                 "nuisance hyperparameters (params the tune trials varied); params fixed for every "
-                 "arm are not shown.")
+                 f"Configuration of the {stage} replicate runs: factors, tuned values, non-default settings",
+                 display.reset_index(), params.reset_index(), note)
 
 
 def _short_number(value):

@@ -537,7 +537,7 @@ def test_baseline_option(store, tmp_path, capsys):
                  "--no-figures", "--metric", "test/f1_macro"]) == 0
     diff = pd.read_csv(tmp_path / "comparison_differences.csv")
     assert set(diff["baseline"]) == {other} and diff["metric"].iloc[0] == "test/f1_macro"
-    assert "Differences to the baseline arm (pretraining=dae" in capsys.readouterr().out
+    assert "Exploratory: differences to the baseline arm (pretraining=dae" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------------------

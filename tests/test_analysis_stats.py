@@ -37,9 +37,17 @@ def test_t_interval_one_value_has_no_interval():
 
 def test_cohens_dz_by_hand():
     assert stats.cohens_dz([1.0, 2.0, 3.0]) == pytest.approx(2.0)      # mean 2, sd 1
-    assert stats.cohens_dz([0.5, 0.5]) == math.inf
-    assert stats.cohens_dz([0.0, 0.0]) == 0.0
     assert math.isnan(stats.cohens_dz([1.0]))
+
+
+@pytest.mark.parametrize("diffs", [[0.5, 0.5, 0.5], [0.0, 0.0, 0.0],
+                                   [0.1 - 0.05, 0.2 - 0.15, 0.95 - 0.9]])   # equal up to rounding
+def test_constant_differences_are_not_estimable(diffs):
+    assert math.isnan(stats.cohens_dz(diffs))                 # never +-inf
+    r = stats.paired_test(np.asarray(diffs) + 0.9, np.full(len(diffs), 0.9))
+    assert not r.estimable and math.isnan(r.p_t) and math.isnan(r.d_z)   # never p = 0
+    frame = scores_frame({"base": [0.9, 0.8, 0.7], "arm": list(np.array([0.9, 0.8, 0.7]) + diffs)})
+    assert stats.compare_to_baseline(frame, "base")["verdict"].iloc[0] == "not estimable"
 
 
 def test_paired_test_matches_scipy():
@@ -59,7 +67,7 @@ def test_paired_test_drops_unpaired_and_handles_degenerate_cases():
     r = stats.paired_test([0.9, np.nan, 0.95], [0.8, 0.85, np.nan])
     assert r.n == 1 and math.isnan(r.p_t) and math.isnan(r.p_wilcoxon)
     same = stats.paired_test([0.9, 0.8], [0.9, 0.8])
-    assert same.p_t == 1.0 and same.p_wilcoxon == 1.0 and same.d_z == 0.0
+    assert not same.estimable and math.isnan(same.p_t) and math.isnan(same.d_z)
 
 
 # -- Holm ------------------------------------------------------------------------------------
@@ -110,10 +118,18 @@ def test_compare_one_seed_claims_nothing():
 
 
 def test_compare_missing_seed_reduces_pairs():
-    frame = scores_frame({"base": [0.9, 0.91, 0.92], "arm": [0.95, 0.96, 0.97]})
+    frame = scores_frame({"base": [0.9, 0.91, 0.92], "arm": [0.95, 0.97, 0.97]})
     frame = frame[~((frame["arm"] == "arm") & (frame["seed"] == 2))]
     out = stats.compare_to_baseline(frame, "base").iloc[0]
     assert out["n"] == 2
+
+
+def test_no_verdict_word_at_two_seeds():
+    # a large, clean difference: still no better/worse/n.s. from two seeds
+    frame = scores_frame({"base": [0.90, 0.91], "arm": [0.95, 0.97]})
+    out = stats.compare_to_baseline(frame, "base").iloc[0]
+    assert out["verdict"] == "no verdict (n=2 < 3)" and not out["significant"]
+    assert np.isfinite(out["p_t"])                     # the test itself is still reported
 
 
 # -- factorial designs ----------------------------------------------------------------------
@@ -168,9 +184,33 @@ def test_factorial_skips_invalid_cells():
     wide = scores.pivot_table(index="seed", columns="arm", values="value")
     expect = np.mean([wide[f"A=a1,B={b}"] - wide[f"A=a0,B={b}"] for b in ("b0", "b1")], axis=0)
     assert row["estimate"] == pytest.approx(expect.mean())
-    # the (a1, b2) interaction needs the missing (a0, b2) cell: not estimable, said so
+    assert row["averaged_cells"] == "B=b0, b1"             # names the cells it averaged
+    # the (a1, b2) interaction against (a0, b0) needs the invalid (a0, b2) cell: it is coded on
+    # the valid part of the design instead, which here has no 2 x 2 with b2 either
     irow = eff[eff["level"] == "a1 x b2"].iloc[0]
     assert irow["n"] == 0 and irow["averaged_over"] == 0 and irow["verdict"] == "n/a (n=0)"
+
+
+def test_factorial_interaction_without_the_reference_cell():
+    """The noise study's shape: the reference row's other cells are invalid, so every
+    interaction against it is undefined; coded on the valid part they are estimable."""
+    scores, levels = factorial_frame(invalid={("a0", "b1"), ("a0", "b2")})
+    scores = scores.assign(arm=scores["arm"].str.replace("A=a0", "A=c0"))
+    levels = levels.assign(arm=levels["arm"].str.replace("A=a0", "A=c0"), A=levels["A"].replace("a0", "c0"))
+    # add a third A level, a2, with every B cell, equal to a1 minus 0.03 at b1
+    extra = scores[scores["arm"].str.startswith("A=a1")].copy()
+    extra["value"] -= np.where(extra["arm"].str.endswith("b1"), 0.03, 0.0)
+    extra["arm"] = extra["arm"].str.replace("A=a1", "A=a2")
+    scores = pd.concat([scores, extra])
+    levels = pd.concat([levels, pd.DataFrame([{"arm": f"A=a2,B={b}", "A": "a2", "B": b} for b in ("b0", "b1", "b2")])])
+    eff = stats.factorial_effects(scores, levels, ["A", "B"], {"A": "c0", "B": "b0"})
+    inter = eff[eff["effect"] == "interaction"]
+    assert len(inter) == 2 and (inter["n"] == 4).all()
+    wide = scores.pivot_table(index="seed", columns="arm", values="value")
+    row = inter[inter["level"] == "a1 x b1"].iloc[0]
+    assert row["reference"] == "a2 x b0"                    # not the invalid c0 row
+    expect = (wide["A=a1,B=b1"] - wide["A=a2,B=b1"]) - (wide["A=a1,B=b0"] - wide["A=a2,B=b0"])
+    assert row["estimate"] == pytest.approx(expect.mean()) and row["estimate"] == pytest.approx(0.03, abs=1e-9)
 
 
 def test_two_way_cell_means():
@@ -236,6 +276,11 @@ def test_curve_bands():
     bands = stats.curve_bands(history)
     assert list(bands["mean"]) == pytest.approx([0.55, 0.75])
     assert (bands["n"] == 2).all() and bands["low"].notna().all()
+    # t(0.975, 1) = 12.7: the raw band would reach past 0 and 1; accuracy bands stay inside
+    assert bands["low"].min() >= 0.0 and bands["high"].max() <= 1.0
+    assert bands["high"].iloc[1] == 1.0
+    loss = stats.curve_bands(history.assign(key="train/loss"))
+    assert loss["high"].max() > 1.0                    # a loss is not a proportion: not clipped
 
 
 def test_tuned_hyperparameters_includes_what_the_tune_phase_searched():

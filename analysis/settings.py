@@ -1,0 +1,116 @@
+"""Which settings a reader must see per arm: the scientific ones (they differ across arms), the
+tuned ones (the tune phase searched them), and the fixed ones that differ from a default a
+reader would assume: the trainable's schema default, or, for the optimizer's own arguments
+(momentum, weight_decay, ...), PyTorch's default for the arm's optimizer (RMSprop runs with
+momentum 0 in PyTorch; AdamW decays by 0.01 there).
+
+``settings_table(runs, tune_runs, stage)``   rows: one per arm (index ``arm``); columns: the
+    param keys shown, values as MLflow stores them (strings), "unused by <optimizer>" where an
+    optimizer argument does not apply to the arm's optimizer. ``roles``: key -> "factor",
+    "tuned", "fixed; default <value>" or "fixed; differs from PyTorch's default".
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pandas as pd
+
+from analysis.bookkeeping import tuned_hyperparameters
+
+# Run plumbing, not a setting of the experiment: where data and weights come from, the device,
+# the seed (varies within an arm), test evaluation (on for every replicate).
+IGNORE = {"seed", "dataset", "data_dir", "device", "encoder_checkpoint", "denoiser_checkpoint",
+          "evaluate_test", "bf16", "channels_last"}
+
+
+def trainable_defaults(stage: str) -> dict[str, Any]:
+    """Schema defaults of the stage's trainable (classifier or autoencoder); {} if unavailable."""
+    try:
+        from trainables.config import AUTOENCODER_SCHEMA, CLASSIFIER_SCHEMA
+    except ImportError:          # analysis of a store without the trainables' code
+        return {}
+    schema = AUTOENCODER_SCHEMA if stage == "pretrain" else CLASSIFIER_SCHEMA
+    return {k: f.default for k, f in schema.items()}
+
+
+def optimizer_defaults(name: str) -> dict[str, Any] | None:
+    """PyTorch's defaults of ``torch.optim.<name>`` (matched case-insensitively: "adamw" ->
+    AdamW), None when there is no such optimizer."""
+    try:
+        import torch.optim
+    except ImportError:
+        return None
+    for attr in dir(torch.optim):
+        cls = getattr(torch.optim, attr)
+        if attr.lower() == str(name).lower() and inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer):
+            return {p.name: p.default for p in inspect.signature(cls).parameters.values()
+                    if p.default is not inspect.Parameter.empty and isinstance(p.default, (int, float, bool))}
+    return None
+
+
+def same(value: Any, default: Any) -> bool:
+    """An MLflow param string equals a default (numbers compared as numbers)."""
+    if default is None:
+        return str(value) in ("None", "")
+    if isinstance(default, bool):
+        return str(value).lower() == str(default).lower()
+    if isinstance(default, (int, float)):
+        try:
+            return float(value) == float(default)
+        except (TypeError, ValueError):
+            return False
+    return str(value) == str(default)
+
+
+def settings_table(runs: pd.DataFrame, tune_runs: pd.DataFrame | None, stage: str,
+                   ignore: set[str] = frozenset()) -> tuple[pd.DataFrame, dict[str, str]]:
+    """See the module doc. ``runs``: the completed replicate runs of the stage (rows: one per
+    run; ``arm`` and ``params.<key>``); ``tune_runs``: that stage's tune trials."""
+    skip = IGNORE | set(ignore)
+    shown = tuned_hyperparameters(runs, tune_runs, ignore=skip)
+    searched = set()
+    if tune_runs is not None and len(tune_runs) > 1:
+        # tuned = varied between the tune trials of one arm (across arms, factors vary too)
+        searched = {c.removeprefix("params.") for c in tune_runs.columns if c.startswith("params.")
+                    and (tune_runs.groupby("arm")[c].nunique(dropna=False) > 1).any()}
+    roles = {k: "tuned" if k in searched else "factor" for k in shown.columns}
+    if runs.empty:
+        return shown, roles
+    # rows: one per arm: each param's value (constant within the arm)
+    per_arm = runs.groupby("arm", sort=False).first()
+    defaults = trainable_defaults(stage)
+    optimizers = per_arm["params.optimizer"] if "params.optimizer" in per_arm else pd.Series(dtype=object)
+    torch_defaults = {arm: optimizer_defaults(o) for arm, o in optimizers.items()}
+    optimizer_args = set().union(*(d.keys() for d in torch_defaults.values() if d)) if torch_defaults else set()
+    extra: dict[str, pd.Series] = {}
+    for col in per_arm.columns:
+        key = col.removeprefix("params.")
+        if not col.startswith("params.") or key in skip or key in shown.columns or key.startswith("meta."):
+            continue
+        if (runs.groupby("arm")[col].nunique(dropna=False) > 1).any():
+            continue                                     # varies within an arm: not a setting
+        values = per_arm[col]
+        if values.isna().all():
+            continue                                     # not logged by these runs
+        if key in optimizer_args:
+            # the optimizer's own argument: against PyTorch's default for each arm's optimizer
+            cells, differs = {}, False
+            for arm, value in values.items():
+                d = torch_defaults.get(arm) or {}
+                if key not in d:
+                    cells[arm] = f"unused by {optimizers.get(arm, '?')}"
+                else:
+                    cells[arm] = value
+                    differs |= pd.notna(value) and not same(value, d[key])
+            if differs:
+                extra[key] = pd.Series(cells)
+                roles[key] = "fixed; differs from PyTorch's default"
+        elif key in defaults and not all(same(v, defaults[key]) for v in values.dropna()):
+            extra[key] = values
+            roles[key] = f"fixed; default {defaults[key]}"
+    if extra:
+        shown = pd.concat([shown, pd.DataFrame(extra)], axis=1) if len(shown.columns) else pd.DataFrame(extra)
+        shown = shown.reindex(per_arm.index)
+        shown.index.name = "arm"
+    return shown, roles
