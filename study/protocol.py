@@ -97,9 +97,6 @@ def pretrain_config(p: Pretraining, study: Study, budget: Budget, seed: int, dat
     return {**p.trainable_settings(), "dataset": budget.dataset, "data_dir": data_dir,
             "epochs": budget.pretrain_epochs, "patience": budget.pretrain_patience, "seed": seed,
             "val_fraction": val_fraction,
-            # early stopping decides the length, so no schedule tied to the maximum epochs
-            # (a cosine over 3 epochs cost the autoencoder 1.5 dB here)
-            "lr_schedule": "constant",
             "channels_last": True,          # 1.4x faster for the conv decoder on CPU (measured)
             "trainable": "autoencoder", "stage": STAGE_PRETRAIN, "arm": p.key}
 

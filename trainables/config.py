@@ -91,6 +91,10 @@ _COMMON: dict[str, Field] = {
 
 AUTOENCODER_SCHEMA: dict[str, Field] = {
     **_COMMON,
+    # early stopping, not the epoch budget, decides how long an autoencoder trains: a cosine
+    # tied to the maximum epochs would decay on a schedule the run may not finish
+    "lr_schedule": Field("constant", "str", "constant = lr throughout; cosine = decay to 0 over the epochs",
+                         choices=("cosine", "constant")),
     "corruption": Field(
         "none", "str", "input corruption; 'none' = plain autoencoder, else denoising",
         choices=CORRUPTIONS,
