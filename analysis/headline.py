@@ -135,6 +135,14 @@ def _mark(value, failed: dict[str, str]):
     return value
 
 
+def with_failures(summary: pd.DataFrame, h: Headline) -> pd.DataFrame:
+    """The arms table's CSV rows (one per (arm, metric)) with each arm's replicate failures:
+    planned, failed, failure_rate, failure_reasons."""
+    cols = h.failures[["arm", "planned", "failed", "failure_rate", "reasons"]].rename(
+        columns={"reasons": "failure_reasons"})
+    return summary.merge(cols, on="arm", how="left")
+
+
 def failure_column(h: Headline, arms: Sequence[str]) -> list[str]:
     """Per arm (in ``arms`` order): "0 of 5", "1 of 5 (20%): seed 2: diverged", ..."""
     by = h.failures.set_index("arm") if len(h.failures) else pd.DataFrame()

@@ -11,6 +11,7 @@ or in one call (what ``python -m analysis.compare`` and the runner use):
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import html
 import shlex
@@ -172,6 +173,8 @@ def build_tables(a: Analysis) -> list[Table]:
     h = a.headline
     out = [tables.arms_table(a.summary, a.metrics, a.arms, a.baseline,
                              headline.failure_column(h, a.arms) if h is not None else None)]
+    if h is not None:
+        out[0] = dataclasses.replace(out[0], data=headline.with_failures(a.summary, h))
     out += [headline.contrasts_table(h, a.metric)] if h is not None else []
     out.append(tables.differences_table(a.comparison, a.metrics, a.alpha, a.baseline))
     if a.effects is not None:

@@ -34,6 +34,14 @@ def trainable_defaults(stage: str) -> dict[str, Any]:
     return {k: f.default for k, f in schema.items()}
 
 
+def _trainable_optimizers() -> tuple[str, ...]:
+    try:
+        from trainables.config import OPTIMIZERS
+    except ImportError:
+        return ()
+    return tuple(OPTIMIZERS)
+
+
 def optimizer_defaults(name: str) -> dict[str, Any] | None:
     """PyTorch's defaults of ``torch.optim.<name>`` (matched case-insensitively: "adamw" ->
     AdamW), None when there is no such optimizer."""
@@ -82,7 +90,12 @@ def settings_table(runs: pd.DataFrame, tune_runs: pd.DataFrame | None, stage: st
     defaults = trainable_defaults(stage)
     optimizers = per_arm["params.optimizer"] if "params.optimizer" in per_arm else pd.Series(dtype=object)
     torch_defaults = {arm: optimizer_defaults(o) for arm, o in optimizers.items()}
-    optimizer_args = set().union(*(d.keys() for d in torch_defaults.values() if d)) if torch_defaults else set()
+    # an optimizer argument: one that some optimizer the trainable offers takes (momentum is
+    # one even in a study of Adam arms only: there it is unused, not a setting to show)
+    optimizer_args = set()
+    if len(optimizers):
+        for name in {*_trainable_optimizers(), *optimizers}:
+            optimizer_args |= set(optimizer_defaults(name) or {})
     extra: dict[str, pd.Series] = {}
     for col in per_arm.columns:
         key = col.removeprefix("params.")

@@ -254,7 +254,8 @@ def table_html(t: Table) -> str:
 
 
 _LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "α": r"$\alpha$", "−": "-", "×": r"$\times$",
-                  "<": r"$<$", ">": r"$>$", "→": r"$\to$", "≤": r"$\leq$"}
+                  "<": r"$<$", ">": r"$>$", "→": r"$\to$", "≤": r"$\leq$", "†": r"$\dagger$",
+                  "—": "---"}
 
 
 def table_latex(t: Table) -> str:

@@ -443,6 +443,13 @@ def test_report_markdown_tables(factorial_report):
     # completeness: the failed cell is shown, not dropped
     comp = pd.read_csv(factorial_report.output_dir / "completeness_classify.csv").set_index("arm")
     assert comp.loc[FAILED_CELL[0], str(FAILED_CELL[1])] == "failed"
+    # the diverged replicate is a failure in the arms table, next to the mean of the other seeds
+    row = next(line for line in md.splitlines() if line.startswith(f"| {FAILED_CELL[0]} †"))
+    assert "(n=2)" in row and f"† 1 of 3 (33%): seed {FAILED_CELL[1]}: diverged" in row
+    # a study recorded without study.json: the baseline comparisons form the family, said so
+    assert "No planned contrasts recorded for this invocation" in md
+    planned = pd.read_csv(factorial_report.output_dir / "planned_contrasts.csv")
+    assert set(planned["family"]) == {"baseline comparisons"} and len(planned) == len(factorial_arms()) - 1
     # tuned hyperparameters: lr differs per arm, label_fraction/encoder_mode are the factors
     hp = pd.read_csv(factorial_report.output_dir / "hyperparameters_classify.csv")
     assert {"lr", "label_fraction", "encoder_mode"} <= set(hp.columns) and "seed" not in hp.columns
@@ -591,7 +598,7 @@ def test_unknown_baseline(store, tmp_path, capsys):
 # Figures from real model artifacts, through the CLI as a user types it
 # ---------------------------------------------------------------------------------------------
 
-EXPECTED_FIGURES = ("learning_curves", "tune_classify", "tune_pretrain", "confusion_matrix",
+EXPECTED_FIGURES = ("effects", "learning_curves", "tune_classify", "tune_pretrain", "confusion_matrix",
                     "per_class_accuracy", "misclassified", "filters_classifier",
                     "feature_maps_classifier", "reconstructions", "filters_encoder",
                     "feature_maps_encoder", "top_activating", "tsne")

@@ -1,0 +1,83 @@
+"""The noise study's question answered end to end, as a user types it: a smoke run of
+``ablation_noise`` (real Ray, Optuna, ASHA, MLflow), then ``python -m analysis.compare``.
+
+One study run, shared by the tests below (they only read its record). Smoke has 2 seeds, so
+the report must give every contrast an estimate and an interval but no verdict word."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOISES = ("gaussian", "salt_pepper")
+VERDICT_WORDS = re.compile(r"\b(different|equivalent|inconclusive|better|worse|n\.s\.)\b")
+
+
+def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def noise_report(tmp_path_factory):
+    results = tmp_path_factory.mktemp("noise_smoke")
+    uri = f"sqlite:///{results / 'mlflow.db'}"
+    # one tune trial per arm (smoke has 2): the tune phase is not what this test is about
+    run = _run(["study.run", "ablation_noise", "--budget", "smoke", "--trials-per-arm", "1",
+                "--results-dir", str(results), "--tracking-uri", uri, "--quiet"], timeout=1200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = results / "report"
+    compare = _run(["analysis.compare", "ablation_noise", "--tracking-uri", uri, "--output", str(out),
+                    "--tsne-points", "200", "--no-log"], timeout=600)
+    assert compare.returncode == 0, compare.stderr[-3000:]
+    return compare.stdout, out
+
+
+@pytest.mark.slow
+def test_findings_answer_the_noise_question(noise_report):
+    md, out = noise_report
+    findings = md[md.index("## Findings"):md.index("### Test metrics per arm")]
+    for noise in NOISES:
+        line = next(l for l in findings.splitlines()
+                    if l.startswith(f"- denoiser vs training on noisy inputs, {noise} noise"))
+        assert "minus [noise=" in line and "95% CI" in line and "n = 2 seeds × " in line, line
+    planned = pd.read_csv(out / "planned_contrasts.csv")
+    denoised = planned[planned["contrast"].str.startswith("denoiser vs training on noisy inputs")]
+    assert len(denoised) == 2 and (denoised["n"] == 2).all()
+    assert np.isfinite(denoised[["estimate", "low", "high"]].to_numpy()).all()
+    assert (denoised["n_examples"] > 0).all()         # paired per test image (evaluation.json)
+
+
+@pytest.mark.slow
+def test_no_verdict_word_at_two_seeds(noise_report):
+    md, out = noise_report
+    findings = md[md.index("## Findings"):md.index("### Test metrics per arm")]
+    sentences = [l for l in findings.splitlines() if l.startswith("- ")]
+    assert len(sentences) == 4
+    for sentence in sentences:
+        assert not VERDICT_WORDS.search(sentence), sentence
+    for table in ("planned_contrasts", "comparison_differences", "factorial_effects"):
+        verdicts = set(pd.read_csv(out / f"{table}.csv")["verdict"])
+        assert not any(VERDICT_WORDS.search(v) for v in verdicts), (table, verdicts)
+    assert "Best arm: none called at n = 2" in md
+
+
+@pytest.mark.slow
+def test_forest_plot_heads_the_report(noise_report):
+    from PIL import Image
+
+    _, out = noise_report
+    with Image.open(out / "figures" / "effects.png") as img:
+        assert img.size[0] >= 600 and np.asarray(img.convert("L"), dtype=float).std() > 5
+    html = (out / "report.html").read_text()
+    assert html.index('id="fig-effects"') < html.index('id="findings"') < html.index("Test metrics per arm")
