@@ -1,6 +1,6 @@
 """Scale-out on one machine: Ray's fake autoscaler adds raylet nodes for a study's
 fractional-GPU demand, the trials run on several of them, and the idle nodes go away. (A
-SIGKILLed trial worker and driver: test_resume.py; `ray job stop`: test_job_submit.py.)"""
+SIGKILLed trial worker and driver: test_resume.py; `ray job stop`: test_readme_walkthrough.py.)"""
 from __future__ import annotations
 
 import os
