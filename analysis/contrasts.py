@@ -16,6 +16,7 @@ Frames (columns documented once)
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -249,7 +250,9 @@ def finding(r, metric: str, family_size: int) -> str:
     if len(cells) == 2 and "mean of" not in r.formula:
         what = f"{r.contrast} — {label} of [{cells[0]}] minus [{cells[1]}]"
     else:
-        what = f"{r.contrast} — {label} contrast {r.formula}"
+        # the arms each cell averages are listed in the table; the sentence names the cells
+        cells_only = re.sub(r" = mean of (\d+) arms \{[^}]*\}", r" (\1 arms)", r.formula)
+        what = f"{r.contrast} — {label} contrast {cells_only}"
     sample = f"n = {r.n} seed{'s' * (r.n != 1)}" + (f" × {r.n_examples:,} test images" if r.n_examples else "")
     extra = f"; left out: {r.left_out}" if r.left_out else ""
     extra += f"; failed replicates: {r.failed_replicates}" if r.failed_replicates else ""

@@ -70,7 +70,7 @@ def plot_effects(frame: pd.DataFrame, metric: str, title: str) -> Figure:
     ax.set_title(title, fontsize=10, loc="left")
     if len(margin):
         ax.legend(loc="lower right", fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 0.84, 1))
+    fig.tight_layout()              # makes room for the verdicts annotated right of the axes
     return fig
 
 
