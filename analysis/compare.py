@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    # "tex" is accepted for "latex" (the file is comparison.tex)
+    formats = [{"tex": "latex"}.get(f.strip(), f.strip()) for f in args.format.split(",") if f.strip()]
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         print(f"error: unknown format(s) {', '.join(unknown) or '(none given)'}; formats: "

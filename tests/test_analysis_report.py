@@ -534,6 +534,9 @@ def test_formats_option(store, tmp_path):
                  "--no-figures"]) == 0
     assert (tmp_path / "comparison.md").exists() and (tmp_path / "comparison_arms.csv").exists()
     assert not (tmp_path / "report.html").exists() and not (tmp_path / "comparison.tex").exists()
+    assert main([FACTORIAL, "--tracking-uri", store, "--output", str(tmp_path), "--format", "tex",
+                 "--no-figures"]) == 0
+    assert r"\label{tab:planned_contrasts}" in (tmp_path / "comparison.tex").read_text()
     assert main([FACTORIAL, "--tracking-uri", store, "--output", str(tmp_path), "--format", "pdf",
                  "--no-figures"]) == 2
 
