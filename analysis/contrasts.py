@@ -187,7 +187,7 @@ def _estimate(spec: ContrastSpec, wide: pd.DataFrame, metric: str, correct, marg
         # a contrast of proportions lies in [sum of negative weights, sum of positive weights]
         low, high = max(low, float(weights[weights < 0].sum())), min(high, float(weights[weights > 0].sum()))
     if absent:
-        est = inference._nan_estimate(0, 0, math.nan, f"{', '.join(absent)} has no completed replicate")
+        est = inference.not_estimable(0, 0, math.nan, f"{', '.join(absent)} has no completed replicate")
     seed_test = stats.paired_test(per_seed, np.zeros(len(per_seed))) if len(per_seed) else None
     p_sup, wins, _ = inference.prob_superiority(per_seed)
     margin = margin if (margin is not None and metric == MARGIN_METRIC) else None

@@ -74,7 +74,7 @@ class Estimate:
                 else "paired bootstrap over seeds")
 
 
-def _nan_estimate(n: int, n_examples: int, estimate: float, why: str) -> Estimate:
+def not_estimable(n: int, n_examples: int, estimate: float, why: str) -> Estimate:
     nan = math.nan
     return Estimate(n, n_examples, estimate, nan, nan, nan, nan, nan, nan, nan, False, why)
 
@@ -129,10 +129,10 @@ def hierarchical_estimate(c, confidence: float = CONFIDENCE, n_boot: int = N_BOO
     c = c[np.isfinite(c).all(axis=1)]
     n = c.shape[0]
     if n == 0:
-        return _nan_estimate(0, n_examples, math.nan, "no seed has every arm of the contrast")
+        return not_estimable(0, n_examples, math.nan, "no seed has every arm of the contrast")
     estimate = float(c.mean())
     if n < 2:
-        return _nan_estimate(n, n_examples, estimate, "one seed: no interval")
+        return not_estimable(n, n_examples, estimate, "one seed: no interval")
     rng = np.random.default_rng(seed)
     seed_means = c.mean(axis=1)
     var_s = 0.0 if is_constant(seed_means) else _boot_var_seeds(seed_means, rng, n_boot)
@@ -153,7 +153,7 @@ def hierarchical_estimate(c, confidence: float = CONFIDENCE, n_boot: int = N_BOO
         total = max(var_s, var_e)
     se = math.sqrt(total)
     if se <= _REL_TOL * max(1.0, abs(estimate)):
-        return _nan_estimate(n, n_examples, estimate,
+        return not_estimable(n, n_examples, estimate,
                              "the differences are constant (equal up to float rounding)")
     df = satterthwaite_df(var_s, n, var_e, n_examples, var_r)
     half = float(sps.t.ppf((1 + confidence) / 2, df)) * se
@@ -222,10 +222,6 @@ def prob_superiority(per_seed) -> tuple[float, int, int]:
 
 
 # -- the verdict -------------------------------------------------------------------------------
-
-def margin_words(margin: float, unit: str = "pp", scale: float = 100.0) -> str:
-    return f"±{margin * scale:g} {unit}".strip()
-
 
 def verdict(n: int, estimable: bool, p_holm: float, p_tost_holm: float, margin: float | None,
             n_seeds_needed: int | None, alpha: float = ALPHA, margin_text: str = "") -> str:
