@@ -138,6 +138,8 @@ class Study:
     runs: pd.DataFrame                  # see the module docstring
     other_invocations: tuple[str, ...]  # run ids of earlier/later parent runs of the same study
     client: object = field(repr=False)
+    parent_start_ms: int | None = None  # the parent run's start and end (epoch ms; end None while running)
+    parent_end_ms: int | None = None
     _artifact_dir: Path | None = field(default=None, repr=False)
     _history_cache: dict = field(default_factory=dict, repr=False)
 
@@ -378,7 +380,7 @@ def load_study(name: str, tracking_uri: str | None = None,
                  parent_status=parent.info.status, runs=runs,
                  other_invocations=tuple(p.info.run_id for p in parents
                                          if p.info.run_id != parent.info.run_id),
-                 client=client)
+                 client=client, parent_start_ms=parent.info.start_time, parent_end_ms=parent.info.end_time)
 
 
 def _q(text: str) -> str:

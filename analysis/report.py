@@ -222,6 +222,7 @@ def provenance(a: Analysis, command: str | None) -> list[tuple[str, str]]:
         ("study command", t.get("command", "unknown")),
         ("dataset", f"{t.get('dataset', 'unknown')} (sha256 {t.get('data_sha256', 'unknown')})"),
         ("hardware", t.get("hardware", "unknown")),
+        ("wall time", _wall_time(s)),
         ("versions", ", ".join(f"{k} {v}" for k, v in s.versions.items()) or "unknown"),
         ("n", f"{n_text}; seeds {', '.join(map(str, a.seeds)) or 'none'}; metric {a.metric}; "
               f"baseline {a.baseline}; α = {a.alpha}"),
@@ -232,6 +233,17 @@ def provenance(a: Analysis, command: str | None) -> list[tuple[str, str]]:
                            f"git {_git_commit()}"),
     ]
     return rows
+
+
+def _wall_time(s: Study) -> str:
+    """The parent run's start to end: the whole study as the user waited for it (with any pause
+    before a --resume), next to the trial-seconds its runs took."""
+    trial_s = float(s.runs["duration_s"].sum()) if len(s.runs) else 0.0
+    if not s.parent_start_ms or not s.parent_end_ms:
+        return f"still running; {trial_s / 60:,.1f} trial-minutes so far"
+    wall = (s.parent_end_ms - s.parent_start_ms) / 1000
+    return (f"{int(wall // 60)} min {int(wall % 60)} s from the study's start to its end "
+            f"({trial_s / 60:,.1f} trial-minutes in its runs)")
 
 
 def _git_commit() -> str:
