@@ -623,22 +623,20 @@ def _latent_figures(a, out: Path, opt: FigureOptions) -> list[FigureResult]:
               "feature_maps_encoder": "First-layer feature maps of the pretrained encoder",
               "top_activating": "Test images that most activate each latent unit",
               "tsne": "t-SNE of the latent space"}
+    net, source, corruption, level, seed = None, None, "none", 0.0, 0
     try:
         found = _pretraining_run(a)
+        if found is not None:     # (a user's upstream stage writes files of its own: not drawn)
+            net, payload = load_autoencoder(found[1]) if found[1] is not None else load_encoder(found[2])
     except Exception as err:  # noqa: BLE001 - reported, not raised
         found = None
-        why = f"failed to find a pretraining run: {type(err).__name__}: {err}"
+        why = f"failed to find a pretraining run of trainables.autoencoder: {type(err).__name__}: {err}"
     else:
         why = "the study has no completed pretraining run with encoder.pt/autoencoder.pt"
     results: list[FigureResult] = []
-    net, source, corruption, level, seed = None, None, "none", 0.0, 0
     dataset = a.study.parent_tags.get("dataset", "mnist-5k")
     if found is not None:
-        run, ae_path, enc_path = found
-        if ae_path is not None:
-            net, payload = load_autoencoder(ae_path)
-        else:
-            net, payload = load_encoder(enc_path)
+        run = found[0]
         dataset = payload.get("dataset", dataset)
         corruption, level = payload.get("corruption", "none"), float(payload.get("noise_level", 0.0))
         seed = int(run["seed"]) if run["seed"] is not None else 0

@@ -9,14 +9,17 @@ import math
 import os
 from dataclasses import dataclass
 
-from study.protocol import RunOptions, pretrain_seeds
-from study.registry import PRETRAIN_SPACE
+from study.configs import pretrain_seeds
+from study.protocol import RunOptions
 from study.spec import Arm, Budget, Study
+from study.upstream import ref_label
 
 # Training images per second of ONE trial, used only for estimates. CPU figures: one core per
 # trial on this project's 2-core reference machine with the other core busy too; GPU
 # figures: one trial alone on an H100. "denoiser" is the forward pass of an autoencoder put in
-# front of a classifier. Re-measure with `python -m benchmarks.throughput --model MODEL`.
+# front of a classifier. Re-measure with `python -m benchmarks.throughput --model MODEL`. The
+# figures are for our trainables (THROUGHPUT_OF); another trainable's study gets no estimate
+# from --dry-run, and --check times one epoch of it.
 IMAGES_PER_SECOND = {
     ("cpu", "cnn"): 2500.0,
     ("cpu", "encoder_head"): 3000.0,
@@ -27,6 +30,8 @@ IMAGES_PER_SECOND = {
     ("cuda", "autoencoder"): 150_000.0,
     ("cuda", "denoiser"): 400_000.0,
 }
+THROUGHPUT_OF = {"trainables.classifier:train_classifier": None,       # None: the arm's "model" setting
+                 "trainables.autoencoder:train_autoencoder": "autoencoder"}
 TRAIN_IMAGES = {"mnist-5k": 4000, "mnist": 60000, "fashion-mnist": 60000}
 TRIAL_OVERHEAD_S = 1.5     # actor reuse, dataset, checkpoints and MLflow logging per trial (2-core CPU)
 EPOCH_OVERHEAD_S = 0.3     # validation, checkpoint and report per epoch
@@ -55,24 +60,42 @@ def _epoch_seconds(device: str, model: str, images: float, denoiser: bool = Fals
 
 def _arm_seconds(device: str, arm: Arm, n_train: float, epochs: int) -> float:
     # every label fraction takes the same optimizer steps (equal_steps): cost does not shrink with it
-    return epochs * _epoch_seconds(device, arm.settings.get("model", "cnn"), n_train, arm.denoiser is not None)
+    denoised = any(u.into == "denoiser_checkpoint" for u in arm.uses)
+    return epochs * _epoch_seconds(device, arm.settings.get("model", "cnn"), n_train, denoised)
 
 
-def estimate_phases(study: Study, budget: Budget, device: str) -> list[PhaseEstimate]:
+def has_estimate(study: Study) -> bool:
+    """Whether the throughput table covers the study's trainables (ours)."""
+    labels = [ref_label(study.trainable)] + [ref_label(p.stage.trainable) for p in study.pretrainings()]
+    return all(label in THROUGHPUT_OF for label in labels)
+
+
+def estimate_phases(study: Study, budget: Budget, device: str,
+                    epoch_seconds: float | None = None) -> list[PhaseEstimate]:
+    """The cost of each phase, from the throughput table, or from ``epoch_seconds`` (one epoch
+    of the baseline arm as ``--check`` measured it, set-up included) for every epoch of every
+    trial. No rows when neither applies (a user's trainable, no measurement)."""
+    if epoch_seconds is None and not has_estimate(study):
+        return []
     n_train = TRAIN_IMAGES.get(budget.dataset, 60000) * 0.9       # 10% held out for validation
+
+    def arm_epoch(arm: Arm) -> float:
+        return epoch_seconds if epoch_seconds is not None else _arm_seconds(device, arm, n_train, 1)
+
     rows = []
     pretrainings = study.pretrainings()
     if pretrainings:
-        one = budget.pretrain_epochs * _epoch_seconds(device, "autoencoder", n_train) + TRIAL_OVERHEAD_S
+        epoch = epoch_seconds if epoch_seconds is not None else _epoch_seconds(device, "autoencoder", n_train)
+        one = budget.pretrain_epochs * epoch + TRIAL_OVERHEAD_S
         n = budget.pretrain_trials * len(pretrainings)
-        rows.append(PhaseEstimate("pretrain", "tune", f"{len(pretrainings)} autoencoders x {budget.pretrain_trials} trials",
+        rows.append(PhaseEstimate("pretrain", "tune", f"{len(pretrainings)} upstreams x {budget.pretrain_trials} trials",
                                   n, budget.pretrain_epochs, n * one, n * one * (ASHA_SHARE if n > len(pretrainings) else 1)))
-        # the tune seed's autoencoder is the best tune trial: not trained again
+        # the tune seed's upstream is the best tune trial: not trained again
         n = len(budget.seeds) * len(pretrainings)
-        rows.append(PhaseEstimate("pretrain", "replicate", f"{len(pretrainings)} autoencoders x {len(budget.seeds)} seeds",
+        rows.append(PhaseEstimate("pretrain", "replicate", f"{len(pretrainings)} upstreams x {len(budget.seeds)} seeds",
                                   n, budget.pretrain_epochs, n * one, n * one))
     arms = study.arms()
-    per_trial = [_arm_seconds(device, a, n_train, budget.epochs) + TRIAL_OVERHEAD_S for a in arms]
+    per_trial = [budget.epochs * arm_epoch(a) + TRIAL_OVERHEAD_S for a in arms]
     n = len(arms) * budget.trials_per_arm
     bound = budget.trials_per_arm * sum(per_trial)
     rows.append(PhaseEstimate("classify", "tune", f"{len(arms)} arms x {budget.trials_per_arm} trials", n,
@@ -107,9 +130,8 @@ def print_plan(opts: RunOptions) -> None:
           + "; ".join(f"{f.name} = {[l.name for l in f.levels]}" for f in study.factors))
     print(f"  arms ({len(arms)}):")
     for arm in arms:
-        extra = [f"pretrained {arm.pretraining.key}" if arm.pretraining else "",
-                 f"denoiser {arm.denoiser.key}" if arm.denoiser else "",
-                 f"(expected low: {study.is_degraded(arm.levels)})" if study.is_degraded(arm.levels) else ""]
+        extra = [f"{u.into} <- {u.upstream.key}/{u.file}" for u in arm.uses]
+        extra += [f"(expected low: {study.is_degraded(arm.levels)})"] if study.is_degraded(arm.levels) else []
         tuned = ", ".join(p.describe() for p in study.search_space.resolve(arm.settings))
         print(f"    {'*' if arm.is_baseline else ' '} {arm.name}  {' '.join(e for e in extra if e)}")
         print(f"        tunes: {tuned}")
@@ -120,12 +142,27 @@ def print_plan(opts: RunOptions) -> None:
               f"±{study.equivalence_margin:g}):")
         for contrast in study.contrasts:
             print(f"    - {contrast.name}")
-    if study.pretrainings():
-        print(f"  pretraining tunes: {', '.join(p.describe() for p in PRETRAIN_SPACE.params)}; "
-              f"autoencoders for seeds {pretrain_seeds(budget)}, early stopping after "
-              f"{budget.pretrain_patience} epochs without a better val/loss")
+    if study.design == "half_fraction":
+        print("  half fraction: every main effect is aliased with the interaction of all other factors")
+    for upstream in study.pretrainings():
+        stage = upstream.stage
+        print(f"  upstream {upstream.key} (stage {stage.name}, {ref_label(stage.trainable)}): tunes "
+              f"{', '.join(p.describe() for p in stage.search_space.params)} on {stage.metric} ({stage.mode}); "
+              f"trained for seeds {pretrain_seeds(budget)}, early stopping after {budget.pretrain_patience} "
+              f"epochs without a better {stage.metric}")
     print()
-    rows = estimate_phases(study, budget, device)
+    print_cost(opts, estimate_phases(study, budget, device))
+
+
+def print_cost(opts: RunOptions, rows: list[PhaseEstimate],
+               source: str = "the throughput table in study/plan.py; nothing was trained") -> None:
+    """The phases with their estimated cost (or why there is no estimate)."""
+    device = "cuda" if opts.gpus_per_trial else "cpu"
+    if not rows:
+        print(f"  no cost estimate: the throughput table in study/plan.py covers our trainables only; "
+              f"`python -m study.run {opts.target or opts.study.name} --check` times one epoch of yours and "
+              "estimates from it")
+        return
     print(f"  {'stage':<9}{'phase':<10}{'what':<34}{'trials':>7}{'epochs':>7}  {'est. trial-seconds':>20}")
     for r in rows:
         bound = f"  (bound {r.bound_s:,.0f})" if r.bound_s != r.expected_s else ""
@@ -139,4 +176,4 @@ def print_plan(opts: RunOptions) -> None:
         concurrency = local_concurrency(opts)
         print(f"  on this machine ({os.cpu_count()} CPUs, {concurrency} trials at a time): about "
               f"{math.ceil(total / concurrency / 60)} minutes of wall time")
-    print("  (estimates from the throughput table in study/plan.py; nothing was trained)")
+    print(f"  (estimates from {source})")

@@ -1,7 +1,8 @@
 """How a study runs: stages and phases, on Ray Tune, recorded in MLflow.
 
-    stage pretrain   (only if an arm needs an autoencoder)
-        phase tune       Optuna + ASHA per pretraining kind, on validation reconstruction loss
+    check            before anything: the study's code, keys and data (study.check)
+    stage pretrain   (only if an arm uses an upstream artifact: study.stages)
+        phase tune       Optuna + ASHA per upstream, on its stage's validation metric
         phase replicate  the best config trained on every seed (replicate seeds + tune seed)
     stage classify
         phase tune       Optuna + ASHA per arm, same trial budget for every arm, validation only
@@ -10,16 +11,13 @@
 
 Each phase is one Tune experiment (all arms share it; see ``searchers``). Progress is kept in
 the parent MLflow run's tags, so ``--resume`` skips finished phases and restores the
-interrupted one from its Tune experiment directory. Trained autoencoders are found again by
-their ``pretrain_cache_key`` tag: a rerun (or another study on the same dataset and budget)
-reuses them instead of retraining.
+interrupted one from its Tune experiment directory.
 """
 from __future__ import annotations
 
 import json
 import os
 import signal
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,16 +25,12 @@ from typing import Any, Mapping
 
 from search_spaces import default_point
 from study import records, terminal, tracking
-from study.registry import PRETRAIN_SPACE
+from study.check import Loaded, check, schema_defaults
+from study.configs import PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, classify_config
 from study.searchers import ListSearcher, PerArmASHA, PerArmOptunaSearch, space_function
-from study.spec import Arm, Budget, Pretraining, Study
+from study.spec import Arm, Budget, Study
 from study.tracking import ParentRun
-from trainables.config import AUTOENCODER_SCHEMA
-from trainables.versions import autoencoder_code_version
-
-STAGE_PRETRAIN, STAGE_CLASSIFY = "pretrain", "classify"
-PHASE_TUNE, PHASE_REPLICATE = "tune", "replicate"
-AUTOENCODER_SUFFIX = "#autoencoder"   # artifact ref of the whole autoencoder (the denoiser)
+from study.upstream import ref_label
 
 
 class StudyInterrupted(Exception):
@@ -64,7 +58,9 @@ class RunOptions:
     fresh: bool = False
     autoscaling: bool = False
     command: str = ""
-    verbose: int = 1                     # 0 --quiet, 1 progress per phase, 2 --verbose (study.terminal)
+    verbose: int = 1
+    origin: str = ""                     # the file or module that defines the study (errors)
+    target: str = ""                     # how the command named it (the --resume hint)                     # 0 --quiet, 1 progress per phase, 2 --verbose (study.terminal)
 
     @property
     def storage_path(self) -> str:
@@ -82,48 +78,6 @@ class PhaseResult:
 
 def log(message: str) -> None:
     print(terminal.stamp(message), flush=True)
-
-
-# -- configs -------------------------------------------------------------------------------
-def pretrain_seeds(budget: Budget) -> list[int]:
-    """Autoencoders are trained on every replicate seed and on the tune seed (for tuning)."""
-    return sorted(set(budget.seeds) | {budget.tune_seed})
-
-
-def pretrain_config(p: Pretraining, study: Study, budget: Budget, seed: int, data_dir: str | None) -> dict:
-    # the classifier's val_fraction: with the same seed the autoencoder holds out exactly the
-    # images the classifier validates on, so no autoencoder has seen a validation image
-    val_fraction = study.fixed.get("val_fraction", AUTOENCODER_SCHEMA["val_fraction"].default)
-    return {**p.trainable_settings(), "dataset": budget.dataset, "data_dir": data_dir,
-            "epochs": budget.pretrain_epochs, "patience": budget.pretrain_patience, "seed": seed,
-            "val_fraction": val_fraction,
-            "channels_last": True,          # 1.4x faster for the conv decoder on CPU (measured)
-            "trainable": "autoencoder", "stage": STAGE_PRETRAIN, "arm": p.key}
-
-
-def classify_config(arm: Arm, budget: Budget, seed: int, phase: str, data_dir: str | None) -> dict:
-    config = {**arm.settings, "dataset": budget.dataset, "data_dir": data_dir, "epochs": budget.epochs,
-              "seed": seed, "evaluate_test": phase == PHASE_REPLICATE,
-              "trainable": "classifier", "stage": STAGE_CLASSIFY, "phase": phase, "arm": arm.name}
-    if arm.pretraining:
-        config["encoder_artifact"] = f"{arm.pretraining.key}/{seed}"
-    if arm.denoiser:
-        config["denoiser_artifact"] = f"{arm.denoiser.key}/{seed}{AUTOENCODER_SUFFIX}"
-    return config
-
-
-def pretrain_cache_key(p: Pretraining, study: Study, budget: Budget, data_sha256: str, seed: int) -> str:
-    """Identity of a trained autoencoder: everything that changes its weights or the images it
-    saw (data, split, architecture, budget, tuning, the trainable's code), so a study reuses it
-    only where it would have trained the very same one."""
-    config = pretrain_config(p, study, budget, seed, None)
-    return tracking.config_hash({
-        "pretraining": p.key, "data": data_sha256,
-        "config": {k: config[k] for k in ("corruption", "noise_level", "latent_dim", "epochs", "patience",
-                                          "seed", "val_fraction")},
-        "trials": budget.pretrain_trials, "startup": budget.startup_trials, "space": PRETRAIN_SPACE.name,
-        "params": [q.describe() for q in PRETRAIN_SPACE.params],
-        "grace": budget.grace_period, "rf": budget.reduction_factor, "code": autoencoder_code_version()})
 
 
 # -- Ray -----------------------------------------------------------------------------------
@@ -189,10 +143,21 @@ class PhaseContext:
     opts: RunOptions
     parent: ParentRun
     experiment_id: str
-    datasets: Mapping[str, Any]
-    artifacts: dict[str, bytes]
+    loaded: Loaded                       # the study's trainables and data (study.check)
+    artifacts: dict[str, bytes]          # upstream artifacts by reference (study.stages)
     max_concurrent: int
     base_tags: dict[str, str]
+
+    @property
+    def datasets(self) -> dict[str, Any]:
+        """Dataset name -> what the study's loader returned (shipped to every trial)."""
+        data = self.loaded.data
+        return {} if data is None else {self.opts.budget.dataset: data}
+
+    @property
+    def feeds(self) -> dict[str, str]:
+        """Artifact reference key -> the config key that gets the file (study.trial)."""
+        return {u.meta_key: u.into for arm in self.opts.study.arms() for u in arm.uses}
 
 
 def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, num_trials: int,
@@ -202,14 +167,14 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
 
     from study.trial import META_KEYS, run_trial
 
-    opts = ctx.opts
+    opts, feeds = ctx.opts, ctx.feeds
     terminal.quiet_libraries(opts.verbose)
     name = f"{opts.study.name}-{ctx.parent.run_id[:8]}-{stage}-{phase}"
     path = f"{opts.storage_path.rstrip('/')}/{name}"
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, datasets=ctx.datasets, artifacts=ctx.artifacts,
-                             gpu_fraction=opts.gpus_per_trial),
+                             trainables=ctx.loaded.trainables, feeds=feeds, gpu_fraction=opts.gpus_per_trial),
         resources)
     progress = terminal.phase_progress(opts, stage, phase, num_trials, ctx.max_concurrent)
     # MLflow is the record: of Tune's own per-result loggers only result.json stays (the
@@ -221,14 +186,13 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
         # (with the callbacks it was started with: MLflow logger, progress display)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        classify_replicate = stage == STAGE_CLASSIFY and phase == PHASE_REPLICATE
         logger = tracking.MlflowTrialLogger(
             opts.tracking_uri, ctx.experiment_id, ctx.parent.run_id, experiment_key=name,
             base_tags={**ctx.base_tags, "stage": stage, "phase": phase}, tags_for_config=tags_for_config,
-            meta_keys=META_KEYS, resources=resources, log_weights=log_weights,
-            datasets={n: records.dataset_entities(d, opts.data_dir) for n, d in ctx.datasets.items()},
-            models={"n_classes": _num_classes(ctx), "example": records.input_example(next(iter(ctx.datasets.values())))}
-            if classify_replicate else None)
+            meta_keys=META_KEYS + tuple(feeds), resources=resources, log_weights=log_weights,
+            datasets={n: records.dataset_entities(d, opts.data_dir) for n, d in _image_datasets(ctx).items()},
+            models={"n_classes": _num_classes(ctx), "example": records.input_example(ctx.loaded.data)}
+            if _logs_models(ctx, stage, phase) else None)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -246,14 +210,27 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
     log(f"{stage}/{phase}: {num_trials} trials, up to {ctx.max_concurrent} at a time "
         f"({opts.cpus_per_trial:g} CPU, {opts.gpus_per_trial:g} GPU each)")
     grid = tuner.fit()
-    if stage == STAGE_CLASSIFY and phase == PHASE_REPLICATE:
+    if _logs_models(ctx, stage, phase):
         records.log_missing_models(opts.tracking_uri, ctx.experiment_id, _phase_runs(ctx, stage, phase),
-                                   _num_classes(ctx), records.input_example(next(iter(ctx.datasets.values()))), log)
+                                   _num_classes(ctx), records.input_example(ctx.loaded.data), log)
     return summarize_phase(ctx, grid, f"{stage}/{phase}", num_trials)
 
 
+def _image_datasets(ctx: PhaseContext) -> dict[str, Any]:
+    """The datasets MLflow records as run inputs: our image datasets (study/records.py)."""
+    from trainables.data import ImageDataset
+    return {n: d for n, d in ctx.datasets.items() if isinstance(d, ImageDataset)}
+
+
+def _logs_models(ctx: PhaseContext, stage: str, phase: str) -> bool:
+    """Replicates of our classifier log an MLflow model (study.trial.logs_mlflow_models)."""
+    from study.trial import logs_mlflow_models
+    return (stage == STAGE_CLASSIFY and phase == PHASE_REPLICATE and bool(_image_datasets(ctx))
+            and logs_mlflow_models(ctx.loaded.trainables[ref_label(ctx.opts.study.trainable)]))
+
+
 def _num_classes(ctx: PhaseContext) -> int:
-    return len(next(iter(ctx.datasets.values())).class_names)
+    return len(ctx.loaded.data.class_names)
 
 
 def summarize_phase(ctx: PhaseContext, grid, label: str, expected: int) -> PhaseResult:
@@ -336,8 +313,10 @@ def _parse_param(text: str):
 
 # -- the study -----------------------------------------------------------------------------
 def run_study(opts: RunOptions) -> int:
-    """Runs (or resumes) a whole study; returns the process exit code."""
-    from trainables.data import load_dataset
+    """Runs (or resumes) a whole study; returns the process exit code. A study that cannot run
+    raises ``study.loader.StudyError`` before any MLflow record or trial (``study.check``)."""
+    from study.loader import ship_user_code
+    from study.stages import pretrain_stage
 
     study, budget = opts.study, opts.budget
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")   # diverged trials omit it
@@ -345,6 +324,9 @@ def run_study(opts: RunOptions) -> int:
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 
     tracking.check_reachable(opts.tracking_uri)
+    log(f"checking {study.name}: its trainables, keys and data ({budget.dataset}), one epoch of the baseline arm")
+    loaded, dry = check(study, budget, opts.origin or study.name, opts.data_dir)
+    log(f"check passed: one epoch of {dry.arm} in {dry.seconds:.1f} s reported {study.metric}")
     experiment_id = tracking.ensure_experiment(opts.tracking_uri, study.name, opts.results_dir / "mlartifacts")
     previous = tracking.latest_parent(opts.tracking_uri, experiment_id, opts.budget_name, budget.dataset)
     if previous and not opts.fresh:
@@ -360,15 +342,44 @@ def run_study(opts: RunOptions) -> int:
     if opts.resume and (previous is None or opts.fresh):
         log("nothing to resume: starting the study")
 
-    log(f"loading dataset {budget.dataset}")
-    dataset = load_dataset(budget.dataset, opts.data_dir)
     ray = connect_ray(opts)
+    ship_user_code()
     max_concurrent = check_resources(ray, opts)
+    parent, base_tags = _open_parent(opts, experiment_id, previous, loaded.data_sha256)
+    ctx = PhaseContext(opts, parent, experiment_id, loaded, {}, max_concurrent, base_tags)
 
+    # SIGTERM (`ray job stop`, a scheduler's preemption) gets the same graceful save as Ctrl-C:
+    # Tune only handles SIGINT.
+    previous_handler = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT)) \
+        if _main_thread() else None
+    try:
+        summary = pretrain_stage(ctx) + _classify_stage(ctx)
+    except StudyInterrupted as e:
+        tracking.set_parent_status(opts.tracking_uri, parent, "interrupted")
+        log(f"interrupted ({e}). Continue with: python -m study.run {opts.target or study.name} "
+            f"--budget {opts.budget_name} --resume")
+        return 130
+    except BaseException:
+        tracking.set_parent_status(opts.tracking_uri, parent, "failed")
+        raise
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    tracking.set_parent_status(opts.tracking_uri, parent, "finished")
+    print_summary(summary)
+    print_epilogue(opts, parent)
+    return 0
+
+
+def _open_parent(opts: RunOptions, experiment_id: str, previous: ParentRun | None,
+                 data_sha256: str) -> tuple[ParentRun, dict[str, str]]:
+    """The study's parent run (the interrupted one with --resume, else a new one) with its
+    ``study.json``, and the tags every trial run shares."""
+    study, budget = opts.study, opts.budget
     commit, dirty = tracking.git_state()
     versions = tracking.package_versions()
     base_tags = {"study": study.name, "budget": opts.budget_name, "dataset": budget.dataset,
-                 "data_sha256": dataset.sha256, "git_commit": commit, "git_dirty": str(dirty).lower(),
+                 "data_sha256": data_sha256, "git_commit": commit, "git_dirty": str(dirty).lower(),
                  "hardware": tracking.hardware(), "gpus_per_trial": f"{opts.gpus_per_trial:g}",
                  "cpus_per_trial": f"{opts.cpus_per_trial:g}",
                  **{f"versions.{k}": v for k, v in versions.items()}}
@@ -386,28 +397,7 @@ def run_study(opts: RunOptions) -> int:
             params={"budget." + k: v for k, v in budget.__dict__.items()})
         log(f"MLflow parent run {parent.run_id} in experiment {study.name!r}")
     tracking.log_study_definition(opts.tracking_uri, parent, study.definition())
-    ctx = PhaseContext(opts, parent, experiment_id, {budget.dataset: dataset}, {}, max_concurrent, base_tags)
-
-    # SIGTERM (`ray job stop`, a scheduler's preemption) gets the same graceful save as Ctrl-C:
-    # Tune only handles SIGINT.
-    previous_handler = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT)) \
-        if _main_thread() else None
-    try:
-        summary = _pretrain_stage(ctx, dataset.sha256) + _classify_stage(ctx)
-    except StudyInterrupted as e:
-        tracking.set_parent_status(opts.tracking_uri, parent, "interrupted")
-        log(f"interrupted ({e}). Continue with: python -m study.run {study.name} --budget {opts.budget_name} --resume")
-        return 130
-    except BaseException:
-        tracking.set_parent_status(opts.tracking_uri, parent, "failed")
-        raise
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
-    tracking.set_parent_status(opts.tracking_uri, parent, "finished")
-    print_summary(summary)
-    print_epilogue(opts, parent)
-    return 0
+    return parent, base_tags
 
 
 def _main_thread() -> bool:
@@ -428,17 +418,7 @@ def _factor_tags(study: Study):
     return tags_for
 
 
-def _pretrain_tags(cache_keys: Mapping[tuple[str, int], str]):
-    def tags_for(config: Mapping[str, Any]) -> dict[str, str]:
-        tags = {"arm": str(config["arm"]), "seed": str(config["seed"]), "pretraining": str(config["arm"])}
-        key = cache_keys.get((config["arm"], config["seed"]))
-        if key and config.get("phase") == PHASE_REPLICATE:
-            tags["pretrain_cache_key"] = key
-        return tags
-    return tags_for
-
-
-def _phase_once(ctx: PhaseContext, stage: str, phase: str, run) -> list[PhaseResult]:
+def phase_once(ctx: PhaseContext, stage: str, phase: str, run) -> list[PhaseResult]:
     """Runs a phase unless the parent run marks it done (a resumed study), then records the
     tags ``run() -> (PhaseResult, tags)`` returns and marks it done, in one write."""
     done = f"phase_done.{stage}.{phase}"
@@ -449,113 +429,21 @@ def _phase_once(ctx: PhaseContext, stage: str, phase: str, run) -> list[PhaseRes
     return [result]
 
 
-def _chosen_configs(ctx: PhaseContext, stage: str) -> dict[str, dict]:
-    """Per arm (or autoencoder), the tuned parameters the tune phase chose."""
+def chosen_configs(ctx: PhaseContext, stage: str) -> dict[str, dict]:
+    """Per arm (or upstream), the tuned parameters the tune phase chose."""
     chosen = json.loads(ctx.parent.tags[f"best_configs.{stage}"])
     return {name: entry["params"] for name, entry in chosen.items()}
-
-
-def _pretrain_stage(ctx: PhaseContext, data_sha256: str) -> list[PhaseResult]:
-    """Trains the autoencoders the arms need that no earlier run trained, then ships every
-    needed one to the trials. Returns the phases it ran."""
-    opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
-    needed = study.pretrainings()
-    if not needed:
-        return []
-    seeds = pretrain_seeds(budget)
-    cache_keys = {(p.key, s): pretrain_cache_key(p, study, budget, data_sha256, s) for p in needed for s in seeds}
-    trained = _find_pretrained(ctx, cache_keys)
-    missing = [p for p in needed if any((p.key, s) not in trained for s in seeds)]
-    results: list[PhaseResult] = []
-    if trained:
-        log(f"pretrain: reusing {len(trained)} trained autoencoders")
-    if missing:
-        log(f"pretrain: training {', '.join(p.key for p in missing)}")
-        results += _phase_once(ctx, STAGE_PRETRAIN, PHASE_TUNE, lambda: _tune_autoencoders(ctx, missing, cache_keys))
-        chosen = _chosen_configs(ctx, STAGE_PRETRAIN)
-        failed = [p.key for p in missing if p.key not in chosen]
-        if failed:
-            raise RuntimeError(f"every pretraining trial of {failed} failed; see the failed pretrain runs in MLflow")
-        trained = _find_pretrained(ctx, cache_keys)   # now with the tune seed's autoencoders
-        configs = [{**pretrain_config(p, study, budget, s, opts.data_dir), **chosen[p.key], "phase": PHASE_REPLICATE}
-                   for p in missing for s in seeds if (p.key, s) not in trained]
-        if configs:
-            results += _phase_once(ctx, STAGE_PRETRAIN, PHASE_REPLICATE, lambda: (run_phase(
-                ctx, STAGE_PRETRAIN, PHASE_REPLICATE, ListSearcher(configs, study.pretrain_metric, study.pretrain_mode),
-                None, len(configs), _pretrain_tags(cache_keys)), {}))
-            trained = _find_pretrained(ctx, cache_keys)
-    untrained = sorted(f"{k}/seed {s}" for (k, s) in cache_keys if (k, s) not in trained)
-    if untrained:
-        raise RuntimeError(f"pretraining produced no usable autoencoder for {', '.join(untrained)}; "
-                           "see the failed pretrain runs in MLflow")
-    _ship_autoencoders(ctx, trained)
-    return results
-
-
-def _tune_autoencoders(ctx: PhaseContext, missing: list[Pretraining], cache_keys) -> tuple[PhaseResult, dict]:
-    """The pretrain tune phase on the tune seed; the best full-length trial of each autoencoder
-    IS its tune seed's autoencoder (same config, seed and epochs), so it is registered as such
-    instead of being trained again."""
-    from trainables.config import resolve_autoencoder_config
-
-    opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
-    params = {p.key: PRETRAIN_SPACE.resolve({}) for p in missing}
-    configs = {p.key: {**pretrain_config(p, study, budget, budget.tune_seed, opts.data_dir), "phase": PHASE_TUNE}
-               for p in missing}
-    defaults = resolve_autoencoder_config({})
-    searcher = PerArmOptunaSearch(
-        configs, lambda key: space_function(params[key]), budget.pretrain_trials, study.pretrain_metric,
-        study.pretrain_mode, seed=budget.tune_seed, startup_trials=budget.startup_trials,
-        first_points={k: default_point(params[k], defaults) for k in configs})
-    scheduler = PerArmASHA(study.pretrain_metric, study.pretrain_mode, budget.pretrain_epochs,
-                           min(budget.grace_period, budget.pretrain_epochs), budget.reduction_factor)
-    result = run_phase(ctx, STAGE_PRETRAIN, PHASE_TUNE, searcher, scheduler,
-                       budget.pretrain_trials * len(configs), _pretrain_tags(cache_keys))
-    best = best_configs(ctx, STAGE_PRETRAIN, study.pretrain_metric, study.pretrain_mode,
-                        {k: [q.name for q in v] for k, v in params.items()})
-    c = tracking.client(opts.tracking_uri)
-    for key, chosen in best.items():
-        if chosen["outcome"] == "completed":
-            c.set_tag(chosen["tune_run_id"], "pretrain_cache_key", cache_keys[(key, budget.tune_seed)])
-    return result, {"best_configs.pretrain": json.dumps(best)}
-
-
-def _ship_autoencoders(ctx: PhaseContext, trained: Mapping[tuple[str, int], str]) -> None:
-    """The driver ships the weights to the trials through the object store: worker nodes need
-    not reach the tracking server's artifact store or the driver's disk."""
-    client = tracking.client(ctx.opts.tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="study-pretrained-") as tmp:
-        for (key, seed), run_id in sorted(trained.items()):
-            for filename, suffix in (("encoder.pt", ""), ("autoencoder.pt", AUTOENCODER_SUFFIX)):
-                local = client.download_artifacts(run_id, filename, tmp)
-                ctx.artifacts[f"{key}/{seed}{suffix}"] = Path(local).read_bytes()
-    tracking.set_parent_tags(ctx.opts.tracking_uri, ctx.parent,
-                             {"pretrained_runs": json.dumps({f"{k}/{s}": r for (k, s), r in sorted(trained.items())})})
-
-
-def _find_pretrained(ctx: PhaseContext, cache_keys: Mapping[tuple[str, int], str]) -> dict[tuple[str, int], str]:
-    """Completed pretraining runs with a matching cache key, in any experiment of the store."""
-    c = tracking.client(ctx.opts.tracking_uri)
-    experiments = [e.experiment_id for e in c.search_experiments()]
-    found = {}
-    for (key, seed), cache_key in cache_keys.items():
-        runs = c.search_runs(experiments, filter_string=(
-            f"tags.pretrain_cache_key = '{cache_key}' and tags.outcome = 'completed'"),
-            order_by=["attributes.start_time DESC"], max_results=1)
-        if runs:
-            found[(key, seed)] = runs[0].info.run_id
-    return found
 
 
 def _classify_stage(ctx: PhaseContext) -> list[PhaseResult]:
     """Tunes every arm on the tune seed, then replicates each arm's choice on the seeds."""
     opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
     arms = {a.name: a for a in study.arms()}
-    results = _phase_once(ctx, STAGE_CLASSIFY, PHASE_TUNE, lambda: _tune_arms(ctx, arms))
-    chosen = _chosen_configs(ctx, STAGE_CLASSIFY)
-    configs = [{**classify_config(arm, budget, seed, PHASE_REPLICATE, opts.data_dir), **chosen[name]}
+    results = phase_once(ctx, STAGE_CLASSIFY, PHASE_TUNE, lambda: _tune_arms(ctx, arms))
+    chosen = chosen_configs(ctx, STAGE_CLASSIFY)
+    configs = [{**classify_config(arm, study, budget, seed, PHASE_REPLICATE, opts.data_dir), **chosen[name]}
                for seed in budget.seeds for name, arm in arms.items() if name in chosen]
-    results += _phase_once(ctx, STAGE_CLASSIFY, PHASE_REPLICATE, lambda: (run_phase(
+    results += phase_once(ctx, STAGE_CLASSIFY, PHASE_REPLICATE, lambda: (run_phase(
         ctx, STAGE_CLASSIFY, PHASE_REPLICATE, ListSearcher(configs, study.metric, study.mode), None,
         len(configs), _factor_tags(study)), {}))
     return results
@@ -563,13 +451,11 @@ def _classify_stage(ctx: PhaseContext) -> list[PhaseResult]:
 
 def _tune_arms(ctx: PhaseContext, arms: Mapping[str, Arm]) -> tuple[PhaseResult, dict]:
     """The classify tune phase: one Optuna search and one set of ASHA brackets per arm."""
-    from trainables.config import resolve_classifier_config
-
     opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
     params = {name: study.search_space.resolve(arm.settings) for name, arm in arms.items()}
-    configs = {name: classify_config(arm, budget, budget.tune_seed, PHASE_TUNE, opts.data_dir)
+    configs = {name: classify_config(arm, study, budget, budget.tune_seed, PHASE_TUNE, opts.data_dir)
                for name, arm in arms.items()}
-    defaults = resolve_classifier_config({})
+    defaults = schema_defaults(ctx.loaded.trainables[ref_label(study.trainable)])
     searcher = PerArmOptunaSearch(
         configs, lambda name: space_function(params[name]), budget.trials_per_arm, study.metric, study.mode,
         seed=budget.tune_seed, startup_trials=budget.startup_trials,

@@ -1,9 +1,14 @@
-"""Run a whole ablation study: ``python -m study.run NAME``.
+"""Run a whole ablation study: ``python -m study.run STUDY``.
+
+STUDY is one of ours (``--list``), a study file (``my_studies/width.py``, or
+``my_studies/width.py:NAME`` when it defines several) or a module (``my_pkg.studies:NAME``);
+docs/writing-a-study.md shows how to write one.
 
 Examples:
     python -m study.run --list
     python -m study.run ablation_pretraining --budget smoke          # ~2 min on a 2-core CPU
     python -m study.run ablation_pretraining --dry-run --budget full
+    python -m study.run examples/digits_width.py --check             # seconds: can it run?
     python -m study.run ablation_pretraining --budget full --gpus-per-trial 0.25
     ray job submit --working-dir . -- python -m study.run ablation_pretraining --budget full
 
@@ -20,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from study import terminal, tracking
-from study.registry import STUDIES, get_study
+from study.loader import Found, StudyError, find
 
 EXIT_USAGE = 2
 
@@ -57,15 +62,21 @@ def _seeds(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m study.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", nargs="?", help="registered study name (see --list)")
-    parser.add_argument("--list", action="store_true", help="list the registered studies and exit")
+    parser.add_argument("study", nargs="?", metavar="STUDY",
+                        help="a built-in study (see --list), a study file (path/to/file.py[:NAME]) or a module "
+                             "(package.module:NAME)")
+    parser.add_argument("--list", action="store_true",
+                        help="list the built-in studies, or those of the STUDY file or module, and exit")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan (stages, arms, phases, trials, epochs, estimated cost); train nothing")
+    parser.add_argument("--check", action="store_true",
+                        help="check the study and exit, in seconds: its trainables import and accept its keys, "
+                             "its data loads, one epoch of the baseline arm reports its metric (no MLflow, no Ray)")
     parser.add_argument("--budget", default="smoke",
-                        help="smoke: mnist-5k, minutes on a laptop CPU, checks the machinery; laptop: mnist-5k, "
-                             "5 seeds, answers the question in <= 20 min on 2 cores; full: real MNIST on a GPU "
-                             "cluster (default: smoke; a study may define more, see --dry-run)")
-    parser.add_argument("--dataset", help="override the budget's dataset (mnist-5k, mnist, fashion-mnist)")
+                        help="a budget of the study (default: smoke). Ours: smoke: mnist-5k, minutes on a laptop "
+                             "CPU, checks the machinery; laptop: mnist-5k, 5 seeds, answers the question in <= 20 "
+                             "min on 2 cores; full: real MNIST on a GPU cluster (see --dry-run)")
+    parser.add_argument("--dataset", help="override the budget's dataset (ours: mnist-5k, mnist, fashion-mnist)")
     parser.add_argument("--data-dir", help="folder holding the standard IDX files (offline clusters); "
                                            "default: STUDY_DATA_DIR or the download cache")
     parser.add_argument("--seeds", type=_seeds, help="replicate seeds, e.g. 0,1,2,3,4 (same for every arm)")
@@ -103,30 +114,49 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.list:
-        width = max(len(n) for n in STUDIES)
-        for name, study in sorted(STUDIES.items()):
-            print(f"{name:<{width}}  {study.description}")
-        return 0
-    if not args.study:
-        parser.error("name a study (see --list)")
-    if args.resume and args.fresh:
-        parser.error("--resume and --fresh contradict each other: pick one")
     try:
-        study = get_study(args.study)
-    except KeyError as e:
-        print(f"error: {e.args[0]}", file=sys.stderr)
+        if args.list:
+            return _list(args.study)
+        if not args.study:
+            parser.error("name a study (see --list)")
+        if args.resume and args.fresh:
+            parser.error("--resume and --fresh contradict each other: pick one")
+        return _run(parser, args, argv)
+    except StudyError as e:
+        print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
 
+
+def _list(target: str | None) -> int:
+    from study.registry import ORIGINS, STUDIES
+    found = find(target) if target else [Found(s, ORIGINS[n]) for n, s in sorted(STUDIES.items())]
+    width = max(len(f.study.name) for f in found)
+    for f in found:
+        print(f"{f.study.name:<{width}}  {f.study.description}")
+    return 0
+
+
+def _one(target: str) -> Found:
+    found = find(target)
+    if len(found) > 1:
+        names = [f.study.name for f in found]
+        raise StudyError(found[0].origin, f"defines {len(found)} studies ({', '.join(names)}): name one, "
+                                          f"e.g. {target}:{names[0]}")
+    return found[0]
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> int:
+    found = _one(args.study)
+    study = found.study
     from study.protocol import RunOptions, UsageError, run_study
-    from trainables.data import DATASET_NAMES
     if args.budget not in study.budgets:
         parser.error(f"--budget {args.budget!r}: study {study.name} has no such budget; budgets: {', '.join(study.budgets)}")
     budget = study.budget(args.budget)
     overrides = {k: v for k, v in {"dataset": args.dataset, "seeds": args.seeds, "epochs": args.epochs,
                                    "trials_per_arm": args.trials_per_arm}.items() if v is not None}
-    if args.dataset and args.dataset not in DATASET_NAMES:
-        parser.error(f"--dataset {args.dataset!r} is unknown; datasets: {', '.join(DATASET_NAMES)}")
+    names = study.data.names if study.data else ()
+    if args.dataset and names and args.dataset not in names:
+        parser.error(f"--dataset {args.dataset!r} is unknown; datasets: {', '.join(names)}")
     try:
         budget = replace(budget, **overrides)
     except ValueError as e:
@@ -138,17 +168,41 @@ def main(argv: list[str] | None = None) -> int:
         tracking_uri=args.tracking_uri or tracking.default_tracking_uri(results_dir), results_dir=results_dir,
         storage=args.storage or os.environ.get("STUDY_STORAGE"), data_dir=args.data_dir, resume=args.resume, fresh=args.fresh,
         autoscaling=args.autoscaling, command=tracking.redact(shlex.join(["python", "-m", "study.run", *(argv or sys.argv[1:])])),
-        verbose=0 if args.quiet else 2 if args.verbose else 1)
+        verbose=0 if args.quiet else 2 if args.verbose else 1, origin=found.origin, target=args.study)
     terminal.quiet_libraries(opts.verbose)
     if args.dry_run:
+        from study.check import check_code
         from study.plan import print_plan
+        check_code(study, found.origin)
         print_plan(opts)
         return 0
+    if args.check:
+        return _check(opts)
     try:
         return run_study(opts)
     except (UsageError, tracking.TrackingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _check(opts) -> int:
+    """``--check``: study.check's checks and dry trial, what they found, and the cost estimate."""
+    from study.check import check, describe
+    from study.plan import estimate_phases, has_estimate, print_cost
+
+    study = opts.study
+    loaded, dry = check(study, opts.budget, opts.origin, opts.data_dir)
+    print(f"check {opts.origin}: study {study.name!r}, budget {opts.budget_name} ({opts.budget.dataset})")
+    for line in describe(study, loaded, dry):
+        print(line)
+    device = "cuda" if opts.gpus_per_trial else "cpu"
+    if has_estimate(study):
+        print_cost(opts, estimate_phases(study, opts.budget, device))
+    else:
+        print_cost(opts, estimate_phases(study, opts.budget, device, epoch_seconds=dry.seconds),
+                   source=f"the dry trial's {dry.seconds:.2f} s for every epoch of every trial, set-up included")
+    print(f"ok: python -m study.run {opts.target} --budget {opts.budget_name} runs it")
+    return 0
 
 
 if __name__ == "__main__":

@@ -4,61 +4,45 @@
 * nuisance hyperparameters: tuned per arm by Optuna so every arm gets its best shot;
 * fixed settings: the same for every arm.
 
-Arms are derived from the baseline (one factor at a time) or as the full factorial, minus the
-cells the study declares invalid (with a reason, shown by ``--dry-run``).
+Arms are derived from the baseline (one factor at a time), as the full factorial, or as the
+half of a two-level factorial that holds the baseline, minus the cells the study declares
+invalid (with a reason, shown by ``--dry-run``). Study files build these through ``study.api``
+(docs/writing-a-study.md); what a study builds on (data, trainables, upstream stages) is
+``study.upstream``.
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Mapping
 
 from search_spaces import SearchSpace
+from study.upstream import Data, TrainableRef, Upstream, Use, frozen_map, ref_label
 
-DESIGNS = ("one_at_a_time", "factorial")
-
-
-def frozen_map(mapping: Mapping | None = None) -> Mapping:
-    return MappingProxyType(dict(mapping or {}))
-
-
-@dataclass(frozen=True)
-class Pretraining:
-    """An autoencoder the classifier builds on; run once per (kind, corruption, seed), shared
-    by every arm (and every study on the same dataset and budget) that names the same one."""
-    corruption: str = "none"       # "none" = plain autoencoder; else a denoising one
-    noise_level: float = 0.0       # gaussian sigma or salt-and-pepper amount
-    latent_dim: int = 32           # seed 003's bottleneck; the classifier's encoder must match
-
-    @property
-    def kind(self) -> str:
-        return "ae" if self.corruption == "none" else "dae"
-
-    @property
-    def key(self) -> str:
-        key = "ae" if self.kind == "ae" else f"dae-{self.corruption}-{self.noise_level:g}"
-        return key if self.latent_dim == 32 else f"{key}-z{self.latent_dim}"
-
-    def trainable_settings(self) -> dict[str, Any]:
-        return {"corruption": self.corruption, "noise_level": self.noise_level, "latent_dim": self.latent_dim}
+# half_fraction: two-level factors only; the cells that differ from the baseline in an even
+# number of factors (a 2^(k-1) design; each main effect is aliased with the interaction of
+# the other factors)
+DESIGNS = ("one_at_a_time", "factorial", "half_fraction")
 
 
 @dataclass(frozen=True)
 class Level:
     """One level of a factor: a short name for tables and the settings it implies.
 
-    ``settings`` are trainable config keys, plus protocol keys: ``pretraining`` (a
-    ``Pretraining`` whose encoder initialises the classifier), ``denoiser`` (a denoising
-    ``Pretraining`` whose autoencoder cleans the inputs before the classifier), and for noise
-    studies ``train_on_test_noise`` (train on the cell's test corruption) and ``denoise`` (a
-    denoiser trained on the cell's test corruption).
+    ``settings`` are the trainable's config keys. ``uses`` are upstream artifacts the level
+    builds on (a pretrained encoder, a denoiser in front). ``settings_from`` copies another
+    setting of the same cell: ``{"train_corruption": "test_corruption"}`` trains on the
+    corruption the cell tests on.
     """
     name: str
-    settings: Mapping[str, Any]
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    uses: tuple[Use, ...] = ()
+    settings_from: Mapping[str, str] = field(default_factory=dict)   # setting <- another setting of the cell
 
     def __post_init__(self):
         object.__setattr__(self, "settings", frozen_map(self.settings))
+        object.__setattr__(self, "uses", tuple(self.uses))
+        object.__setattr__(self, "settings_from", frozen_map(self.settings_from))
 
 
 @dataclass(frozen=True)
@@ -66,6 +50,12 @@ class Factor:
     name: str
     levels: tuple[Level, ...]
     reason: str = ""                # what question this factor asks
+
+    def __post_init__(self):
+        object.__setattr__(self, "levels", tuple(self.levels))
+        names = [level.name for level in self.levels]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"factor {self.name!r}: levels need distinct names, got {names}")
 
     def level(self, name: str) -> Level:
         for level in self.levels:
@@ -155,14 +145,14 @@ class Budget:
 class Arm:
     name: str
     levels: Mapping[str, str]        # factor -> level name
-    settings: Mapping[str, Any]      # trainable config (fixed + level settings), no protocol keys
-    pretraining: Pretraining | None
-    denoiser: Pretraining | None
+    settings: Mapping[str, Any]      # trainable config (fixed + level settings)
+    uses: tuple[Use, ...]            # upstream artifacts, resolved for this arm
     is_baseline: bool
 
     @property
-    def pretrainings(self) -> tuple[Pretraining, ...]:
-        return tuple(p for p in (self.pretraining, self.denoiser) if p is not None)
+    def pretrainings(self) -> tuple[Upstream, ...]:
+        """The distinct upstreams this arm builds on."""
+        return tuple({u.upstream.key: u.upstream for u in self.uses}.values())
 
 
 @dataclass(frozen=True)
@@ -172,9 +162,11 @@ class Study:
     question: str                    # the researcher's question, and which write-up asked it
     factors: tuple[Factor, ...]
     baseline: Mapping[str, str]      # factor -> level name of the reference arm
-    design: str                      # "one_at_a_time" or "factorial"
+    design: str                      # one of DESIGNS
     search_space: SearchSpace        # nuisance hyperparameters, tuned per arm
     budgets: Mapping[str, Budget]
+    trainable: TrainableRef | None = None     # trains one arm: "package.module:function" or the function
+    data: Data | None = None                  # None: the trainable loads config["dataset"] itself
     fixed: Mapping[str, Any] = field(default_factory=dict)
     invalid: tuple[InvalidCell, ...] = ()
     degraded: tuple[DegradedCell, ...] = ()   # valid cells expected to score low, with a reason
@@ -182,32 +174,69 @@ class Study:
     equivalence_margin: float = 0.005         # smallest effect of interest on test/acc (0.5 pp)
     metric: str = "val/acc"          # selection metric (validation only, never test)
     mode: str = "max"
-    pretrain_metric: str = "val/loss"
-    pretrain_mode: str = "min"
-    trainable: str = "classifier"
 
     def __post_init__(self):
-        object.__setattr__(self, "baseline", frozen_map(self.baseline))
-        object.__setattr__(self, "budgets", frozen_map(self.budgets))
-        object.__setattr__(self, "fixed", frozen_map(self.fixed))
-        if self.design not in DESIGNS:
-            raise ValueError(f"study {self.name}: design must be one of {DESIGNS}")
-        names = [f.name for f in self.factors]
-        if set(self.baseline) != set(names):
-            raise ValueError(f"study {self.name}: baseline must set every factor {names}")
-        for f in self.factors:
-            f.level(self.baseline[f.name])       # raises on an unknown level
-        if any(c.matches(self.baseline) for c in self.invalid):
-            raise ValueError(f"study {self.name}: the baseline is declared invalid")
-        if {"smoke", "full"} - set(self.budgets):
-            raise ValueError(f"study {self.name}: needs 'smoke' and 'full' budgets")
+        for name in ("baseline", "budgets", "fixed"):
+            object.__setattr__(self, name, frozen_map(getattr(self, name)))
+        for name in ("factors", "invalid", "degraded", "contrasts"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        self._check_fields()
+        self._check_design()
         for cell in (*self.invalid, *self.degraded):
             self._check_cell(cell.levels, "a declared cell")
+        if any(c.matches(self.baseline) for c in self.invalid):
+            raise ValueError(f"study {self.name}: baseline: the baseline cell is declared invalid")
+        self._check_upstreams(self.arms())
         names = [c.name for c in self.contrasts]
         if len(set(names)) != len(names):
-            raise ValueError(f"study {self.name}: two contrasts share a name")
+            raise ValueError(f"study {self.name}: contrasts: two contrasts share a name")
         for contrast in self.contrasts:
             self.contrast_arms(contrast)        # raises on a cell that matches no valid arm
+
+    def _check_fields(self) -> None:
+        if not self.trainable:
+            raise ValueError(f"study {self.name}: trainable: name the function that trains one arm, "
+                             "as 'package.module:function' or the function itself")
+        if self.design not in DESIGNS:
+            raise ValueError(f"study {self.name}: design must be one of {DESIGNS}, got {self.design!r}")
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"study {self.name}: mode must be 'min' or 'max', got {self.mode!r}")
+        names = [f.name for f in self.factors]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"study {self.name}: factors need distinct names, got {names}")
+        if set(self.baseline) != set(names):
+            raise ValueError(f"study {self.name}: baseline must set every factor {names}, got {dict(self.baseline)}")
+        for f in self.factors:
+            if self.baseline[f.name] not in [level.name for level in f.levels]:
+                raise ValueError(f"study {self.name}: baseline: factor {f.name!r} has no level "
+                                 f"{self.baseline[f.name]!r}; levels: {[level.name for level in f.levels]}")
+        if {"smoke", "full"} - set(self.budgets):
+            raise ValueError(f"study {self.name}: budgets: needs 'smoke' and 'full', got {sorted(self.budgets)}")
+
+    def _check_design(self) -> None:
+        if self.design == "half_fraction":
+            sizes = {f.name: len(f.levels) for f in self.factors}
+            if len(sizes) < 3 or set(sizes.values()) != {2}:
+                raise ValueError(f"study {self.name}: design 'half_fraction' needs three or more factors of "
+                                 f"two levels each, got {sizes}")
+
+    def _check_upstreams(self, arms: tuple[Arm, ...]) -> None:
+        """One upstream per key; one tuning metric for every stage (they share a tune phase);
+        artifact references that do not collide."""
+        upstreams: dict[str, Upstream] = {}
+        for arm in arms:
+            if len({u.meta_key for u in arm.uses}) != len(arm.uses):
+                raise ValueError(f"study {self.name}: arm {arm.name}: two uses of upstream artifacts go into "
+                                 f"keys with the same reference {[u.meta_key for u in arm.uses]}")
+            for u in arm.uses:
+                seen = upstreams.setdefault(u.upstream.key, u.upstream)
+                if seen != u.upstream:
+                    raise ValueError(f"study {self.name}: two different upstreams share the key {u.upstream.key!r}; "
+                                     "give them distinct names")
+        objectives = {(u.stage.metric, u.stage.mode) for u in upstreams.values()}
+        if len(objectives) > 1:
+            raise ValueError(f"study {self.name}: its stages are tuned on different metrics {sorted(objectives)}; "
+                             "the stages of one study share one tune phase and one metric")
 
     def _check_cell(self, cell: Cell, what: str) -> None:
         for f, level in cell.items():
@@ -254,12 +283,16 @@ class Study:
         return {
             "name": self.name, "description": self.description, "question": self.question,
             "design": self.design, "metric": self.metric, "mode": self.mode,
-            "equivalence_margin": self.equivalence_margin,
+            "equivalence_margin": self.equivalence_margin, "trainable": ref_label(self.trainable),
             "factors": [{"name": f.name, "reason": f.reason, "levels": [l.name for l in f.levels]}
                         for f in self.factors],
             "baseline": dict(self.baseline),
             "arms": [{"name": a.name, "levels": dict(a.levels), "is_baseline": a.is_baseline,
-                      "degraded": self.is_degraded(a.levels)} for a in self.arms()],
+                      "degraded": self.is_degraded(a.levels),
+                      "uses": [{"upstream": u.upstream.key, "file": u.file, "into": u.into} for u in a.uses]}
+                     for a in self.arms()],
+            "upstreams": [{"key": p.key, "stage": p.stage.name, "trainable": ref_label(p.stage.trainable),
+                           "settings": dict(p.settings)} for p in self.pretrainings()],
             "invalid": [{"levels": dict(c.levels), "reason": c.reason} for c in self.invalid],
             "degraded": [{"levels": dict(c.levels), "reason": c.reason} for c in self.degraded],
             "contrasts": [{"name": c.name,
@@ -272,9 +305,13 @@ class Study:
     # -- arms -------------------------------------------------------------------------------
     def cells(self) -> list[dict[str, str]]:
         """Every combination the design asks for, invalid ones included (in a stable order)."""
-        if self.design == "factorial":
+        names = [f.name for f in self.factors]
+        if self.design in ("factorial", "half_fraction"):
             combos = itertools.product(*[[l.name for l in f.levels] for f in self.factors])
-            return [dict(zip([f.name for f in self.factors], combo)) for combo in combos]
+            cells = [dict(zip(names, combo)) for combo in combos]
+            if self.design == "half_fraction":
+                cells = [c for c in cells if sum(c[f] != self.baseline[f] for f in names) % 2 == 0]
+            return cells
         cells = [dict(self.baseline)]
         for f in self.factors:
             for level in f.levels:
@@ -302,30 +339,25 @@ class Study:
         raise KeyError(f"study {self.name} has no arm {name!r}")
 
     def _arm(self, cell: Mapping[str, str]) -> Arm:
-        settings: dict[str, Any] = dict(self.fixed)
-        for f in self.factors:
-            settings.update(f.level(cell[f.name]).settings)
-        pretraining = settings.pop("pretraining", None)
-        denoiser = settings.pop("denoiser", None)
-        if pretraining is not None and settings.get("latent_dim", 32) != pretraining.latent_dim:
-            raise ValueError(f"study {self.name}: cell {dict(cell)} fine-tunes a latent_dim="
-                             f"{pretraining.latent_dim} autoencoder with latent_dim={settings.get('latent_dim', 32)}")
-        # Settings that follow from the test-time corruption of the same cell (noise studies):
-        # train on the same corruption, and/or put a denoiser trained on it in front.
-        if settings.pop("train_on_test_noise", False):
-            settings["train_corruption"] = settings.get("test_corruption", "none")
-            settings["train_noise_level"] = settings.get("test_noise_level", 0.0)
-        if settings.pop("denoise", False):
-            denoiser = Pretraining(settings.get("test_corruption", "none"),
-                                   settings.get("test_noise_level", 0.0))
         name = ",".join(f"{f}={level}" for f, level in cell.items())
-        return Arm(name=name, levels=frozen_map(cell), settings=frozen_map(settings),
-                   pretraining=pretraining, denoiser=denoiser,
+        where = f"study {self.name}: arm {name}"
+        levels = [f.level(cell[f.name]) for f in self.factors]
+        settings: dict[str, Any] = dict(self.fixed)
+        for level in levels:
+            settings.update(level.settings)
+        for level in levels:
+            for key, source in level.settings_from.items():
+                if source not in settings:
+                    raise ValueError(f"{where}: level {level.name!r} copies {key!r} from {source!r}, which "
+                                     f"neither the cell's levels nor the fixed settings set")
+                settings[key] = settings[source]
+        uses = tuple(use.resolve(settings, where) for level in levels for use in level.uses)
+        return Arm(name=name, levels=frozen_map(cell), settings=frozen_map(settings), uses=uses,
                    is_baseline=dict(cell) == dict(self.baseline))
 
-    def pretrainings(self) -> tuple[Pretraining, ...]:
-        """Distinct autoencoders the arms need, each trained once per seed."""
-        seen: dict[str, Pretraining] = {}
+    def pretrainings(self) -> tuple[Upstream, ...]:
+        """Distinct upstreams the arms build on, each trained once per seed."""
+        seen: dict[str, Upstream] = {}
         for arm in self.arms():
             for p in arm.pretrainings:
                 seen.setdefault(p.key, p)

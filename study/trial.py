@@ -1,52 +1,59 @@
-"""The Ray Tune function trainable: a thin wrapper around the plain trainables.
+"""The Ray Tune function trainable: a thin wrapper around any trainable that keeps the
+trainable protocol (docs/writing-a-study.md, "The trainable"):
 
-Ray only orchestrates: the wrapper strips the protocol keys (arm, stage, phase, artifact
-references) from the config, materialises pretrained weights the driver shipped through the
-object store, resumes from Tune's checkpoint, and turns each epoch's report into
-``tune.report`` with the checkpoint the trainable just wrote.
+    fn(config: dict, report, *, dataset=None, resume_from=None)
+
+Ray only orchestrates: the wrapper strips the protocol keys (arm, stage, phase, trainable,
+artifact references) from the config, materialises the upstream artifacts the driver shipped
+through the object store, resumes from Tune's checkpoint, and turns each report into
+``tune.report`` with the checkpoint directory the trainable just wrote.
 """
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-# Keys the protocol adds to a trial config; everything else is the trainable's own config.
-META_KEYS = ("arm", "stage", "phase", "trainable", "encoder_artifact", "denoiser_artifact")
-# Where each artifact reference lands in the trainable's config.
-ARTIFACT_TARGETS = {"encoder_artifact": ("encoder_checkpoint", "encoder.pt"),
-                    "denoiser_artifact": ("denoiser_checkpoint", "autoencoder.pt")}
+# Keys the protocol adds to every trial config; an arm's artifact references (``Use.meta_key``:
+# "<into minus _checkpoint>_artifact" = "<upstream key>/<seed>/<file>") come on top.
+META_KEYS = ("arm", "stage", "phase", "trainable")
+# Errors that mean "this configuration diverged" (a failed trial, not a broken worker): our
+# trainables raise TrainingDiverged; a user's may raise its own class of that name, or this.
+DIVERGED = ("TrainingDiverged", "FloatingPointError")
 
 
-def split_config(config: Mapping[str, Any]) -> tuple[dict, dict]:
-    meta = {k: config[k] for k in META_KEYS if k in config}
-    own = {k: v for k, v in config.items() if k not in META_KEYS}
+def split_config(config: Mapping[str, Any], meta_keys=META_KEYS) -> tuple[dict, dict]:
+    meta = {k: config[k] for k in meta_keys if k in config}
+    own = {k: v for k, v in config.items() if k not in meta_keys}
     return meta, own
 
 
-def _trainable(name: str):
-    if name == "autoencoder":
-        from trainables.autoencoder import train_autoencoder
-        return train_autoencoder
-    if name == "classifier":
-        from trainables.classifier import train_classifier
-        return train_classifier
-    raise ValueError(f"unknown trainable {name!r}; known: autoencoder, classifier")
-
-
 def _is_divergence(error: BaseException) -> bool:
-    return type(error).__name__ == "TrainingDiverged"
+    return type(error).__name__ in DIVERGED
+
+
+def normalize(metrics: Mapping[str, Any], epochs: Any, reports: int) -> dict[str, Any]:
+    """A report as the runner reads it: numbers as floats, ``epoch`` (the count of reports when
+    the trainable gives none), ``final`` = 1 on the report of the last epoch of the budget."""
+    out = {k: float(v) if isinstance(v, numbers.Real) and not isinstance(v, bool) else v for k, v in metrics.items()}
+    out.setdefault("epoch", float(reports))
+    if isinstance(epochs, numbers.Real) and out["epoch"] >= epochs:
+        out["final"] = 1.0
+    out.setdefault("final", 0.0)
+    return out
 
 
 def run_trial(config: dict, *, datasets: Mapping[str, Any], artifacts: Mapping[str, bytes],
-              gpu_fraction: float = 0.0) -> None:
-    """Entry point Tune calls in the trial's worker process."""
+              trainables: Mapping[str, Callable], feeds: Mapping[str, str], gpu_fraction: float = 0.0) -> None:
+    """Entry point Tune calls in the trial's worker process. ``trainables``: label ->
+    function; ``feeds``: artifact reference key -> the config key that gets the local path."""
     import ray
     import torch
     from ray import tune
 
-    meta, own = split_config(config)
+    meta, own = split_config(config, META_KEYS + tuple(feeds))
     resources = tune.get_context().get_trial_resources().required_resources
     torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
     if torch.cuda.is_available() and 0 < gpu_fraction < 1:
@@ -55,12 +62,12 @@ def run_trial(config: dict, *, datasets: Mapping[str, Any], artifacts: Mapping[s
         torch.cuda.set_per_process_memory_fraction(max(0.05, gpu_fraction * 0.9))
 
     with tempfile.TemporaryDirectory(prefix="study-artifacts-") as scratch, contextlib.ExitStack() as stack:
-        for ref_key, (config_key, filename) in ARTIFACT_TARGETS.items():
+        for ref_key, config_key in feeds.items():
             ref = meta.get(ref_key)
             if ref:
                 if ref not in artifacts:
                     raise RuntimeError(f"artifact {ref!r} was not shipped with the trial")
-                path = os.path.join(scratch, ref.replace("/", "_") + "-" + filename)
+                path = os.path.join(scratch, ref.replace("/", "_"))
                 with open(path, "wb") as f:
                     f.write(artifacts[ref])
                 own[config_key] = path
@@ -71,12 +78,12 @@ def run_trial(config: dict, *, datasets: Mapping[str, Any], artifacts: Mapping[s
         node_id = ray.get_runtime_context().get_node_id()   # which node ran it (multi-node runs)
 
         def reporter(metrics: Mapping[str, float], checkpoint_dir: str) -> None:
+            report = normalize(metrics, own.get("epochs"), int(last.get("epoch", 0)) + 1)
             last.clear()
-            last.update(metrics)
-            tune.report({**metrics, "node_id": node_id},
-                        checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+            last.update(report)
+            tune.report({**report, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
-        train = _trainable(meta.get("trainable", "classifier"))
+        train = trainables[meta["trainable"]]
         try:
             train(own, reporter, dataset=datasets.get(own.get("dataset")), resume_from=resume_from)
         except Exception as error:
@@ -87,3 +94,11 @@ def run_trial(config: dict, *, datasets: Mapping[str, Any], artifacts: Mapping[s
             # leave the selection metric out, so Optuna and ASHA treat it as having no result.
             tune.report({"diverged": 1.0, "failure_reason": str(error), "final": 1.0,
                          "epoch": float(last.get("epoch", 0.0)) + 1})
+
+
+def logs_mlflow_models(trainable: Callable) -> bool:
+    """Whether replicate runs log an MLflow model: only for our classifier, whose architecture
+    ``analysis.artifacts.load_classifier`` rebuilds from the config. Other trainables' weights
+    are the run's ``model.pt`` artifact when their final checkpoint has one."""
+    return getattr(trainable, "__module__", None) == "trainables.classifier" and \
+        getattr(trainable, "__name__", None) == "train_classifier"

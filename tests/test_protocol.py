@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from search_spaces.classifier import CLASSIFIER
-from study import protocol
+from studies.mnist import autoencoder as Pretraining
+from study import configs
 from study.registry import STUDIES
-from study.spec import Budget, Contrast, Pretraining, Study, difference
+from study.spec import Budget, Contrast, Study, difference
+from trainables import versions
 
 ROOT = Path(__file__).resolve().parents[1]
 SHA = "0" * 64
@@ -39,23 +41,23 @@ def test_every_pretraining_budget_stops_early():
     for study in STUDIES.values():
         for p in study.pretrainings():
             for budget in study.budgets.values():
-                config = protocol.pretrain_config(p, study, budget, 0, None)
+                config = configs.pretrain_config(p, study, budget, 0, None)
                 assert config["patience"] >= 1 and config["epochs"] > config["patience"], (study.name, budget)
 
 
 def test_pretraining_reuse_key_changes_with_what_shapes_the_weights(monkeypatch):
     study = STUDIES["ablation_pretraining"]
     budget = study.budget("smoke")
-    key = protocol.pretrain_cache_key(Pretraining(), study, budget, SHA, 0)
-    assert key == protocol.pretrain_cache_key(Pretraining(), study, budget, SHA, 0)
-    wider = protocol.pretrain_cache_key(Pretraining(latent_dim=64), study, budget, SHA, 0)
+    key = configs.pretrain_cache_key(Pretraining(), study, budget, SHA, 0)
+    assert key == configs.pretrain_cache_key(Pretraining(), study, budget, SHA, 0)
+    wider = configs.pretrain_cache_key(Pretraining(latent_dim=64), study, budget, SHA, 0)
     other_split = replace(study, fixed={**study.fixed, "val_fraction": 0.2})
-    other_val = protocol.pretrain_cache_key(Pretraining(), other_split, budget, SHA, 0)
-    other_data = protocol.pretrain_cache_key(Pretraining(), study, budget, "1" * 64, 0)
-    other_seed = protocol.pretrain_cache_key(Pretraining(), study, budget, SHA, 1)
-    longer = protocol.pretrain_cache_key(Pretraining(), study, replace(budget, pretrain_epochs=9), SHA, 0)
-    monkeypatch.setattr(protocol, "autoencoder_code_version", lambda: "changed")
-    other_code = protocol.pretrain_cache_key(Pretraining(), study, budget, SHA, 0)
+    other_val = configs.pretrain_cache_key(Pretraining(), other_split, budget, SHA, 0)
+    other_data = configs.pretrain_cache_key(Pretraining(), study, budget, "1" * 64, 0)
+    other_seed = configs.pretrain_cache_key(Pretraining(), study, budget, SHA, 1)
+    longer = configs.pretrain_cache_key(Pretraining(), study, replace(budget, pretrain_epochs=9), SHA, 0)
+    monkeypatch.setattr(versions, "autoencoder_code_version", lambda: "changed")
+    other_code = configs.pretrain_cache_key(Pretraining(), study, budget, SHA, 0)
     keys = [key, wider, other_val, other_data, other_seed, longer, other_code]
     assert len(set(keys)) == len(keys)
 
@@ -63,7 +65,7 @@ def test_pretraining_reuse_key_changes_with_what_shapes_the_weights(monkeypatch)
 def test_autoencoder_holds_out_the_classifiers_validation_split():
     study = replace(STUDIES["ablation_pretraining"], fixed={**STUDIES["ablation_pretraining"].fixed,
                                                            "val_fraction": 0.2})
-    config = protocol.pretrain_config(Pretraining(), study, study.budget("smoke"), 0, None)
+    config = configs.pretrain_config(Pretraining(), study, study.budget("smoke"), 0, None)
     assert config["val_fraction"] == 0.2
 
 

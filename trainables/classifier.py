@@ -182,6 +182,10 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
     return {**(metrics or progress.last_metrics or {}), "checkpoint": None}
 
 
+# The config keys it accepts: a study's keys are checked against them before any trial (study.check).
+train_classifier.schema = CLASSIFIER_SCHEMA
+
+
 # ---------------------------------------------------------------------------------------------
 # Model assembly
 # ---------------------------------------------------------------------------------------------

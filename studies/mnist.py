@@ -1,0 +1,65 @@
+"""What our six MNIST studies share: the classifier trainable, the data, the budgets and the
+autoencoder stage (seed 003's pretraining, also the denoisers of the noise study)."""
+from __future__ import annotations
+
+from search_spaces.autoencoder import AUTOENCODER as AUTOENCODER_SPACE
+from study.api import Budget, Data, Stage, Upstream, Use
+
+CLASSIFIER = "trainables.classifier:train_classifier"      # docs/architecture.md §1
+# trainables.data.DATASET_NAMES (a test keeps the two equal; importing it here would import torch)
+MNIST = Data(load="trainables.data:load_dataset", names=("mnist-5k", "mnist", "fashion-mnist"))
+
+AUTOENCODER = Stage(
+    name="autoencoder", trainable="trainables.autoencoder:train_autoencoder",
+    search_space=AUTOENCODER_SPACE, metric="val/loss", mode="min",
+    fixed={"channels_last": True},      # 1.4x faster for the conv decoder on CPU (measured)
+    # the arms' val_fraction (0.1: the classifier's default): with the same seed the autoencoder
+    # holds out exactly the images the classifier validates on, so none has seen a validation image
+    inherit={"val_fraction": 0.1},
+    code_version="trainables.versions:autoencoder_code_version")
+
+
+def autoencoder(corruption: str = "none", noise_level: float = 0.0, latent_dim: int = 32) -> Upstream:
+    """A plain ("ae") or denoising ("dae-<corruption>-<level>") autoencoder; "-z<dim>" when its
+    bottleneck is not seed 003's 32."""
+    name = "ae" if corruption == "none" else f"dae-{corruption}-{noise_level:g}"
+    return Upstream(AUTOENCODER, {"corruption": corruption, "noise_level": noise_level, "latent_dim": latent_dim},
+                    name=name if latent_dim == 32 else f"{name}-z{latent_dim}")
+
+
+def encoder_of(upstream: Upstream) -> Use:
+    """The classifier's encoder starts from the autoencoder's, of the same width."""
+    return Use(upstream, file="encoder.pt", into="encoder_checkpoint", shared=("latent_dim",))
+
+
+# Seed 003's denoising autoencoder: salt-and-pepper noise on the inputs, clean targets.
+SALT_PEPPER_DAE = autoencoder("salt_pepper", 0.2)
+GAUSSIAN_DAE = autoencoder("gaussian", 0.3)
+PLAIN_AE = autoencoder()
+
+# Noise studies: train on the corruption the cell tests on, and put a denoiser trained on that
+# corruption in front of the classifier.
+TRAIN_ON_TEST_NOISE = {"train_corruption": "test_corruption", "train_noise_level": "test_noise_level"}
+DENOISER_FOR_TEST_NOISE = Use(
+    Upstream(AUTOENCODER, {"latent_dim": 32}, name="dae-{corruption}-{noise_level:g}",
+             settings_from={"corruption": "test_corruption", "noise_level": "test_noise_level"}),
+    file="autoencoder.pt", into="denoiser_checkpoint")
+
+# smoke: every study end to end in the test suite on 2 CPU cores, in minutes, and every
+# number it prints still means something: 4 classifier epochs at the searches' first guess
+# (lr 3e-3, batch 64) take every arm of every study above 80% on mnist-5k (3 left a frozen
+# encoder with 10% of the labels at 75% on one seed), 4 autoencoder epochs reach ~19-21 dB. 2 tune trials per arm (ASHA gets to compare), 1 pretraining trial
+# (the first guess), 2 paired seeds: n=2 gives estimates, never verdicts.
+SMOKE = Budget(dataset="mnist-5k", epochs=4, trials_per_arm=2, seeds=(0, 1),
+               pretrain_epochs=4, pretrain_trials=1, pretrain_patience=2, grace_period=1)
+# laptop: the budget that answers a study's question on one CPU machine (<= 20 min per study
+# on 2 cores, see --dry-run): 5 paired seeds, 8 trials per arm of which TPE models the last 3
+# (random start of 5, the first being the hand-picked guess), 10 epochs to convergence.
+LAPTOP = Budget(dataset="mnist-5k", epochs=10, trials_per_arm=8, seeds=(0, 1, 2, 3, 4),
+                pretrain_epochs=8, pretrain_trials=4, pretrain_patience=2, grace_period=2,
+                startup_trials=5)
+# full: real MNIST on a GPU cluster, enough Optuna trials per arm for TPE to leave its
+# default random start of 10, 5 paired seeds.
+FULL = Budget(dataset="mnist", epochs=15, trials_per_arm=16, seeds=(0, 1, 2, 3, 4),
+              pretrain_epochs=20, pretrain_trials=12, pretrain_patience=3, grace_period=2)
+BUDGETS = {"smoke": SMOKE, "laptop": LAPTOP, "full": FULL}

@@ -1,0 +1,314 @@
+"""Bring your own study (issue 12): a user's study file and trainable, through the same API as
+ours. The examples run end to end at their smoke budget (one MLflow store, one Ray); one of
+them is reported by ``analysis.compare`` from MLflow alone after its file is deleted; bad input
+exits 2 with a message naming the file and the field, before anything runs."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from studies.mnist import AUTOENCODER, MNIST
+from study import tracking
+from study.loader import StudyError, find
+from study.registry import ORIGINS, STUDIES
+from study.run import main
+from study.trial import normalize
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+SMOKE_MIN_ACCURACY = 0.80      # 5 epochs of the digits MLP reach ~0.9; chance is 0.1
+
+# A user's study file: {trainable}, {extra} and {study_extra} are filled in by each test.
+STUDY_FILE = '''
+from study.api import Budget, Factor, Level, Param, SearchSpace, Study
+{imports}
+SMOKE = Budget(dataset="digits", epochs=1, trials_per_arm=1, seeds=(0,))
+width = Study(
+    name="{name}", description="a user's study", question="does width help?",
+    factors=(Factor("width", (Level("16", {{"hidden": 16}}), Level("64", {{"hidden": 64}}))),),
+    baseline={{"width": "{baseline}"}}, design="one_at_a_time",
+    search_space=SearchSpace("s", (Param("{param}", 1e-4, 1e-2, log=True, start=1e-3, reason="test"),)),
+    trainable={trainable}, data=Data(load), budgets={{"smoke": SMOKE, "full": SMOKE}},
+)
+{extra}
+'''
+
+
+def user_file(tmp_path: Path, name="width", baseline="64", param="lr", trainable="fit", imports="", extra="",
+              filename="width.py") -> Path:
+    """A study file in a folder of its own, next to a copy of the digits trainable."""
+    folder = tmp_path / "my_studies"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(EXAMPLES / "digits_mlp.py", folder / "digits_mlp.py")
+    imports = "from study.api import Data\nfrom digits_mlp import fit, load\n" + imports
+    path = folder / filename
+    path.write_text(STUDY_FILE.format(name=name, baseline=baseline, param=param, trainable=trainable,
+                                      imports=imports, extra=extra))
+    return path
+
+
+def run_cli(args, capsys, results: Path) -> tuple[int, str]:
+    code = main([*args, "--results-dir", str(results), "--tracking-uri", f"sqlite:///{results / 'mlflow.db'}"])
+    captured = capsys.readouterr()
+    return code, captured.err + captured.out
+
+
+# -- the API ---------------------------------------------------------------------------------------
+def test_our_studies_are_study_files_written_with_the_public_api():
+    assert set(ORIGINS.values()) == {f"studies/{n}.py" for n in STUDIES}
+    for name, origin in ORIGINS.items():
+        source = (ROOT / origin).read_text()
+        assert "from study.api import" in source and "study.spec" not in source, origin
+        assert [f.study for f in find(origin)] == [STUDIES[name]]      # the file is the registered study
+
+
+def test_no_level_uses_a_magic_key():
+    for study in STUDIES.values():
+        for factor in study.factors:
+            for level in factor.levels:
+                assert not {"pretraining", "denoiser", "train_on_test_noise", "denoise"} & set(level.settings)
+
+
+def test_builtin_data_and_autoencoder_agree_with_the_trainables():
+    from trainables.config import AUTOENCODER_SCHEMA, CLASSIFIER_SCHEMA
+    from trainables.data import DATASET_NAMES
+    assert MNIST.names == DATASET_NAMES
+    # the autoencoder holds out the classifier's validation split when a study sets none
+    assert AUTOENCODER.inherit["val_fraction"] == CLASSIFIER_SCHEMA["val_fraction"].default \
+        == AUTOENCODER_SCHEMA["val_fraction"].default
+
+
+def test_the_examples_are_user_studies_on_other_data_with_their_own_trainables():
+    found = {f.study.name: f.study for target in ("examples/digits_width.py", "examples/digits_screening.py")
+             for f in find(target)}
+    assert set(found) == {"digits_width", "digits_screening"}
+    for study in found.values():
+        assert study.trainable.__module__ == "digits_mlp" and study.budgets["smoke"].dataset == "digits"
+    ours = {s.design for s in STUDIES.values()}
+    assert found["digits_screening"].design == "half_fraction" and "half_fraction" not in ours
+    trainer = (EXAMPLES / "digits_mlp.py").read_text()
+    assert "import ray" not in trainer and "from study" not in trainer
+
+
+def test_a_half_fraction_runs_the_cells_that_differ_from_the_baseline_in_an_even_number_of_factors():
+    study = find("examples/digits_screening.py")[0].study
+    cells = [dict(a.levels) for a in study.arms()]
+    assert len(cells) == 4 and dict(study.baseline) in cells
+    assert all(sum(c[f] != study.baseline[f] for f in c) % 2 == 0 for c in cells)
+    # each main effect: the two arms at one level against the two at the other
+    for contrast in study.contrasts:
+        assert sorted(study.contrast_weights(contrast).values()) == [-0.5, -0.5, 0.5, 0.5]
+    # the pretrained arms build on the autoencoder of their own width
+    keys = {a.levels["width"]: [u.upstream.key for u in a.uses] for a in study.arms() if a.uses}
+    assert keys == {"32": ["digits-ae-h32"], "128": ["digits-ae-h128"]}
+
+
+def test_list_accepts_a_study_file(capsys):
+    assert main(["--list", "examples/digits_width.py"]) == 0
+    out = capsys.readouterr().out
+    assert "digits_width" in out and "ablation_dropout" not in out
+
+
+def test_a_file_with_several_studies_asks_which(tmp_path, capsys):
+    path = user_file(tmp_path, extra='narrow = __import__("dataclasses").replace(width, name="narrow")')
+    code, out = run_cli([str(path), "--dry-run"], capsys, tmp_path / "results")
+    assert code == 2 and "width, narrow" in out and f"{path}:width" in out
+    assert main(["--list", str(path)]) == 0 and "narrow" in capsys.readouterr().out
+    assert main([f"{path}:narrow", "--dry-run", "--results-dir", str(tmp_path / "results")]) == 0
+    assert "Study narrow" in capsys.readouterr().out
+
+
+def test_reports_are_normalized_for_the_runner():
+    assert normalize({"epoch": 3, "val/acc": 1}, 3, 3) == {"epoch": 3.0, "val/acc": 1.0, "final": 1.0}
+    assert normalize({"val/acc": 0.5}, 5, 2) == {"val/acc": 0.5, "epoch": 2.0, "final": 0.0}
+    assert normalize({"epoch": 2, "final": 1.0}, 5, 2)["final"] == 1.0      # stopped early, said so
+
+
+def test_check_runs_one_epoch_and_nothing_else(tmp_path, capsys):
+    code, out = run_cli(["examples/digits_width.py", "--check"], capsys, tmp_path / "results")
+    assert code == 0, out
+    assert "dry trial: arm width=64,depth=1, one epoch" in out and "val/acc" in out and "test/acc" in out
+    assert "ok: python -m study.run examples/digits_width.py" in out
+    results = tmp_path / "results"
+    assert not results.exists() or not list(results.iterdir()), "--check must not touch MLflow or Tune"
+
+
+# -- bad input: exit 2, the file and the field named, nothing run ----------------------------------
+def assert_refused(path, capsys, tmp_path, *needles, args=()):
+    code, out = run_cli([str(path), *args], capsys, tmp_path / "results")
+    assert code == 2, out
+    for needle in needles:
+        assert needle in out, out
+    results = tmp_path / "results"       # (the tracking check may create the folder, nothing in it)
+    assert not results.exists() or not list(results.iterdir()), "nothing may run before the study is sound"
+    return out
+
+
+def test_a_missing_study_file(tmp_path, capsys):
+    assert_refused(tmp_path / "nope.py", capsys, tmp_path, "nope.py", "no such study file")
+
+
+def test_a_study_file_that_raises_shows_where(tmp_path, capsys):
+    path = user_file(tmp_path, extra="x = 1\nundefined_name + 1")
+    out = assert_refused(path, capsys, tmp_path, "width.py", "NameError", "undefined_name")
+    assert f'line {len(path.read_text().splitlines())}' in out      # the traceback's last frame
+
+
+def test_a_baseline_level_that_does_not_exist(tmp_path, capsys):
+    path = user_file(tmp_path, baseline="128")
+    assert_refused(path, capsys, tmp_path, "width.py", "baseline", "'128'", "levels: ['16', '64']")
+
+
+def test_a_trainable_that_cannot_be_imported(tmp_path, capsys):
+    path = user_file(tmp_path, trainable='"my_models.train:fit"')
+    assert_refused(path, capsys, tmp_path, "width.py", "study 'width'", "trainable 'my_models.train:fit'",
+                   "cannot be imported", "No module named 'my_models'")
+
+
+def test_a_trainable_that_never_reports_the_metric_is_found_by_the_check(tmp_path, capsys):
+    quiet = textwrap.dedent('''
+        def renamed(config, report, *, dataset=None, resume_from=None):
+            def rename(metrics, checkpoint):
+                report({k.replace("val/acc", "val/accuracy"): v for k, v in metrics.items()}, checkpoint)
+            return fit(config, rename, dataset=dataset, resume_from=resume_from)
+        renamed.schema = fit.schema
+    ''')
+    path = user_file(tmp_path, trainable="renamed", imports=quiet)
+    assert_refused(path, capsys, tmp_path, "width.py", "study 'width'", "metric", "val/accuracy", "'val/acc'")
+
+
+def test_a_search_space_key_the_trainable_rejects(tmp_path, capsys):
+    path = user_file(tmp_path, param="momentum")
+    assert_refused(path, capsys, tmp_path, "width.py", "search_space 's'", "'momentum'", "does not accept")
+
+
+def test_a_rejected_key_without_a_schema_is_found_by_the_dry_trial(tmp_path, capsys):
+    bare = "def bare(config, report, *, dataset=None, resume_from=None):\n    return fit(config, report, dataset=dataset)\n"
+    path = user_file(tmp_path, param="momentum", trainable="bare", imports=bare)
+    assert_refused(path, capsys, tmp_path, "width.py", "dry trial", "unknown config keys ['momentum']",
+                   "digits_mlp.py")
+
+
+def test_two_studies_with_the_same_name(tmp_path, capsys):
+    path = user_file(tmp_path, extra='twin = __import__("dataclasses").replace(width, description="another")')
+    assert_refused(path, capsys, tmp_path, "width.py", "two studies are named 'width'", "width, twin")
+
+
+def test_a_study_may_not_take_a_builtin_name(tmp_path, capsys):
+    path = user_file(tmp_path, name="ablation_dropout")
+    assert_refused(path, capsys, tmp_path, "width.py", "studies/ablation_dropout.py", "rename")
+
+
+def test_bad_input_through_the_command_line(tmp_path):
+    """As a user types it: a subprocess, exit status 2, one message on stderr."""
+    path = user_file(tmp_path, baseline="128")
+    result = subprocess.run([sys.executable, "-m", "study.run", str(path)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and "baseline" in result.stderr and "width.py" in result.stderr
+    assert "Traceback (most recent call last)" not in result.stderr
+
+
+def test_an_upstream_follows_the_settings_of_the_arm_that_uses_it():
+    from study.api import Budget, Factor, Level, Param, SearchSpace, Stage, Study, Upstream, Use
+    stage = Stage("s", "m:f", SearchSpace("x", (Param("lr", 1e-3, 1e-2, reason="t"),)))
+    use = Use(Upstream(stage, {"depth": 2}, name="s-{width}", settings_from={"width": "hidden"}),
+              file="w.pt", into="init_checkpoint", shared=("depth",))
+    budget = Budget(dataset="d", epochs=1, trials_per_arm=1, seeds=(0,))
+
+    def study(level_b: Level, baseline_uses=()) -> Study:
+        return Study(name="t", description="", question="", baseline={"f": "a"}, design="one_at_a_time",
+                     factors=(Factor("f", (Level("a", {"hidden": 8}, uses=baseline_uses), level_b)),),
+                     search_space=SearchSpace("y", ()), trainable="m:g", budgets={"smoke": budget, "full": budget})
+
+    arm = study(Level("b", {"hidden": 16}, uses=(use,))).arm("f=b")
+    assert arm.uses[0].upstream.key == "s-16" and arm.uses[0].meta_key == "init_artifact"
+    assert arm.settings["depth"] == 2                      # shared: the arm takes the upstream's value
+    with pytest.raises(ValueError, match="sets depth=3 but builds on 's-16' with depth=2"):
+        study(Level("b", {"hidden": 16, "depth": 3}, uses=(use,)))
+    other = Stage("o", "m:h", SearchSpace("z", ()), metric="val/acc", mode="max")
+    with pytest.raises(ValueError, match="different metrics"):
+        study(Level("b", {"hidden": 16}, uses=(use,)), baseline_uses=(Use(Upstream(other, name="o"), "o.pt", "o_ckpt"),))
+
+
+# -- end to end ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One MLflow store for the example runs; digits_width runs from a copy that is deleted
+    once it has run (the analysis test below needs nothing but MLflow)."""
+    root = tmp_path_factory.mktemp("user_studies")
+    copy = root / "my_studies"
+    copy.mkdir()
+    for name in ("digits_width.py", "digits_mlp.py"):
+        shutil.copy(EXAMPLES / name, copy / name)
+    return root, f"sqlite:///{root / 'results' / 'mlflow.db'}", copy
+
+
+def _runs(uri, study):
+    c = tracking.client(uri)
+    return c.search_runs([c.get_experiment_by_name(study).experiment_id], max_results=10000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target, name", [("my_studies/digits_width.py", "digits_width"),
+                                          ("examples/digits_screening.py", "digits_screening")])
+def test_example_study_end_to_end(target, name, store, ray_local, capsys):
+    root, uri, copy = store
+    path = root / target if target.startswith("my_studies") else ROOT / target
+    code = main([str(path), "--budget", "smoke", "--results-dir", str(root / "results"), "--tracking-uri", uri,
+                 "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    study = find(str(path))[0].study
+    budget = study.budgets["smoke"]
+    runs = _runs(uri, name)
+    parent = next(r for r in runs if r.data.tags.get("run_kind") == "study")
+    assert parent.data.tags["study_status"] == "finished" and parent.data.tags["design"] == study.design
+    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
+    replicate = [r for r in trials if r.data.tags["stage"] == "classify" and r.data.tags["phase"] == "replicate"]
+    seeds = defaultdict(set)
+    accuracy = defaultdict(list)
+    for r in replicate:
+        assert r.data.tags["outcome"] == "completed" and r.data.params["meta.trainable"] == "digits_mlp:fit"
+        seeds[r.data.tags["arm"]].add(int(r.data.tags["seed"]))
+        accuracy[r.data.tags["arm"]].append(r.data.metrics["test/acc"])
+        assert {"model.pt", "evaluation.json"} <= {a.path for a in tracking.client(uri).list_artifacts(r.info.run_id)}
+    assert seeds == {a.name: set(budget.seeds) for a in study.arms()}
+    for arm, values in accuracy.items():
+        assert sum(values) / len(values) >= SMOKE_MIN_ACCURACY, (arm, values)
+    tune = [r for r in trials if r.data.tags["stage"] == "classify" and r.data.tags["phase"] == "tune"]
+    assert Counter(r.data.tags["arm"] for r in tune) == {a.name: budget.trials_per_arm for a in study.arms()}
+    if name == "digits_width":
+        shutil.rmtree(copy)                # the analysis test reads MLflow alone
+        return
+    # the upstream stage: each autoencoder once per seed (tune seed included), and used
+    pretrained = json.loads(parent.data.tags["pretrained_runs"])
+    seeds_needed = set(budget.seeds) | {budget.tune_seed}
+    assert set(pretrained) == {f"digits-ae-h{w}/{s}" for w in (32, 128) for s in seeds_needed}
+    keyed = [r for r in trials if r.data.tags["stage"] == "pretrain" and "pretrain_cache_key" in r.data.tags]
+    assert Counter(r.data.tags["pretrain_cache_key"] for r in keyed).most_common(1)[0][1] == 1
+    assert {r.info.run_id for r in keyed} == set(pretrained.values())
+    for r in replicate:
+        ref = r.data.params.get("meta.encoder_artifact")
+        assert (ref == f"digits-ae-h{r.data.tags['factor.width']}/{r.data.tags['seed']}/encoder.pt") == \
+            (r.data.tags["factor.pretraining"] == "autoencoder")
+
+
+@pytest.mark.slow
+def test_a_user_study_is_reported_from_mlflow_alone(store, tmp_path):
+    root, uri, copy = store
+    if copy.exists():
+        pytest.skip("needs test_example_study_end_to_end[my_studies/digits_width.py] first")
+    result = subprocess.run([sys.executable, "-m", "analysis.compare", "digits_width", "--tracking-uri", uri,
+                             "--output", str(tmp_path / "report"), "--no-log"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for contrast in ("width 16 vs 64", "width 256 vs 64", "two hidden layers vs one"):
+        assert contrast in result.stdout
+    assert (tmp_path / "report" / "report.html").exists()
