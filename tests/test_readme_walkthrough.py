@@ -17,8 +17,9 @@ What the test changes, and nothing else:
     ``ray start --head`` would take by default (GCS 6379, dashboard 8265, client server 10001,
     agents 52365, worker ports 10002-19999, ...) are given explicitly: other people's Ray on a
     shared host may hold them;
-  * the temp dir and home: ``RAY_TMPDIR`` (Ray's temp dir) and ``HOME`` (so ``~/.ray/auth_token``
-    is a new user's) point into the test's temp folder; ``RAY_*``, ``STUDY_*``, ``MLFLOW_*``
+  * the temp dir and home: ``RAY_TMPDIR`` (Ray's temp dir; also where a block sets it or
+    ``--temp-dir``) and ``HOME`` (so ``~/.ray/auth_token`` is a new user's) point into the
+    test's temp folder; ``RAY_*``, ``STUDY_*``, ``MLFLOW_*``
     variables and the venv are removed from the environment, as in a fresh terminal;
   * two fake secrets are in the environment of the shell, so of the Ray head and its jobs:
     they must not reach MLflow.
@@ -57,6 +58,8 @@ SECRETS = {"AWS_SECRET_ACCESS_KEY": "aws-secret-0123456789", "MLFLOW_TRACKING_PA
 # that never answers (no token, say) ends the README's wait loop after about 2 min.
 TIMEOUTS = {"main-job": 900, "job-resume": 600, "ray-head": 240}
 DEFAULT_TIMEOUT = 300
+# A shell word: $(...), quoted strings and plain characters.
+TEMP_DIR = re.compile(r"(?P<pre>\bRAY_TMPDIR=|--temp-dir[ =])(?P<dir>(?:\$\([^)]*\)|\"[^\"]*\"|'[^']*'|[^\s;&|])+)")
 PORT = re.compile(r"(?P<pre>--[\w-]*port[ =]|\b(?:127\.0\.0\.1|localhost):)(?P<port>\d{2,5})\b")
 # Ports `ray start --head` takes when not told: fixed defaults, and random ones (None).
 RAY_HEAD_PORTS = {"port": 6379, "dashboard-port": 8265, "ray-client-server-port": 10001,
@@ -79,8 +82,9 @@ class Ports:
             self.map[readme_port] = free_port()
         return self.map[readme_port]
 
-    def substitute(self, text: str) -> str:
+    def substitute(self, text: str, ray_tmp: str) -> str:
         text = PORT.sub(lambda m: f"{m['pre']}{self[int(m['port'])]}", text)
+        text = TEMP_DIR.sub(lambda m: m["pre"] + ray_tmp, text)
         return self._inject_ray_head_ports(text)
 
     def _inject_ray_head_ports(self, text: str) -> str:
@@ -398,7 +402,7 @@ def test_readme_walkthrough(tmp_path):
     try:
         for block in readme:
             t0 = time.monotonic()
-            text = ports.substitute(block.text)
+            text = ports.substitute(block.text, ray_tmp)
             if block.kind == "run":
                 shell.run(block, text, TIMEOUTS.get(block.name, DEFAULT_TIMEOUT))
                 if block.name in CHECKS:
@@ -407,7 +411,7 @@ def test_readme_walkthrough(tmp_path):
                 url = PORT.sub(lambda m: f"{m['pre']}{ports[int(m['port'])]}", block.arg)
                 pgid = shell.start(block, text)
                 servers.append(pgid)
-                _wait_http(url, block, shell)
+                _wait_http(url, block, shell, pgid)
                 CHECKS.get(block.name, lambda *a: None)(walk, block, url)
                 _stop_group(pgid)
             timings.append(f"{block.name} {time.monotonic() - t0:.0f} s")
@@ -424,9 +428,13 @@ def test_readme_walkthrough(tmp_path):
     shutil.rmtree(clone / "results")          # ~300 MB; kept when the test fails
 
 
-def _wait_http(url: str, block: Block, shell: Shell, timeout: float = 120) -> None:
+def _wait_http(url: str, block: Block, shell: Shell, pgid: int, timeout: float = 120) -> None:
     deadline, last = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            pytest.fail(f"README block {block.name!r} exited before {url} answered\n{shell.tail()}")
         try:
             status, _ = http_request(url, timeout=5)
             if status == 200:
