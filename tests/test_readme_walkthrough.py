@@ -422,7 +422,9 @@ def test_readme_walkthrough(tmp_path):
         shell.close()
         watchdog.kill()
         watchdog.wait()
-        kill_processes_referencing(ray_tmp)
+        for _ in range(5):    # a cluster killed while running may fork once more during a sweep
+            if not kill_processes_referencing(ray_tmp):
+                break
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert shell.proc.returncode == 0, shell.tail()
     shutil.rmtree(clone / "results")          # ~300 MB; kept when the test fails
