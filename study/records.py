@@ -84,7 +84,7 @@ def dataset_inputs(entities: Mapping[str, Any], config: Mapping[str, Any]) -> li
         tags = {CONTEXT_TAG: split, **shared}
         if split == "train":
             # pretraining reads no labels: its fraction is of images, not labels
-            tags["label_fraction"] = config.get("label_fraction", 1.0) if config.get("trainable") != "autoencoder" \
+            tags["label_fraction"] = config.get("label_fraction", 1.0) if config.get("stage") != "pretrain" \
                 else "n/a (no labels)"
         inputs.append(DatasetInput(entities[split], tags=[InputTag(k, str(v)) for k, v in tags.items()]))
     return inputs

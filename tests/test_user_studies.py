@@ -238,16 +238,34 @@ def test_an_upstream_follows_the_settings_of_the_arm_that_uses_it():
 
 
 # -- end to end ------------------------------------------------------------------------------------
+EXAMPLE_RUNS = {"digits_screening": "examples/digits_screening.py", "digits_width": "my_studies/digits_width.py"}
+
+
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """One MLflow store for the example runs; digits_width runs from a copy that is deleted
-    once it has run (the analysis test below needs nothing but MLflow)."""
+def example(tmp_path_factory, ray_local):
+    """Runs an example at its smoke budget, once, into one MLflow store; returns (study, uri).
+    digits_width runs from a copy that is deleted once it has run: its report must come from
+    MLflow alone."""
     root = tmp_path_factory.mktemp("user_studies")
     copy = root / "my_studies"
     copy.mkdir()
     for name in ("digits_width.py", "digits_mlp.py"):
         shutil.copy(EXAMPLES / name, copy / name)
-    return root, f"sqlite:///{root / 'results' / 'mlflow.db'}", copy
+    uri = f"sqlite:///{root / 'results' / 'mlflow.db'}"
+    done = {}
+
+    def run(name: str):
+        if name not in done:
+            path = root / EXAMPLE_RUNS[name] if name == "digits_width" else ROOT / EXAMPLE_RUNS[name]
+            study = find(str(path))[0].study
+            code = main([str(path), "--budget", "smoke", "--results-dir", str(root / "results"),
+                         "--tracking-uri", uri, "--quiet"])
+            assert code == 0, f"{name} exited with {code}"
+            if name == "digits_width":
+                shutil.rmtree(copy)
+            done[name] = study
+        return done[name], uri
+    return run
 
 
 def _runs(uri, study):
@@ -256,16 +274,9 @@ def _runs(uri, study):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target, name", [("my_studies/digits_width.py", "digits_width"),
-                                          ("examples/digits_screening.py", "digits_screening")])
-def test_example_study_end_to_end(target, name, store, ray_local, capsys):
-    root, uri, copy = store
-    path = root / target if target.startswith("my_studies") else ROOT / target
-    code = main([str(path), "--budget", "smoke", "--results-dir", str(root / "results"), "--tracking-uri", uri,
-                 "--quiet"])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    study = find(str(path))[0].study
+@pytest.mark.parametrize("name", ["digits_screening", "digits_width"])
+def test_example_study_end_to_end(name, example):
+    study, uri = example(name)
     budget = study.budgets["smoke"]
     runs = _runs(uri, name)
     parent = next(r for r in runs if r.data.tags.get("run_kind") == "study")
@@ -284,8 +295,7 @@ def test_example_study_end_to_end(target, name, store, ray_local, capsys):
         assert sum(values) / len(values) >= SMOKE_MIN_ACCURACY, (arm, values)
     tune = [r for r in trials if r.data.tags["stage"] == "classify" and r.data.tags["phase"] == "tune"]
     assert Counter(r.data.tags["arm"] for r in tune) == {a.name: budget.trials_per_arm for a in study.arms()}
-    if name == "digits_width":
-        shutil.rmtree(copy)                # the analysis test reads MLflow alone
+    if name != "digits_screening":
         return
     # the upstream stage: each autoencoder once per seed (tune seed included), and used
     pretrained = json.loads(parent.data.tags["pretrained_runs"])
@@ -301,10 +311,8 @@ def test_example_study_end_to_end(target, name, store, ray_local, capsys):
 
 
 @pytest.mark.slow
-def test_a_user_study_is_reported_from_mlflow_alone(store, tmp_path):
-    root, uri, copy = store
-    if copy.exists():
-        pytest.skip("needs test_example_study_end_to_end[my_studies/digits_width.py] first")
+def test_a_user_study_is_reported_from_mlflow_alone(example, tmp_path):
+    _, uri = example("digits_width")               # run from a copy, deleted since
     result = subprocess.run([sys.executable, "-m", "analysis.compare", "digits_width", "--tracking-uri", uri,
                              "--output", str(tmp_path / "report"), "--no-log"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -312,3 +320,28 @@ def test_a_user_study_is_reported_from_mlflow_alone(store, tmp_path):
     for contrast in ("width 16 vs 64", "width 256 vs 64", "two hidden layers vs one"):
         assert contrast in result.stdout
     assert (tmp_path / "report" / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_a_user_study_runs_as_a_ray_job_from_its_own_project_folder(tmp_path):
+    """``ray job submit --working-dir . -- python -m study.run my_studies/width.py`` from a
+    user's project (not this repository) on a local head: the study file and the trainable next
+    to it reach the workers inside the trials (pickled by value): the workers' sys.path holds
+    the working dir, not my_studies/."""
+    from raycluster import RayHead, job_logs, submit_job, wait_job
+
+    project = tmp_path / "project"
+    (project / "my_studies").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "digits_width.py", project / "my_studies" / "width.py")
+    shutil.copy(EXAMPLES / "digits_mlp.py", project / "my_studies" / "digits_mlp.py")
+    results = tmp_path / "results"
+    uri = f"sqlite:///{results / 'mlflow.db'}"
+    command = ["python", "-m", "study.run", "my_studies/width.py", "--budget", "smoke", "--quiet",
+               "--results-dir", str(results), "--tracking-uri", uri, "--trials-per-arm", "1", "--seeds", "0"]
+    with RayHead(num_cpus=2, include_dashboard=True, auth="token", object_store_memory=200 * 1024 ** 2) as head:
+        job = submit_job(head, command, working_dir=project, env_vars={"MLFLOW_DISABLE_TELEMETRY": "true"})
+        status = wait_job(head, job, timeout=600)
+        assert status == "SUCCEEDED", job_logs(head, job)[-4000:]
+    runs = [r for r in _runs(uri, "digits_width") if r.data.tags.get("run_kind") == "trial"]
+    replicate = [r for r in runs if r.data.tags["phase"] == "replicate"]
+    assert len(replicate) == 4 and all(r.data.tags["outcome"] == "completed" for r in replicate)
