@@ -1,7 +1,7 @@
 """Does a wider or deeper hidden layer help a small MLP on scikit-learn's 8x8 digits?
 
     python -m study.run examples/digits_width.py --check          # seconds: can it run?
-    python -m study.run examples/digits_width.py --budget smoke   # about a minute on 2 cores
+    python -m study.run examples/digits_width.py --budget smoke   # a few minutes on 2 cores
     python -m analysis.compare digits_width                       # the report
 """
 from digits_mlp import fit, load           # the trainable, next to this file
@@ -35,7 +35,7 @@ STUDY = Study(
     trainable=fit,
     data=Data(load, names=("digits",)),
     budgets={
-        # smoke: the machinery end to end in about a minute; the numbers are not results
+        # smoke: the machinery end to end in minutes; the numbers are not results
         "smoke": Budget(dataset="digits", epochs=5, trials_per_arm=2, seeds=(0, 1)),
         # laptop: the answer, in minutes on 2 cores: 8 trials per arm (TPE after 5), 5 paired seeds
         "laptop": Budget(dataset="digits", epochs=30, trials_per_arm=8, seeds=(0, 1, 2, 3, 4), startup_trials=5),
