@@ -324,9 +324,9 @@ def run_study(opts: RunOptions) -> int:
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 
     tracking.check_reachable(opts.tracking_uri)
-    log(f"checking {study.name}: its trainables, keys and data ({budget.dataset}), one epoch of the baseline arm")
     loaded, dry = check(study, budget, opts.origin or study.name, opts.data_dir)
-    log(f"check passed: one epoch of {dry.arm} in {dry.seconds:.1f} s reported {study.metric}")
+    log(f"checked: the trainables, the study's keys, the data ({budget.dataset}); one epoch of {dry.arm} "
+        f"in {dry.seconds:.1f} s reported {study.metric}")
     experiment_id = tracking.ensure_experiment(opts.tracking_uri, study.name, opts.results_dir / "mlartifacts")
     previous = tracking.latest_parent(opts.tracking_uri, experiment_id, opts.budget_name, budget.dataset)
     if previous and not opts.fresh:

@@ -140,6 +140,32 @@ def test_check_runs_one_epoch_and_nothing_else(tmp_path, capsys):
     assert not results.exists() or not list(results.iterdir()), "--check must not touch MLflow or Tune"
 
 
+PRETRAINED_BASELINE = """
+from digits_mlp import fit, load, pretrain
+from study.api import Budget, Data, Factor, Level, Param, SearchSpace, Stage, Study, Upstream, Use
+
+AE = Stage("ae", pretrain, SearchSpace("ae", (Param("lr", 1e-3, 1e-2, log=True, start=3e-3, reason="test"),)))
+SMOKE = Budget(dataset="digits", epochs=1, trials_per_arm=1, seeds=(0,), pretrain_epochs=1, pretrain_trials=1)
+pretrained = Study(
+    name="pretrained", description="a baseline on an upstream", question="?",
+    factors=(Factor("init", (Level("ae", {{"hidden": 32}}, uses=(Use(Upstream(AE, {{"hidden": 32}}, name="ae32"),
+                                                                 "{file}", "encoder_checkpoint"),)),
+                             Level("scratch", {{"hidden": 32}}))),),
+    baseline={{"init": "ae"}}, design="one_at_a_time", search_space=SearchSpace("s", ()),
+    trainable=fit, data=Data(load), budgets={{"smoke": SMOKE, "full": SMOKE}})
+"""
+
+
+def test_the_check_trains_the_upstream_a_baseline_builds_on(tmp_path, capsys):
+    path = user_file(tmp_path)
+    path.write_text(PRETRAINED_BASELINE.format(file="encoder.pt"))
+    code, out = run_cli([str(path), "--check"], capsys, tmp_path / "results")
+    assert code == 0 and "dry trial: arm init=ae, one epoch" in out, out
+    path.write_text(PRETRAINED_BASELINE.format(file="weights.pt"))
+    assert_refused(path, capsys, tmp_path, "width.py", "final checkpoint has no 'weights.pt'", "encoder_checkpoint",
+                   args=["--check"])
+
+
 # -- bad input: exit 2, the file and the field named, nothing run ----------------------------------
 def assert_refused(path, capsys, tmp_path, *needles, args=()):
     code, out = run_cli([str(path), *args], capsys, tmp_path / "results")
