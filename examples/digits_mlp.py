@@ -64,13 +64,16 @@ def fit(config, report, *, dataset=None, resume_from=None):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        metrics = {"epoch": epoch, "train/loss": loss.item(), **evaluate(model, x_val, y_val, "val")}
+        metrics = {"epoch": epoch, "train/loss": loss.item(), **evaluate(model, x_val, y_val, "val")[0]}
         with tempfile.TemporaryDirectory() as checkpoint:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "rng": torch.get_rng_state(), "epoch": epoch}, os.path.join(checkpoint, "state.pt"))
             if epoch == cfg["epochs"] and cfg["evaluate_test"]:      # the test set, once, at the end
-                metrics.update(evaluate(model, x_test, y_test, "test", checkpoint))
+                test_metrics, predicted = evaluate(model, x_test, y_test, "test")
+                metrics.update(test_metrics)
                 torch.save(model.state_dict(), os.path.join(checkpoint, "model.pt"))
+                with open(os.path.join(checkpoint, "evaluation.json"), "w") as f:   # the analysis pairs
+                    json.dump({"predictions": predicted.tolist(), "targets": y_test.tolist()}, f)  # arms per image
             report(metrics, checkpoint)
     return metrics
 
@@ -78,15 +81,14 @@ def fit(config, report, *, dataset=None, resume_from=None):
 fit.schema = DEFAULTS      # the keys fit accepts: the runner checks a study's keys against them
 
 
-def evaluate(model, x, y, split, checkpoint=None):
+def evaluate(model, x, y, split):
+    """The split's loss and accuracy, and the predicted classes."""
     model.eval()
     with torch.no_grad():
         logits = model(x)
     predicted = logits.argmax(dim=1)
-    if checkpoint:   # every test prediction: the analysis pairs arms image by image
-        with open(os.path.join(checkpoint, "evaluation.json"), "w") as f:
-            json.dump({"predictions": predicted.tolist(), "targets": y.tolist()}, f)
-    return {f"{split}/loss": cross_entropy(logits, y).item(), f"{split}/acc": (predicted == y).float().mean().item()}
+    metrics = {f"{split}/loss": cross_entropy(logits, y).item(), f"{split}/acc": (predicted == y).float().mean().item()}
+    return metrics, predicted
 
 
 # -- an upstream stage: an autoencoder whose encoder initialises fit's first layer ------------

@@ -1,7 +1,8 @@
 """Bring your own study (issue 12): a user's study file and trainable, through the same API as
-ours. The examples run end to end at their smoke budget (one MLflow store, one Ray); one of
-them is reported by ``analysis.compare`` from MLflow alone after its file is deleted; bad input
-exits 2 with a message naming the file and the field, before anything runs."""
+ours. The examples run end to end at their smoke budget into one MLflow store, one of them as a
+Ray job from a project folder of its own, which is then deleted: ``analysis.compare`` reports it
+from MLflow alone. Bad input exits 2 with a message naming the file and the field, before
+anything runs."""
 from __future__ import annotations
 
 import json
@@ -264,34 +265,52 @@ def test_an_upstream_follows_the_settings_of_the_arm_that_uses_it():
 
 
 # -- end to end ------------------------------------------------------------------------------------
-EXAMPLE_RUNS = {"digits_screening": "examples/digits_screening.py", "digits_width": "my_studies/digits_width.py"}
 
 
 @pytest.fixture(scope="module")
 def example(tmp_path_factory, ray_local):
     """Runs an example at its smoke budget, once, into one MLflow store; returns (study, uri).
-    digits_width runs from a copy that is deleted once it has run: its report must come from
-    MLflow alone."""
+
+    digits_width runs as a user runs a study on a cluster: ``ray job submit --working-dir .
+    -- python -m study.run my_studies/digits_width.py`` from a project folder of its own (not
+    this repository) on a local head. The study file and the trainable next to it reach the
+    workers inside the trials (pickled by value): the workers' sys.path holds the working dir,
+    not my_studies/. The project is deleted once it has run: its report must come from MLflow
+    alone."""
     root = tmp_path_factory.mktemp("user_studies")
-    copy = root / "my_studies"
-    copy.mkdir()
+    project = root / "project"
+    (project / "my_studies").mkdir(parents=True)
     for name in ("digits_width.py", "digits_mlp.py"):
-        shutil.copy(EXAMPLES / name, copy / name)
-    uri = f"sqlite:///{root / 'results' / 'mlflow.db'}"
+        shutil.copy(EXAMPLES / name, project / "my_studies" / name)
+    results = root / "results"
+    uri = f"sqlite:///{results / 'mlflow.db'}"
     done = {}
 
     def run(name: str):
-        if name not in done:
-            path = root / EXAMPLE_RUNS[name] if name == "digits_width" else ROOT / EXAMPLE_RUNS[name]
-            study = find(str(path))[0].study
-            code = main([str(path), "--budget", "smoke", "--results-dir", str(root / "results"),
-                         "--tracking-uri", uri, "--quiet"])
+        if name in done:
+            return done[name], uri
+        if name == "digits_width":
+            done[name] = find(str(project / "my_studies" / "digits_width.py"))[0].study
+            _submit(project, ["python", "-m", "study.run", "my_studies/digits_width.py", "--budget", "smoke",
+                              "--quiet", "--results-dir", str(results), "--tracking-uri", uri])
+            shutil.rmtree(project)
+        else:
+            path = ROOT / "examples" / f"{name}.py"
+            done[name] = find(str(path))[0].study
+            code = main([str(path), "--budget", "smoke", "--results-dir", str(results), "--tracking-uri", uri,
+                         "--quiet"])
             assert code == 0, f"{name} exited with {code}"
-            if name == "digits_width":
-                shutil.rmtree(copy)
-            done[name] = study
         return done[name], uri
     return run
+
+
+def _submit(project: Path, command: list[str]) -> None:
+    from raycluster import RayHead, job_logs, submit_job, wait_job
+
+    with RayHead(num_cpus=2, include_dashboard=True, auth="token", object_store_memory=200 * 1024 ** 2) as head:
+        job = submit_job(head, command, working_dir=project, env_vars={"MLFLOW_DISABLE_TELEMETRY": "true"})
+        status = wait_job(head, job, timeout=900)
+        assert status == "SUCCEEDED", job_logs(head, job)[-4000:]
 
 
 def _runs(uri, study):
@@ -338,7 +357,7 @@ def test_example_study_end_to_end(name, example):
 
 @pytest.mark.slow
 def test_a_user_study_is_reported_from_mlflow_alone(example, tmp_path):
-    _, uri = example("digits_width")               # run from a copy, deleted since
+    _, uri = example("digits_width")               # its project folder is deleted since
     result = subprocess.run([sys.executable, "-m", "analysis.compare", "digits_width", "--tracking-uri", uri,
                              "--output", str(tmp_path / "report"), "--no-log"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -346,28 +365,3 @@ def test_a_user_study_is_reported_from_mlflow_alone(example, tmp_path):
     for contrast in ("width 16 vs 64", "width 256 vs 64", "two hidden layers vs one"):
         assert contrast in result.stdout
     assert (tmp_path / "report" / "report.html").exists()
-
-
-@pytest.mark.slow
-def test_a_user_study_runs_as_a_ray_job_from_its_own_project_folder(tmp_path):
-    """``ray job submit --working-dir . -- python -m study.run my_studies/width.py`` from a
-    user's project (not this repository) on a local head: the study file and the trainable next
-    to it reach the workers inside the trials (pickled by value): the workers' sys.path holds
-    the working dir, not my_studies/."""
-    from raycluster import RayHead, job_logs, submit_job, wait_job
-
-    project = tmp_path / "project"
-    (project / "my_studies").mkdir(parents=True)
-    shutil.copy(EXAMPLES / "digits_width.py", project / "my_studies" / "width.py")
-    shutil.copy(EXAMPLES / "digits_mlp.py", project / "my_studies" / "digits_mlp.py")
-    results = tmp_path / "results"
-    uri = f"sqlite:///{results / 'mlflow.db'}"
-    command = ["python", "-m", "study.run", "my_studies/width.py", "--budget", "smoke", "--quiet",
-               "--results-dir", str(results), "--tracking-uri", uri, "--trials-per-arm", "1", "--seeds", "0"]
-    with RayHead(num_cpus=2, include_dashboard=True, auth="token", object_store_memory=200 * 1024 ** 2) as head:
-        job = submit_job(head, command, working_dir=project, env_vars={"MLFLOW_DISABLE_TELEMETRY": "true"})
-        status = wait_job(head, job, timeout=600)
-        assert status == "SUCCEEDED", job_logs(head, job)[-4000:]
-    runs = [r for r in _runs(uri, "digits_width") if r.data.tags.get("run_kind") == "trial"]
-    replicate = [r for r in runs if r.data.tags["phase"] == "replicate"]
-    assert len(replicate) == 4 and all(r.data.tags["outcome"] == "completed" for r in replicate)
