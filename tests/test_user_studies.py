@@ -126,6 +126,24 @@ def test_a_file_with_several_studies_asks_which(tmp_path, capsys):
     assert "Study narrow" in capsys.readouterr().out
 
 
+def test_a_study_from_a_module(tmp_path, monkeypatch, capsys):
+    """``package.module:NAME``: a study module on sys.path (an installed or working-dir package)."""
+    package = tmp_path / "my_package"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    shutil.copy(EXAMPLES / "digits_mlp.py", package / "digits_mlp.py")
+    (package / "studies.py").write_text(STUDY_FILE.format(
+        name="width_from_module", baseline="64", param="lr", trainable='"my_package.digits_mlp:fit"',
+        imports="from study.api import Data\nfrom my_package.digits_mlp import load\n", extra=""))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["--list", "my_package.studies:width"]) == 0
+    assert "width_from_module" in capsys.readouterr().out
+    assert main(["my_package.studies:width_from_module", "--dry-run", "--results-dir", str(tmp_path / "r")]) == 0
+    assert "Study width_from_module" in capsys.readouterr().out
+    code, out = run_cli(["my_package.nope:width", "--dry-run"], capsys, tmp_path / "results")
+    assert code == 2 and "my_package.nope" in out and "cannot be imported" in out
+
+
 def test_reports_are_normalized_for_the_runner():
     assert normalize({"epoch": 3, "val/acc": 1}, 3, 3) == {"epoch": 3.0, "val/acc": 1.0, "final": 1.0}
     assert normalize({"val/acc": 0.5}, 5, 2) == {"val/acc": 0.5, "epoch": 2.0, "final": 0.0}
