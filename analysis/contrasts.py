@@ -192,8 +192,7 @@ def _estimate(spec: ContrastSpec, wide: pd.DataFrame, metric: str, correct, marg
     p_sup, wins, _ = inference.prob_superiority(per_seed)
     margin = margin if (margin is not None and metric == MARGIN_METRIC) else None
     mde = inference.mde(est.se, est.df) if est.estimable else math.nan
-    needed = (inference.seeds_needed(est.se_seeds, est.n, est.se_examples, est.n_examples, margin,
-                                     se_residual=est.se_residual)
+    needed = (inference.seeds_needed(est.se_seeds, est.n, est.se_examples, est.n_examples, margin)
               if est.estimable and margin else None)
     return {
         "family": spec.family, "contrast": spec.name, "formula": spec.formula, "metric": metric,

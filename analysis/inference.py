@@ -100,16 +100,19 @@ def _boot_var_examples(values: np.ndarray, rng: np.random.Generator, n_boot: int
     return float(boot.var(ddof=1)) * n / (n - 1)
 
 
-def satterthwaite_df(var_seeds, n_seeds, var_examples, n_examples, var_residual=0.0):
-    """Welch-Satterthwaite degrees of freedom of var_seeds + var_examples - var_residual, the
-    three estimated from mean squares with S - 1, N - 1 and (S - 1)(N - 1) degrees of
-    freedom. Vectorised over ``var_seeds``, ``n_seeds`` and ``var_residual``."""
+def satterthwaite_df(var_seeds, n_seeds, var_examples, n_examples):
+    """Welch-Satterthwaite degrees of freedom of var_seeds + var_examples, estimated from mean
+    squares with S - 1 and N - 1 degrees of freedom: S - 1 when the seeds dominate, up to
+    S + N - 2 when the test set does. ``var_examples`` is the test set's own share (the
+    residual already taken out), so both parts are non-negative and the result never falls
+    below min(S - 1, N - 1); a subtracted component would let it fall to 1 where the seeds
+    alone give S - 1. Vectorised over ``var_seeds`` and ``n_seeds``."""
     var_seeds, n_seeds = np.asarray(var_seeds, dtype=float), np.asarray(n_seeds, dtype=float)
-    total = var_seeds + var_examples - var_residual
+    total = var_seeds + var_examples
     denom = var_seeds ** 2 / (n_seeds - 1)
     if n_examples > 1:
-        denom = denom + var_examples ** 2 / (n_examples - 1) + var_residual ** 2 / ((n_seeds - 1) * (n_examples - 1))
-    df = np.where(denom > 0, np.maximum(total, 0) ** 2 / np.where(denom > 0, denom, 1.0), n_seeds - 1)
+        denom = denom + var_examples ** 2 / (n_examples - 1)
+    df = np.where(denom > 0, total ** 2 / np.where(denom > 0, denom, 1.0), n_seeds - 1)
     df = np.maximum(df, 1.0)
     return float(df) if df.ndim == 0 else df
 
@@ -145,23 +148,19 @@ def hierarchical_estimate(c, confidence: float = CONFIDENCE, n_boot: int = N_BOO
         # The residual mean square of the two-way layout estimates it; it is subtracted once.
         resid = c - seed_means[:, None] - per_example[None, :] + estimate
         var_r = float((resid ** 2).sum()) / ((n - 1) * (n_examples - 1)) / (n * n_examples)
-    # unbiased; flooring it at either level alone (each estimates a part of it) would bias it
-    # upwards whenever the seeds' spread is mostly residual, so only a non-positive sum is
-    # replaced (possible by chance with very few examples)
-    total = var_s + var_e - var_r
-    if total <= 0:
-        total = max(var_s, var_e)
+    # The test set's own share: the example-level variance less the residual it contains
+    # (floored at 0: with few examples the difference can fall below 0 by chance). The seed
+    # level keeps its residual share, which shrinks with more seeds.
+    var_e_own = max(var_e - var_r, 0.0)
+    total = var_s + var_e_own
     se = math.sqrt(total)
     if se <= _REL_TOL * max(1.0, abs(estimate)):
         return not_estimable(n, n_examples, estimate,
                              "the differences are constant (equal up to float rounding)")
-    df = satterthwaite_df(var_s, n, var_e, n_examples, var_r)
+    df = satterthwaite_df(var_s, n, var_e_own, n_examples)
     half = float(sps.t.ppf((1 + confidence) / 2, df)) * se
     p = float(2 * sps.t.sf(abs(estimate) / se, df))
-    # reported parts: what shrinks with more seeds (seed effects and the residual) and what
-    # does not (the test set's own share: every seed is scored on the same images)
-    seed_part = min(var_s, total)
-    return Estimate(n, n_examples, estimate, se, math.sqrt(seed_part), math.sqrt(total - seed_part), df,
+    return Estimate(n, n_examples, estimate, se, math.sqrt(var_s), math.sqrt(var_e_own), df,
                     estimate - half, estimate + half, p, True, se_residual=math.sqrt(var_r))
 
 
@@ -188,21 +187,20 @@ def mde(se: float, df: float, alpha: float = ALPHA, power: float = POWER) -> flo
 
 
 def seeds_needed(se_seeds: float, n: int, se_examples: float, n_examples: int, margin: float,
-                 alpha: float = ALPHA, power: float = POWER, se_residual: float = 0.0) -> int | None:
+                 alpha: float = ALPHA, power: float = POWER) -> int | None:
     """About how many seeds make the minimum detectable effect no larger than ``margin``
     (the smallest effect of interest): with that many, an effect of that size would be found
     with the given power, and a zero effect would show as equivalent about as often.
 
-    The seed part of the variance shrinks as 1/n, the test-set part does not (every seed uses
-    the same test images). None when the test set alone keeps the MDE above the margin."""
+    The seed part of the variance (``se_seeds``, residual included) shrinks as 1/n, the test
+    set's own part (``se_examples``) does not: every seed uses the same test images. At the
+    current n the MDE is the reported one, so the answer exceeds n whenever that MDE exceeds
+    the margin. None when the test set alone keeps the MDE above the margin."""
     if not (np.isfinite(se_seeds) and np.isfinite(se_examples) and margin > 0 and n >= 2):
         return None
     ns = np.arange(2, MAX_SEEDS + 1)
-    # the seed level (seed effects and residual) shrinks as 1/n; the test set's share does not
     var_s = se_seeds ** 2 * n / ns
-    var_r = se_residual ** 2 * n / ns
-    var_e = se_examples ** 2 + var_r
-    df = satterthwaite_df(var_s, ns, var_e, n_examples, var_r)
+    df = satterthwaite_df(var_s, ns, se_examples ** 2, n_examples)
     mdes = (sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(power, df)) * np.sqrt(var_s + se_examples ** 2)
     ok = np.flatnonzero(mdes <= margin)
     return int(ns[ok[0]]) if len(ok) else None

@@ -180,3 +180,22 @@ def test_prob_superiority_counts_ties_half():
 ])
 def test_verdict_words(args, expected):
     assert inference.verdict(*args, margin_text="±0.5 pp") == expected
+
+
+def test_seeds_needed_agrees_with_the_reported_mde():
+    """Arms that differ on a few images per seed, differently on each (the residual
+    dominates: the case of two good optimizers): the degrees of freedom stay near S - 1, and
+    when the MDE at n exceeds the margin, the seeds needed exceed n (a report once said
+    "inconclusive — needs about 3 seeds" at n = 5)."""
+    rng = np.random.default_rng(7)
+    c = np.zeros((5, 1000))
+    for s in range(5):
+        hit = rng.choice(1000, size=8, replace=False)
+        c[s, hit] = rng.choice([-1.0, 1.0], size=8)
+    est = inference.hierarchical_estimate(c)
+    assert est.df >= 3.5
+    mde_now = inference.mde(est.se, est.df)
+    needed = inference.seeds_needed(est.se_seeds, est.n, est.se_examples, est.n_examples, 0.001)
+    assert mde_now > 0.001 and (needed is None or needed > est.n)
+    at_n = inference.seeds_needed(est.se_seeds, est.n, est.se_examples, est.n_examples, mde_now * 1.0001)
+    assert at_n is not None and at_n <= est.n
