@@ -3,6 +3,7 @@
 What each file holds (trainables/, docs/architecture.md §1):
 * ``encoder.pt``     {"state_dict": ConvEncoder weights, "latent_dim", "dataset",
                       "data_sha256", "corruption", "noise_level", "epoch"}
+                     (``study.records.read_checkpoint_payload`` reads it)
 * ``autoencoder.pt`` the same keys, "state_dict" of the whole ``Autoencoder``
 * ``model.pt``       the classifier's state dict (``cpu_state(model)``); the architecture
                      follows from the run's resolved config (``meta.json`` "config", or the
@@ -21,33 +22,29 @@ import numpy as np
 import torch
 from torch import nn
 
+from study.records import read_checkpoint_payload
 from trainables.config import CLASSIFIER_SCHEMA, resolve_classifier_config
-from trainables.data import corrupt_fixed, load_dataset, task_class_names
+from trainables.data import load_dataset
 from trainables.models import (Autoencoder, ConvEncoder, DenoisedClassifier, EncoderClassifier,
                                MLPHead, SmallCNN)
 from trainables.seeds import stream
+from trainables.splits import task_class_names
+from trainables.transforms import corrupt_fixed
 
 
 def read_evaluation(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def _payload(path: Path) -> dict:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or "state_dict" not in payload or "latent_dim" not in payload:
-        raise ValueError(f"{path} is not an encoder.pt/autoencoder.pt of trainables.autoencoder")
-    return payload
-
-
 def load_autoencoder(path: Path) -> tuple[Autoencoder, dict]:
-    payload = _payload(path)
+    payload = read_checkpoint_payload(path)
     model = Autoencoder(int(payload["latent_dim"]))
     model.load_state_dict(payload["state_dict"])
     return model.eval(), payload
 
 
 def load_encoder(path: Path) -> tuple[ConvEncoder, dict]:
-    payload = _payload(path)
+    payload = read_checkpoint_payload(path)
     model = ConvEncoder(int(payload["latent_dim"]))
     model.load_state_dict(payload["state_dict"])
     return model.eval(), payload

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 from analysis.figures import FigureOptions
-from analysis.load import AnalysisError, default_tracking_uri
+from analysis.load import AnalysisError
 from analysis.report import FORMATS, build_report, command_string, default_output_dir
+from study.records import default_tracking_uri
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,4 +1,5 @@
-"""MLflow -> tidy pandas frames for one study, found by tags (docs/architecture.md §2).
+"""MLflow -> tidy pandas frames for one study, found by tags (``study.records``, the contract
+with the runner; docs/architecture.md §2).
 
 Runs are found by their tags, never by their names: the study's parent run is the latest run
 with ``run_kind=study`` and ``study=<name>`` (in any experiment of the store), its trials are
@@ -13,6 +14,9 @@ Frames (the columns are documented here once; later reshapes only say their rows
     (float), mlflow_status, start_time, end_time (UTC timestamps; end NaT while running),
     duration_s (end - start, or now - start while running),
     ``factor.<name>`` (str) per scientific factor,
+    ``uses.<slot>.upstream``, ``uses.<slot>.seed``, ``uses.<slot>.file`` (str) per upstream file
+    the trial loaded (``study.records.artifact_refs`` reads them back, for runs recorded before
+    these tags too),
     ``params.<key>`` (str, as MLflow stores params) per resolved trainable config key,
     ``metrics.<key>`` (float) the latest value per metric key; for the final scalars
     (``test/*``, ``cost/*``) that is the value logged at the last step.
@@ -39,7 +43,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from study import records
+from study.records import PHASE_REPLICATE, STAGE_CLASSIFY, Outcome, RunKind, StudyStatus, Tag
 
 # The four test metrics of the comparison table (docs/architecture.md §1), in table order.
 DEFAULT_METRICS = ("test/acc", "test/f1_macro", "test/roc_auc", "test/log_loss")
@@ -47,10 +52,8 @@ METRIC_LABELS = {"test/acc": "accuracy", "test/f1_macro": "macro F1", "test/roc_
                  "test/log_loss": "log-loss", "test/precision_macro": "macro precision",
                  "test/recall_macro": "macro recall"}
 
-STUDY_DEFINITION_FILE = "study.json"     # on the parent run (study/tracking.py)
-
-_TAG_COLUMNS = ("stage", "arm", "phase", "seed", "trial_id", "outcome", "failure_reason",
-                "is_baseline", "config_hash", "git_commit", "git_dirty", "gpus_per_trial")
+_TAG_COLUMNS = (Tag.STAGE, Tag.ARM, Tag.PHASE, Tag.SEED, Tag.TRIAL_ID, Tag.OUTCOME, Tag.FAILURE_REASON,
+                Tag.IS_BASELINE, Tag.CONFIG_HASH, Tag.GIT_COMMIT, Tag.GIT_DIRTY, Tag.GPUS_PER_TRIAL)
 
 
 class AnalysisError(Exception):
@@ -63,13 +66,6 @@ class StudyNotFound(AnalysisError):
 
 class MetricNotFound(AnalysisError):
     pass
-
-
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else the runner's default store: ``mlflow.db`` in
-    ``$STUDY_RESULTS_DIR`` or ``<project>/results`` (as study/tracking.py)."""
-    results = Path(os.environ.get("STUDY_RESULTS_DIR") or PROJECT_ROOT / "results").resolve()
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{results / 'mlflow.db'}"
 
 
 def _local_store_missing(uri: str) -> str | None:
@@ -90,7 +86,7 @@ def make_client(tracking_uri: str | None = None):
 
     # artifact downloads print a progress bar per file by default: noise in a report's log
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    uri = tracking_uri or default_tracking_uri()
+    uri = tracking_uri or records.default_tracking_uri()
     missing = _local_store_missing(uri)
     if missing is not None:
         raise StudyNotFound(f"no MLflow store at {missing} (tracking URI {uri}); "
@@ -120,8 +116,8 @@ def list_studies(client) -> dict[str, int]:
     if not ids:
         return {}
     counts: dict[str, int] = {}
-    for run in _search_all(client, ids, "tags.run_kind = 'study'"):
-        name = run.data.tags.get("study", "?")
+    for run in _search_all(client, ids, records.run_filter({Tag.RUN_KIND: RunKind.STUDY})):
+        name = run.data.tags.get(Tag.STUDY, "?")
         counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
 
@@ -146,34 +142,34 @@ class Study:
     # -- the parent's tags -----------------------------------------------------------------
     @property
     def status(self) -> str:
-        return self.parent_tags.get("study_status", "unknown")
+        return self.parent_tags.get(Tag.STUDY_STATUS, "unknown")
 
     @property
     def running_trials(self) -> int:
-        return int((self.runs["outcome"] == "running").sum()) if len(self.runs) else 0
+        return int((self.runs["outcome"] == Outcome.RUNNING).sum()) if len(self.runs) else 0
 
     @property
     def is_partial(self) -> bool:
         """True while the study runs (or was interrupted): the report is then partial."""
-        return self.status != "finished" or self.running_trials > 0
+        return self.status != StudyStatus.FINISHED or self.running_trials > 0
 
     @property
     def design(self) -> str:
-        return self.parent_tags.get("design", "one_at_a_time")
+        return self.parent_tags.get(Tag.DESIGN, "one_at_a_time")
 
     @property
     def factors(self) -> list[str]:
-        raw = self.parent_tags.get("factors")
+        raw = self.parent_tags.get(Tag.FACTORS)
         if raw:
             try:
                 return list(json.loads(raw))
             except (json.JSONDecodeError, TypeError):
                 pass
-        return sorted(c.removeprefix("factor.") for c in self.runs.columns if c.startswith("factor."))
+        return sorted(c.removeprefix(Tag.FACTOR) for c in self.runs.columns if c.startswith(Tag.FACTOR))
 
     @property
     def baseline_arm(self) -> str | None:
-        tag = self.parent_tags.get("baseline_arm")
+        tag = self.parent_tags.get(Tag.BASELINE_ARM)
         if tag:
             return tag
         base = self.comparison_runs()
@@ -182,8 +178,8 @@ class Study:
 
     @property
     def versions(self) -> dict[str, str]:
-        return {k.removeprefix("versions."): v for k, v in sorted(self.parent_tags.items())
-                if k.startswith("versions.")}
+        return {k.removeprefix(Tag.VERSIONS): v for k, v in sorted(self.parent_tags.items())
+                if k.startswith(Tag.VERSIONS)}
 
     # -- selections ------------------------------------------------------------------------
     def select(self, stage: str | None = None, phase: str | None = None,
@@ -197,12 +193,12 @@ class Study:
 
     def comparison_runs(self) -> pd.DataFrame:
         """The runs that feed the comparison tables (docs/architecture.md §2, last bullet)."""
-        return self.select(stage="classify", phase="replicate", outcome="completed")
+        return self.select(stage=STAGE_CLASSIFY, phase=PHASE_REPLICATE, outcome=Outcome.COMPLETED)
 
-    def arms(self, stage: str = "classify") -> list[str]:
+    def arms(self, stage: str = STAGE_CLASSIFY) -> list[str]:
         """Arms in a stable order: the parent's ``arms`` tag (JSON list) when the runner sets
         it, else every arm with a run of this stage; the baseline first."""
-        raw = self.parent_tags.get("arms") if stage == "classify" else None
+        raw = self.parent_tags.get(Tag.ARMS) if stage == STAGE_CLASSIFY else None
         arms: list[str] = []
         if raw:
             try:
@@ -211,20 +207,20 @@ class Study:
                 arms = []
         seen = self.select(stage=stage)["arm"].dropna().unique().tolist()
         arms += sorted(a for a in seen if a not in arms)
-        base = self.baseline_arm if stage == "classify" else None
+        base = self.baseline_arm if stage == STAGE_CLASSIFY else None
         return ([base] if base in arms else []) + [a for a in arms if a != base]
 
-    def seeds(self, stage: str = "classify") -> list[int]:
+    def seeds(self, stage: str = STAGE_CLASSIFY) -> list[int]:
         """Replicate seeds: the parent's ``seeds`` tag (JSON list) when set, else every seed of
         a replicate run of this stage."""
-        raw = self.parent_tags.get("seeds")
+        raw = self.parent_tags.get(Tag.SEEDS)
         seeds: set[int] = set()
         if raw:
             try:
                 seeds = {int(s) for s in json.loads(raw)}
             except (json.JSONDecodeError, TypeError, ValueError):
                 seeds = set()
-        rep = self.select(stage=stage, phase="replicate")
+        rep = self.select(stage=stage, phase=PHASE_REPLICATE)
         seeds |= {int(s) for s in rep["seed"].dropna()}
         return sorted(seeds)
 
@@ -263,7 +259,7 @@ class Study:
     def arm_levels(self) -> pd.DataFrame:
         """rows: one per classify arm; columns ``arm`` and one per factor (its level)."""
         cols = [f"factor.{f}" for f in self.factors if f"factor.{f}" in self.runs]
-        runs = self.select(stage="classify")
+        runs = self.select(stage=STAGE_CLASSIFY)
         table = runs[["arm", *cols]].dropna().drop_duplicates("arm")
         return table.rename(columns={c: c.removeprefix("factor.") for c in cols}).reset_index(drop=True)
 
@@ -316,7 +312,7 @@ class Study:
         or when it does not parse."""
         key = ("definition", self.parent_run_id)
         if key not in self._history_cache:
-            path = self.artifact(self.parent_run_id, STUDY_DEFINITION_FILE)
+            path = self.artifact(self.parent_run_id, records.STUDY_DEFINITION_FILE)
             try:
                 self._history_cache[key] = json.loads(path.read_text()) if path is not None else None
             except (OSError, json.JSONDecodeError):
@@ -332,14 +328,6 @@ class Study:
                 out[(str(run.arm), int(run.seed))] = json.loads(path.read_text())
         return out
 
-    def has_artifact(self, run_id: str, path: str) -> bool:
-        parent, _, name = path.rpartition("/")
-        try:
-            return any(f.path.rpartition("/")[2] == name
-                       for f in self.client.list_artifacts(run_id, parent or None))
-        except Exception:
-            return False
-
 
 def load_study(name: str, tracking_uri: str | None = None,
                parent_run_id: str | None = None, budget: str | None = None) -> Study:
@@ -350,11 +338,11 @@ def load_study(name: str, tracking_uri: str | None = None,
     """
     client, uri = make_client(tracking_uri)
     ids = _experiment_ids(client)
-    parents = _search_all(client, ids, f"tags.run_kind = 'study' and tags.study = '{_q(name)}'",
+    parents = _search_all(client, ids, records.run_filter({Tag.RUN_KIND: RunKind.STUDY, Tag.STUDY: name}),
                           order_by=["attributes.start_time DESC"]) if ids else []
     if parents and budget is not None:
-        budgets = sorted({p.data.tags.get("budget", "?") for p in parents})
-        parents = [p for p in parents if p.data.tags.get("budget") == budget]
+        budgets = sorted({p.data.tags.get(Tag.BUDGET, "?") for p in parents})
+        parents = [p for p in parents if p.data.tags.get(Tag.BUDGET) == budget]
         if not parents:
             raise StudyNotFound(f"study {name!r} at {uri} has no run with budget {budget!r}; "
                                 f"budgets: {', '.join(budgets)}")
@@ -371,9 +359,8 @@ def load_study(name: str, tracking_uri: str | None = None,
         parent = chosen[0]
     else:
         parent = parents[0]
-    children = _search_all(
-        client, [parent.info.experiment_id],
-        f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.run_kind = 'trial'")
+    children = _search_all(client, [parent.info.experiment_id],
+                           records.run_filter({Tag.PARENT: parent.info.run_id, Tag.RUN_KIND: RunKind.TRIAL}))
     runs = runs_frame(children)
     return Study(name=name, tracking_uri=uri, experiment_id=parent.info.experiment_id,
                  parent_run_id=parent.info.run_id, parent_tags=dict(parent.data.tags),
@@ -381,10 +368,6 @@ def load_study(name: str, tracking_uri: str | None = None,
                  other_invocations=tuple(p.info.run_id for p in parents
                                          if p.info.run_id != parent.info.run_id),
                  client=client, parent_start_ms=parent.info.start_time, parent_end_ms=parent.info.end_time)
-
-
-def _q(text: str) -> str:
-    return text.replace("'", "\\'")
 
 
 def runs_frame(runs: Sequence) -> pd.DataFrame:
@@ -401,7 +384,9 @@ def runs_frame(runs: Sequence) -> pd.DataFrame:
         row["start_time"] = info.start_time
         row["end_time"] = end
         row["duration_s"] = ((end or now_ms) - info.start_time) / 1000 if info.start_time else np.nan
-        row.update({k: v for k, v in tags.items() if k.startswith("factor.")})
+        row.update({k: v for k, v in tags.items() if k.startswith(Tag.FACTOR)})
+        for slot, ref in records.artifact_refs(tags, run.data.params).items():
+            row.update(ref.tags(slot))
         row.update({f"params.{k}": v for k, v in run.data.params.items()})
         row.update({f"metrics.{k}": float(v) for k, v in run.data.metrics.items()})
         rows.append(row)
@@ -415,8 +400,8 @@ def runs_frame(runs: Sequence) -> pd.DataFrame:
     frame["start_time"] = pd.to_datetime(frame["start_time"], unit="ms", utc=True)
     frame["end_time"] = pd.to_datetime(frame["end_time"], unit="ms", utc=True)
     # A run whose outcome tag is missing: derive it from the MLflow status, so it is shown.
-    status_outcome = frame["mlflow_status"].map({"RUNNING": "running", "FAILED": "failed",
-                                                 "KILLED": "failed", "FINISHED": "completed"})
+    status_outcome = frame["mlflow_status"].map({"RUNNING": Outcome.RUNNING, "FAILED": Outcome.FAILED,
+                                                 "KILLED": Outcome.FAILED, "FINISHED": Outcome.COMPLETED})
     frame["outcome"] = frame["outcome"].fillna(status_outcome)
     return frame.sort_values(["stage", "arm", "phase", "seed", "start_time"],
                              na_position="last").reset_index(drop=True)

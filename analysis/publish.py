@@ -3,7 +3,7 @@
 * ``models_table(a)``: per arm, the replicate run whose primary metric is closest to the arm's
   median over seeds (ties: the lower seed), with the URI its model loads from,
   ``runs:/<run id>/model`` (the runner logs every completed replicate run's model with
-  ``mlflow.pytorch.log_model``; see study/records.py):
+  ``mlflow.pytorch.log_model``; see study/run_contents.py):
   ``mlflow.pytorch.load_model("runs:/<run id>/model")``.
 * ``log_report(result)``: logs ``report.html`` and ``comparison.md`` to the study's parent run
   (the figures are logged by ``report.write_report`` under ``figures/``), so the MLflow UI
@@ -18,13 +18,13 @@ import pandas as pd
 
 from analysis import tables
 from analysis.tables import Table
+from study import records
 
-MODEL_PATH = "model"                        # study.records.MODEL_NAME
 REPORT_FILES = ("report.html", "comparison.md")
 
 
 def model_uri(run_id: str) -> str:
-    return f"runs:/{run_id}/{MODEL_PATH}"
+    return f"runs:/{run_id}/{records.MODEL_NAME}"
 
 
 def representative_runs(a) -> pd.DataFrame:
@@ -49,10 +49,9 @@ def representative_runs(a) -> pd.DataFrame:
 
 def _has_model(client, run_id: str) -> bool:
     try:
-        run = client.get_run(run_id)
+        return records.has_model(client, run_id)
     except Exception:  # noqa: BLE001 - a missing run shows as "no model", not as a crash
         return False
-    return bool(run.outputs and run.outputs.model_outputs)
 
 
 def models_table(a) -> Table:

@@ -15,7 +15,6 @@ import dataclasses
 import datetime as dt
 import html
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,9 @@ from typing import Sequence
 import pandas as pd
 
 from analysis import headline, settings, stats, tables
-from analysis.load import (DEFAULT_METRICS, PROJECT_ROOT, AnalysisError, Study, load_study)
+from analysis.load import (DEFAULT_METRICS, AnalysisError, Study, load_study)
 from analysis.tables import Table
+from study import records
 
 FORMATS = ("md", "csv", "html", "latex")
 
@@ -141,30 +141,20 @@ def analyze(study: Study, metric: str = "test/acc", baseline: str | None = None,
 
 
 def _pretraining_of(study: Study) -> dict[str, list[str]]:
-    """Classify arm -> pretraining keys its trials load, from the runner's artifact references
-    (params ``meta.encoder_artifact`` = ``<key>/<seed>``, ``meta.denoiser_artifact``)."""
+    """Classify arm -> the upstream keys its trials load (the runs' ``uses.*`` tags)."""
     out: dict[str, set[str]] = {}
-    runs = study.select(stage="classify")
-    for col in ("params.meta.encoder_artifact", "params.meta.denoiser_artifact"):
-        if col not in runs:
-            continue
-        for arm, ref in zip(runs["arm"], runs[col]):
-            if isinstance(ref, str) and "/" in ref:
-                out.setdefault(arm, set()).add(ref.split("/")[0])
+    for _, run in study.select(stage="classify").iterrows():
+        for ref in records.artifact_refs(run).values():
+            out.setdefault(run["arm"], set()).add(ref.upstream)
     return {arm: sorted(keys) for arm, keys in out.items()}
 
 
 def _reused_pretraining(study: Study) -> dict[str, str]:
     """``key/seed`` -> run id of the parent's ``pretrained_runs`` that are not trials of this
     study invocation (the runner reuses autoencoders across studies by cache key)."""
-    import json
-
-    try:
-        listed = json.loads(study.parent_tags.get("pretrained_runs") or "{}")
-    except json.JSONDecodeError:
-        return {}
     own = set(study.runs["run_id"])
-    return {k: v for k, v in listed.items() if v not in own}
+    return {f"{key}/{seed}": run_id for (key, seed), run_id in records.pretrained_runs(study.parent_tags).items()
+            if run_id not in own}
 
 
 # -- tables and provenance ---------------------------------------------------------------------
@@ -247,12 +237,9 @@ def _wall_time(s: Study) -> str:
 
 
 def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The analysis code's commit, short, and whether its tree had changes."""
+    commit, dirty = records.git_state()
+    return commit[:7] + (" (dirty tree)" if dirty else "")
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -424,7 +411,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def default_output_dir(name: str) -> Path:
-    return PROJECT_ROOT / "reports" / name
+    return records.PROJECT_ROOT / "reports" / name
 
 
 def build_report(name: str, *, tracking_uri: str | None = None, output_dir: Path | None = None,

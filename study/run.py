@@ -24,7 +24,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from study import terminal, tracking
+from study import records, terminal, tracking
 from study.loader import Found, StudyError, find
 
 EXIT_USAGE = 2
@@ -148,7 +148,8 @@ def _one(target: str) -> Found:
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> int:
     found = _one(args.study)
     study = found.study
-    from study.protocol import RunOptions, UsageError, run_study
+    from study.cluster import UsageError
+    from study.protocol import RunOptions, run_study
     if args.budget not in study.budgets:
         parser.error(f"--budget {args.budget!r}: study {study.name} has no such budget; budgets: {', '.join(study.budgets)}")
     budget = study.budget(args.budget)
@@ -161,11 +162,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         budget = replace(budget, **overrides)
     except ValueError as e:
         parser.error(str(e))
-    results_dir = (args.results_dir or tracking.default_results_dir()).resolve()
+    results_dir = (args.results_dir or records.default_results_dir()).resolve()
     opts = RunOptions(
         study=study, budget_name=args.budget, budget=budget, gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent, address=args.address,
-        tracking_uri=args.tracking_uri or tracking.default_tracking_uri(results_dir), results_dir=results_dir,
+        tracking_uri=args.tracking_uri or records.default_tracking_uri(results_dir), results_dir=results_dir,
         storage=args.storage or os.environ.get("STUDY_STORAGE"), data_dir=args.data_dir, resume=args.resume, fresh=args.fresh,
         autoscaling=args.autoscaling, command=tracking.redact(shlex.join(["python", "-m", "study.run", *(argv or sys.argv[1:])])),
         verbose=0 if args.quiet else 2 if args.verbose else 1, origin=found.origin, target=args.study)

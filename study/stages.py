@@ -20,51 +20,58 @@ from typing import Any, Mapping
 from search_spaces import default_point
 from study import tracking
 from study.check import schema_defaults
-from study.configs import (PHASE_REPLICATE, PHASE_TUNE, STAGE_PRETRAIN, artifact_ref, pretrain_cache_key,
-                           pretrain_config, pretrain_seeds)
-from study.protocol import PhaseContext, PhaseResult, best_configs, chosen_configs, log, phase_once, run_phase
+from study.configs import artifact_ref, pretrain_cache_key, pretrain_config, pretrain_seeds
+from study.phases import PhaseContext, PhaseResult, choose_configs, chosen_params, phase_once, run_phase
+from study.records import PHASE_REPLICATE, PHASE_TUNE, STAGE_PRETRAIN, Outcome, Tag, pretrained_runs_tag, run_filter
 from study.searchers import ListSearcher, PerArmASHA, PerArmOptunaSearch, space_function
+from study.terminal import log
 from study.upstream import Upstream, ref_label
 
 
-def pretrain_stage(ctx: PhaseContext) -> list[PhaseResult]:
-    """Trains the upstreams the arms need that no earlier run trained, then ships the files the
-    arms use to the trials. Returns the phases it ran."""
-    opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
+def pretrain_stage(ctx: PhaseContext) -> tuple[list[PhaseResult], dict[str, bytes]]:
+    """Trains the upstreams the arms need that no earlier run trained. Returns the phases it ran
+    and the files the arms load, by reference (``ArtifactRef.path``)."""
+    study, budget = ctx.opts.study, ctx.opts.budget
     needed = study.pretrainings()
     if not needed:
-        return []
+        return [], {}
     seeds = pretrain_seeds(budget)
     cache_keys = {(p.key, s): pretrain_cache_key(p, study, budget, ctx.loaded.data_sha256, s)
                   for p in needed for s in seeds}
-    trained = _find_trained(ctx, cache_keys)
-    missing = [p for p in needed if any((p.key, s) not in trained for s in seeds)]
-    results: list[PhaseResult] = []
-    if trained:
-        log(f"pretrain: reusing {len(trained)} trained upstream artifacts")
+    reused = _trained_runs(ctx, cache_keys)
+    if reused:
+        log(f"pretrain: reusing {len(reused)} trained upstream artifacts")
+    untrained = [p for p in needed if any((p.key, s) not in reused for s in seeds)]
+    phases = _train(ctx, untrained, cache_keys) if untrained else []
+    runs = _trained_runs(ctx, cache_keys)
+    missing = sorted(f"{k}/seed {s}" for (k, s) in cache_keys if (k, s) not in runs)
     if missing:
-        log(f"pretrain: training {', '.join(p.key for p in missing)}")
-        results += phase_once(ctx, STAGE_PRETRAIN, PHASE_TUNE, lambda: _tune(ctx, missing, cache_keys))
-        chosen = chosen_configs(ctx, STAGE_PRETRAIN)
-        failed = [p.key for p in missing if p.key not in chosen]
-        if failed:
-            raise RuntimeError(f"no pretraining trial of {failed} reported {_objective(missing)[0]}; see the "
-                               "pretrain runs in MLflow (failure_reason)")
-        trained = _find_trained(ctx, cache_keys)   # now with the tune seed's artifacts
-        configs = [{**pretrain_config(p, study, budget, s, opts.data_dir), **chosen[p.key], "phase": PHASE_REPLICATE}
-                   for p in missing for s in seeds if (p.key, s) not in trained]
-        if configs:
-            metric, mode = _objective(missing)
-            results += phase_once(ctx, STAGE_PRETRAIN, PHASE_REPLICATE, lambda: (run_phase(
-                ctx, STAGE_PRETRAIN, PHASE_REPLICATE, ListSearcher(configs, metric, mode),
-                None, len(configs), pretrain_tags(cache_keys)), {}))
-            trained = _find_trained(ctx, cache_keys)
-    untrained = sorted(f"{k}/seed {s}" for (k, s) in cache_keys if (k, s) not in trained)
-    if untrained:
-        raise RuntimeError(f"pretraining produced no usable artifact for {', '.join(untrained)}; "
+        raise RuntimeError(f"pretraining produced no usable artifact for {', '.join(missing)}; "
                            "see the failed pretrain runs in MLflow")
-    _ship(ctx, trained)
-    return results
+    tracking.set_parent_tags(ctx.opts.tracking_uri, ctx.parent, {Tag.PRETRAINED_RUNS: pretrained_runs_tag(runs)})
+    return phases, _ship(ctx, runs)
+
+
+def _train(ctx: PhaseContext, upstreams: list[Upstream], cache_keys) -> list[PhaseResult]:
+    """Tunes ``upstreams`` on the tune seed, then trains each one's chosen configuration on the
+    seeds the tune phase did not train."""
+    opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
+    log(f"pretrain: training {', '.join(p.key for p in upstreams)}")
+    phases = phase_once(ctx, STAGE_PRETRAIN, PHASE_TUNE, lambda: _tune(ctx, upstreams, cache_keys))
+    chosen = chosen_params(ctx, STAGE_PRETRAIN)
+    failed = [p.key for p in upstreams if p.key not in chosen]
+    if failed:
+        raise RuntimeError(f"no pretraining trial of {failed} reported {_objective(upstreams)[0]}; see the "
+                           "pretrain runs in MLflow (failure_reason)")
+    after_tune = _trained_runs(ctx, cache_keys)    # with the tune seed's artifacts
+    configs = [{**pretrain_config(p, study, budget, s, opts.data_dir), **chosen[p.key], "phase": PHASE_REPLICATE}
+               for p in upstreams for s in pretrain_seeds(budget) if (p.key, s) not in after_tune]
+    if configs:
+        metric, mode = _objective(upstreams)
+        phases += phase_once(ctx, STAGE_PRETRAIN, PHASE_REPLICATE, lambda: run_phase(
+            ctx, STAGE_PRETRAIN, PHASE_REPLICATE, ListSearcher(configs, metric, mode),
+            None, len(configs), pretrain_tags(cache_keys)))
+    return phases
 
 
 def _objective(upstreams: list[Upstream]) -> tuple[str, str]:
@@ -74,24 +81,24 @@ def _objective(upstreams: list[Upstream]) -> tuple[str, str]:
 
 def pretrain_tags(cache_keys: Mapping[tuple[str, int], str]):
     def tags_for(config: Mapping[str, Any]) -> dict[str, str]:
-        tags = {"arm": str(config["arm"]), "seed": str(config["seed"]), "pretraining": str(config["arm"])}
-        key = cache_keys.get((config["arm"], config["seed"]))
-        if key and config.get("phase") == PHASE_REPLICATE:
-            tags["pretrain_cache_key"] = key
+        tags = {Tag.ARM: str(config["arm"]), Tag.SEED: str(config["seed"]), Tag.PRETRAINING: str(config["arm"])}
+        cache_key = cache_keys.get((config["arm"], config["seed"]))
+        if cache_key and config.get("phase") == PHASE_REPLICATE:
+            tags[Tag.PRETRAIN_CACHE_KEY] = cache_key
         return tags
     return tags_for
 
 
-def _tune(ctx: PhaseContext, missing: list[Upstream], cache_keys) -> tuple[PhaseResult, dict]:
+def _tune(ctx: PhaseContext, upstreams: list[Upstream], cache_keys) -> PhaseResult:
     """The pretrain tune phase on the tune seed; the best full-length trial of each upstream
     IS its tune seed's artifact (same config, seed and epochs), so it is registered as such
     instead of being trained again."""
     opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
     configs = {p.key: {**pretrain_config(p, study, budget, budget.tune_seed, opts.data_dir), "phase": PHASE_TUNE}
-               for p in missing}
-    params = {p.key: p.stage.search_space.resolve(configs[p.key]) for p in missing}
-    defaults = {p.key: schema_defaults(ctx.loaded.trainables[ref_label(p.stage.trainable)]) for p in missing}
-    metric, mode = _objective(missing)
+               for p in upstreams}
+    params = {p.key: p.stage.search_space.resolve(configs[p.key]) for p in upstreams}
+    defaults = {p.key: schema_defaults(ctx.loaded.trainables[ref_label(p.stage.trainable)]) for p in upstreams}
+    metric, mode = _objective(upstreams)
     searcher = PerArmOptunaSearch(
         configs, lambda key: space_function(params[key]), budget.pretrain_trials, metric, mode,
         seed=budget.tune_seed, startup_trials=budget.startup_trials,
@@ -100,37 +107,39 @@ def _tune(ctx: PhaseContext, missing: list[Upstream], cache_keys) -> tuple[Phase
                            min(budget.grace_period, budget.pretrain_epochs), budget.reduction_factor)
     result = run_phase(ctx, STAGE_PRETRAIN, PHASE_TUNE, searcher, scheduler,
                        budget.pretrain_trials * len(configs), pretrain_tags(cache_keys))
-    best = best_configs(ctx, STAGE_PRETRAIN, metric, mode, {k: [q.name for q in v] for k, v in params.items()})
+    chosen = choose_configs(ctx, STAGE_PRETRAIN, metric, mode, {k: [q.name for q in v] for k, v in params.items()})
     c = tracking.client(opts.tracking_uri)
-    for key, chosen in best.items():
-        if chosen["outcome"] == "completed":
-            c.set_tag(chosen["tune_run_id"], "pretrain_cache_key", cache_keys[(key, budget.tune_seed)])
-    return result, {"best_configs.pretrain": json.dumps(best)}
+    for key, choice in chosen.items():
+        if choice["outcome"] == Outcome.COMPLETED:
+            c.set_tag(choice["tune_run_id"], Tag.PRETRAIN_CACHE_KEY, cache_keys[(key, budget.tune_seed)])
+    result.decided = {f"{Tag.CHOSEN}{STAGE_PRETRAIN}": json.dumps(chosen)}
+    return result
 
 
-def _ship(ctx: PhaseContext, trained: Mapping[tuple[str, int], str]) -> None:
-    """The driver ships the files the arms use to the trials through the object store: worker
-    nodes need not reach the tracking server's artifact store or the driver's disk."""
+def _ship(ctx: PhaseContext, runs: Mapping[tuple[str, int], str]) -> dict[str, bytes]:
+    """The files the arms use, by reference, fetched by the driver from the upstream runs: they
+    reach the trials through the object store, so worker nodes need not reach the tracking
+    server's artifact store or the driver's disk."""
     client = tracking.client(ctx.opts.tracking_uri)
     uses = {(u.upstream.key, u.file): u for arm in ctx.opts.study.arms() for u in arm.uses}
+    shipped = {}
     with tempfile.TemporaryDirectory(prefix="study-pretrained-") as tmp:
         for (key, file), use in sorted(uses.items()):
             for seed in pretrain_seeds(ctx.opts.budget):
-                local = client.download_artifacts(trained[(key, seed)], file, tmp)
-                ctx.artifacts[artifact_ref(use, seed)] = Path(local).read_bytes()
-    tracking.set_parent_tags(ctx.opts.tracking_uri, ctx.parent,
-                             {"pretrained_runs": json.dumps({f"{k}/{s}": r for (k, s), r in sorted(trained.items())})})
+                local = client.download_artifacts(runs[(key, seed)], file, tmp)
+                shipped[artifact_ref(use, seed).path] = Path(local).read_bytes()
+    return shipped
 
 
-def _find_trained(ctx: PhaseContext, cache_keys: Mapping[tuple[str, int], str]) -> dict[tuple[str, int], str]:
-    """Completed pretraining runs with a matching cache key, in any experiment of the store."""
+def _trained_runs(ctx: PhaseContext, cache_keys: Mapping[tuple[str, int], str]) -> dict[tuple[str, int], str]:
+    """(upstream key, seed) -> the latest completed run with its cache key, in any experiment."""
     c = tracking.client(ctx.opts.tracking_uri)
     experiments = [e.experiment_id for e in c.search_experiments()]
-    found = {}
+    runs = {}
     for (key, seed), cache_key in cache_keys.items():
-        runs = c.search_runs(experiments, filter_string=(
-            f"tags.pretrain_cache_key = '{cache_key}' and tags.outcome = 'completed'"),
+        latest = c.search_runs(experiments, filter_string=run_filter(
+            {Tag.PRETRAIN_CACHE_KEY: cache_key, Tag.OUTCOME: Outcome.COMPLETED}),
             order_by=["attributes.start_time DESC"], max_results=1)
-        if runs:
-            found[(key, seed)] = runs[0].info.run_id
-    return found
+        if latest:
+            runs[(key, seed)] = latest[0].info.run_id
+    return runs

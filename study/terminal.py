@@ -35,6 +35,11 @@ def stamp(message: str) -> str:
     return f"[study {time.strftime('%H:%M:%S')}] {message}"
 
 
+def log(message: str) -> None:
+    """One line of the runner's output, with the time."""
+    print(stamp(message), flush=True)
+
+
 def ray_init_kwargs(verbose: int) -> dict:
     """Worker output reaches the driver only with --verbose (trials keep their log files)."""
     return {"log_to_driver": verbose >= VERBOSE,
@@ -223,10 +228,11 @@ def epilogue_lines(study: str, parent_run_id: str, uri: str, default_uri: bool, 
     return lines
 
 
-def phase_progress(opts, stage: str, phase: str, trials: int, concurrency: int) -> PhaseProgress | None:
+def phase_progress(opts, stage: str, phase: str, trials: int, concurrency: int, gpus_per_trial: float
+                   ) -> PhaseProgress | None:
     """The progress display of a phase at the default verbosity (None at the others)."""
     if opts.verbose != COMPACT:
         return None
-    device = "cuda" if opts.gpus_per_trial else "cpu"
+    device = "cuda" if gpus_per_trial else "cpu"
     return PhaseProgress(f"{stage}/{phase}", trials, concurrency,
                          phase_estimate_s(opts.study, opts.budget, device, stage, phase))

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import tempfile
 import time
 import urllib.error
@@ -23,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
-from study import records
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from study import run_contents
+from study.records import STUDY_DEFINITION_FILE, Outcome, RunKind, StudyStatus, Tag, run_filter
 
 # Environment variables whose values must never reach MLflow (tokens, cloud keys, passwords).
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|PRIVATE_KEY|API_KEY|AUTH",
@@ -35,17 +33,6 @@ PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "numpy", "pandas"
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used; raised before any training starts."""
-
-
-def default_results_dir() -> Path:
-    return Path(os.environ.get("STUDY_RESULTS_DIR", PROJECT_ROOT / "results")).resolve()
-
-
-def default_tracking_uri(results_dir: Path | None = None) -> str:
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    # Absolute path: Ray trials chdir, and a relative sqlite URI would make one DB per dir.
-    return f"sqlite:///{(results_dir or default_results_dir()) / 'mlflow.db'}"
 
 
 # -- secrets -------------------------------------------------------------------------------
@@ -63,22 +50,7 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     return text
 
 
-# -- provenance ----------------------------------------------------------------------------
-def git_state(root: Path = PROJECT_ROOT) -> tuple[str, bool]:
-    """(commit, dirty). A `ray job submit --working-dir` upload has no .git: then the
-    submitter may pass STUDY_GIT_COMMIT / STUDY_GIT_DIRTY."""
-    if os.environ.get("STUDY_GIT_COMMIT"):
-        return os.environ["STUDY_GIT_COMMIT"], os.environ.get("STUDY_GIT_DIRTY", "") == "true"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10, check=True).stdout
-        return commit, bool(status.strip())
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", False
-
-
+# -- provenance (the git state: study.records) ---------------------------------------------
 def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
     out = {"python": platform.python_version()}
@@ -156,9 +128,9 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path | None) 
     experiment = c.get_experiment_by_name(name)
     if experiment is not None:
         # Experiments of older runs (or inferred by the UI) open on the GenAI overview page.
-        kind = experiment.tags.get(records.EXPERIMENT_KIND_TAG, "")
-        if kind != records.EXPERIMENT_KIND and (not kind or kind.endswith("inferred") or kind == "no_inferred_type"):
-            c.set_experiment_tag(experiment.experiment_id, records.EXPERIMENT_KIND_TAG, records.EXPERIMENT_KIND)
+        kind = experiment.tags.get(run_contents.EXPERIMENT_KIND_TAG, "")
+        if kind != run_contents.EXPERIMENT_KIND and (not kind or kind.endswith("inferred") or kind == "no_inferred_type"):
+            c.set_experiment_tag(experiment.experiment_id, run_contents.EXPERIMENT_KIND_TAG, run_contents.EXPERIMENT_KIND)
         return experiment.experiment_id
     location = None
     if artifact_root is not None and not tracking_uri.startswith(("http://", "https://")):
@@ -166,7 +138,7 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path | None) 
         # that is a temporary folder. An absolute location keeps them with the database.
         location = (artifact_root / name).resolve().as_uri()
     return c.create_experiment(name, artifact_location=location,
-                               tags={records.EXPERIMENT_KIND_TAG: records.EXPERIMENT_KIND})
+                               tags={run_contents.EXPERIMENT_KIND_TAG: run_contents.EXPERIMENT_KIND})
 
 
 @dataclass
@@ -176,13 +148,13 @@ class ParentRun:
 
     @property
     def status(self) -> str:
-        return self.tags.get("study_status", "running")
+        return self.tags.get(Tag.STUDY_STATUS, StudyStatus.RUNNING)
 
 
 def latest_parent(tracking_uri: str, experiment_id: str, budget: str, dataset: str) -> Optional[ParentRun]:
     runs = client(tracking_uri).search_runs(
         [experiment_id],
-        filter_string=f"tags.run_kind = 'study' and tags.budget = '{budget}' and tags.dataset = '{dataset}'",
+        filter_string=run_filter({Tag.RUN_KIND: RunKind.STUDY, Tag.BUDGET: budget, Tag.DATASET: dataset}),
         order_by=["attributes.start_time DESC"], max_results=1)
     return ParentRun(runs[0].info.run_id, dict(runs[0].data.tags)) if runs else None
 
@@ -192,30 +164,28 @@ def create_parent(tracking_uri: str, experiment_id: str, run_name: str, tags: Ma
     from mlflow.entities import Param
     c = client(tracking_uri)
     tags = {k: redact(str(v)) for k, v in tags.items()}
-    run = c.create_run(experiment_id, run_name=run_name, tags={**tags, "study_status": "running"})
+    tags = {**tags, Tag.STUDY_STATUS: StudyStatus.RUNNING}
+    run = c.create_run(experiment_id, run_name=run_name, tags=tags)
     c.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten_params(params).items()])
-    return ParentRun(run.info.run_id, {**tags, "study_status": "running"})
+    return ParentRun(run.info.run_id, tags)
 
 
 def set_parent_status(tracking_uri: str, parent: ParentRun, study_status: str) -> None:
     """running -> RUNNING; finished -> FINISHED; interrupted/failed -> KILLED/FAILED. Children
     still RUNNING are closed as KILLED (a resume reopens them): none is left RUNNING."""
     c = client(tracking_uri)
-    c.set_tag(parent.run_id, "study_status", study_status)
-    parent.tags["study_status"] = study_status
-    if study_status == "running":
+    c.set_tag(parent.run_id, Tag.STUDY_STATUS, study_status)
+    parent.tags[Tag.STUDY_STATUS] = study_status
+    if study_status == StudyStatus.RUNNING:
         c.update_run(parent.run_id, status="RUNNING")
         return
     experiment_id = c.get_run(parent.run_id).info.experiment_id
-    for child in c.search_runs([experiment_id], filter_string=(
-            f"tags.mlflow.parentRunId = '{parent.run_id}' and attributes.status = 'RUNNING'"),
-            max_results=10000):
-        c.set_tag(child.info.run_id, "outcome", "interrupted")
+    for child in c.search_runs([experiment_id], filter_string=run_filter(
+            {Tag.PARENT: parent.run_id}, "attributes.status = 'RUNNING'"), max_results=10000):
+        c.set_tag(child.info.run_id, Tag.OUTCOME, Outcome.INTERRUPTED)
         c.set_terminated(child.info.run_id, status="KILLED")
-    c.set_terminated(parent.run_id, status={"finished": "FINISHED", "failed": "FAILED"}.get(study_status, "KILLED"))
-
-
-STUDY_DEFINITION_FILE = "study.json"
+    c.set_terminated(parent.run_id, status={StudyStatus.FINISHED: "FINISHED",
+                                            StudyStatus.FAILED: "FAILED"}.get(study_status, "KILLED"))
 
 
 def log_study_definition(tracking_uri: str, parent: ParentRun, definition: Mapping[str, Any]) -> None:
@@ -262,15 +232,15 @@ class MlflowTrialLogger(_TuneCallback):
                  meta_keys: Iterable[str], resources: Mapping[str, float],
                  log_weights: bool = True, datasets: Mapping[str, Mapping[str, Any]] | None = None,
                  models: Mapping[str, Any] | None = None, flush_interval_s: float = FLUSH_INTERVAL_S):
-        """``datasets``: dataset name -> ``records.dataset_entities`` (inputs of every run);
+        """``datasets``: dataset name -> ``run_contents.dataset_entities`` (inputs of every run);
         ``models``: log each completed trial's model, with ``n_classes`` and ``example``
-        (``records.input_example``)."""
+        (``run_contents.input_example``)."""
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
         self.experiment_key, self.base_tags, self.tags_for_config = experiment_key, dict(base_tags), tags_for_config
         self.meta_keys, self.resources, self.log_weights = frozenset(meta_keys), dict(resources), log_weights
         self.datasets, self.models = dict(datasets or {}), (dict(models) if models else None)
         self.flush_interval_s = flush_interval_s
-        self.model_logger = records.ModelLogger()
+        self.model_logger = run_contents.ModelLogger()
         self._reset()
 
     def _reset(self):
@@ -280,7 +250,6 @@ class MlflowTrialLogger(_TuneCallback):
         self._placement: Dict[str, tuple] = {}
         self._pending: Dict[str, tuple[list, list]] = {}     # run id -> (metrics, tags) not yet written
         self._flushed_at = time.monotonic()
-        self.outcomes: Dict[str, tuple[str, str]] = {}   # trial_id -> (outcome, reason)
         self.model_failures: list[tuple[str, str]] = []
 
     def __getstate__(self):            # Tune pickles callbacks with the experiment state
@@ -305,22 +274,22 @@ class MlflowTrialLogger(_TuneCallback):
             return self._runs[trial.trial_id]
         from mlflow.entities import Param
         key = f"{self.experiment_key}/{trial.trial_id}"
-        existing = self.mlflow.search_runs([self.experiment_id], filter_string=f"tags.trial_key = '{key}'",
+        existing = self.mlflow.search_runs([self.experiment_id], filter_string=run_filter({Tag.TRIAL_KEY: key}),
                                            max_results=1)
         if existing:
             run_id = existing[0].info.run_id
             self.mlflow.update_run(run_id, status="RUNNING")
-            self.mlflow.set_tag(run_id, "outcome", "running")
+            self.mlflow.set_tag(run_id, Tag.OUTCOME, Outcome.RUNNING)
             history = self.mlflow.get_metric_history(run_id, "epoch")
             self._last_step[run_id] = max((m.step for m in history), default=0)
         else:
             config = self._trainable_config(trial.config)
             tags = {**self.base_tags, **self.tags_for_config(trial.config),
-                    "mlflow.parentRunId": self.parent_run_id, "run_kind": "trial",
-                    "trial_id": trial.trial_id, "trial_key": key, "config_hash": config_hash(config),
-                    "outcome": "running"}
+                    Tag.PARENT: self.parent_run_id, Tag.RUN_KIND: RunKind.TRIAL,
+                    Tag.TRIAL_ID: trial.trial_id, Tag.TRIAL_KEY: key, Tag.CONFIG_HASH: config_hash(config),
+                    Tag.OUTCOME: Outcome.RUNNING}
             tags = {k: redact(str(v)) for k, v in tags.items()}
-            run = self.mlflow.create_run(self.experiment_id, run_name=f"{tags.get('arm', '')}/{trial.trial_id}",
+            run = self.mlflow.create_run(self.experiment_id, run_name=f"{tags.get(Tag.ARM, '')}/{trial.trial_id}",
                                          tags=tags)
             run_id = run.info.run_id
             params = {**flatten_params(config), **{f"meta.{k}": str(trial.config[k]) for k in self.meta_keys
@@ -330,7 +299,7 @@ class MlflowTrialLogger(_TuneCallback):
                 self.mlflow.log_batch(run_id, params=items[i:i + 100])
             entities = self.datasets.get(config.get("dataset"))
             if entities:
-                self.mlflow.log_inputs(run_id, datasets=records.dataset_inputs(entities, trial.config))
+                self.mlflow.log_inputs(run_id, datasets=run_contents.dataset_inputs(entities, trial.config))
             self._last_step[run_id] = 0
         self._runs[trial.trial_id] = run_id
         return run_id
@@ -379,16 +348,17 @@ class MlflowTrialLogger(_TuneCallback):
         run_id = self.run_id(trial)
         result = trial.last_result or {}
         if result.get("diverged"):
-            outcome, reason = "failed", str(result.get("failure_reason", "training diverged"))
+            outcome, reason = Outcome.FAILED, str(result.get("failure_reason", "training diverged"))
         elif result.get("final"):
-            outcome, reason = "completed", ""
+            outcome, reason = Outcome.COMPLETED, ""
         else:
-            outcome, reason = "pruned", "stopped early by ASHA"
+            outcome, reason = Outcome.PRUNED, "stopped early by ASHA"
         self._log_cost(run_id, result)
-        if outcome != "failed":
-            self._log_checkpoint(run_id, trial, weights=self.log_weights and outcome == "completed",
-                                 model=self.models is not None and outcome == "completed")
-        self._finish(run_id, trial, outcome, reason)
+        if outcome != Outcome.FAILED:
+            completed = outcome == Outcome.COMPLETED
+            self._log_checkpoint(run_id, trial, weights=self.log_weights and completed,
+                                 model=self.models is not None and completed)
+        self._finish(run_id, outcome, reason)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.flush()
@@ -397,7 +367,7 @@ class MlflowTrialLogger(_TuneCallback):
         reason = "trial process failed"
         if getattr(trial, "error_file", None) and os.path.exists(trial.error_file):
             reason = Path(trial.error_file).read_text(errors="replace").strip().splitlines()[-1][:500]
-        self._finish(run_id, trial, "failed", reason)
+        self._finish(run_id, Outcome.FAILED, reason)
 
     def _log_cost(self, run_id: str, result: Mapping[str, Any]) -> None:
         """Trial wall time (Tune's, across restores) and the resources it held meanwhile."""
@@ -410,13 +380,12 @@ class MlflowTrialLogger(_TuneCallback):
             Metric("cost/gpu_seconds", wall * self.resources.get("gpu", 0.0), now, step),
             Metric("cost/cpu_seconds", wall * self.resources.get("cpu", 1.0), now, step)])
 
-    def _finish(self, run_id, trial, outcome: str, reason: str):
-        self.mlflow.set_tag(run_id, "outcome", outcome)
+    def _finish(self, run_id, outcome: str, reason: str):
+        self.mlflow.set_tag(run_id, Tag.OUTCOME, outcome)
         if reason:
-            self.mlflow.set_tag(run_id, "failure_reason" if outcome == "failed" else "stop_reason",
+            self.mlflow.set_tag(run_id, Tag.FAILURE_REASON if outcome == Outcome.FAILED else Tag.STOP_REASON,
                                 redact(reason)[:5000])
-        self.mlflow.set_terminated(run_id, status="FAILED" if outcome == "failed" else "FINISHED")
-        self.outcomes[trial.trial_id] = (outcome, reason)
+        self.mlflow.set_terminated(run_id, status="FAILED" if outcome == Outcome.FAILED else "FINISHED")
 
     def _log_checkpoint(self, run_id: str, trial, weights: bool, model: bool = False):
         checkpoint = trial.checkpoint
@@ -437,7 +406,7 @@ class MlflowTrialLogger(_TuneCallback):
                 self.model_logger.submit(
                     run_id, os.path.join(tmp, "model.pt"), tracking_uri=self.tracking_uri,
                     experiment_id=self.experiment_id, config=config, step=int((trial.last_result or {}).get("epoch", 0)),
-                    tags={k: str(trial.config.get(k)) for k in ("arm", "seed", "phase")}, **self.models)
+                    tags={k: str(trial.config.get(k)) for k in (Tag.ARM, Tag.SEED, Tag.PHASE)}, **self.models)
 
 
 def _log_confusion_matrix(mlflow_client, run_id: str, evaluation_json: str, tmp: str) -> None:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from study import records, tracking
+from study import run_contents as records, tracking
 
 SHA = "ab" * 32
 

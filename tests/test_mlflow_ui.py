@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from study import records, tracking
+from study import run_contents as records, tracking
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = "ablation_dropout"

@@ -13,8 +13,8 @@ import pytest
 
 from study import tracking
 from study.protocol import RunOptions, run_study
-from studies.mnist import CLASSIFIER, MNIST
-from study.registry import SMOKE, STUDIES
+from studies.mnist import CLASSIFIER, MNIST, SMOKE
+from study.registry import STUDIES
 from study.run import main
 from study.spec import Budget, Factor, Level, Study
 from search_spaces import Param, SearchSpace

@@ -1,0 +1,223 @@
+"""One phase of a stage = one Tune experiment, which every arm (or upstream) of the stage shares
+(``study.searchers`` keeps them apart), recorded in MLflow by ``tracking.MlflowTrialLogger``.
+
+``phase_once`` runs a phase unless the parent run marks it done, then records what it decided
+and marks it done; ``run_phase`` runs (or restores) the Tune experiment and reads how its trials
+ended from MLflow; ``choose_configs`` picks each arm's configuration from its tune runs, and
+``chosen_params`` reads that choice back from the parent run (also after a resume).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from study import run_contents, terminal, tracking
+from study.check import Loaded
+from study.cluster import TrialResources
+from study.records import PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, Outcome, Tag, run_filter
+from study.terminal import log
+from study.tracking import ParentRun
+from study.upstream import ref_label
+
+
+class StudyInterrupted(Exception):
+    """Tune saved its state after SIGINT/SIGTERM; ``--resume`` continues."""
+
+
+@dataclass
+class PhaseResult:
+    """How a phase's trials ended, and what the phase decided (tags of the parent run)."""
+    name: str                              # "<stage>/<phase>"
+    trials: int
+    outcomes: dict[str, int]               # outcome -> trials
+    failures: list[tuple[str, str]]        # (arm, reason)
+    decided: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PhaseContext:
+    """What every phase of a study run needs."""
+    opts: Any                            # protocol.RunOptions
+    parent: ParentRun
+    experiment_id: str
+    loaded: Loaded                       # the study's trainables and data (study.check)
+    resources: TrialResources            # each trial's share, how many at once (study.cluster)
+    base_tags: dict[str, str]            # tags every trial run shares
+    artifacts: Mapping[str, bytes] = field(default_factory=dict)   # upstream files by ArtifactRef.path
+
+    @property
+    def datasets(self) -> dict[str, Any]:
+        """Dataset name -> what the study's loader returned (shipped to every trial)."""
+        data = self.loaded.data
+        return {} if data is None else {self.opts.budget.dataset: data}
+
+    @property
+    def feeds(self) -> dict[str, str]:
+        """Artifact reference key -> the config key that gets the file (study.trial)."""
+        return {u.meta_key: u.into for arm in self.opts.study.arms() for u in arm.uses}
+
+
+def phase_once(ctx: PhaseContext, stage: str, phase: str, run: Callable[[], PhaseResult]) -> list[PhaseResult]:
+    """``[run()]``, with what it decided and the mark that it is done written to the parent run
+    in one go; ``[]`` for a phase the parent run marks done (a resumed study)."""
+    done_tag = f"{Tag.PHASE_DONE}{stage}.{phase}"
+    if ctx.parent.tags.get(done_tag) == "true":
+        return []
+    result = run()
+    tracking.set_parent_tags(ctx.opts.tracking_uri, ctx.parent, {**result.decided, done_tag: "true"})
+    return [result]
+
+
+def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, num_trials: int,
+              tags_for_config, log_weights: bool = True) -> PhaseResult:
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from study.trial import META_KEYS, run_trial
+
+    opts, feeds, resources = ctx.opts, ctx.feeds, ctx.resources
+    terminal.quiet_libraries(opts.verbose)
+    name = f"{opts.study.name}-{ctx.parent.run_id[:8]}-{stage}-{phase}"
+    path = f"{opts.storage_path.rstrip('/')}/{name}"
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, datasets=ctx.datasets, artifacts=dict(ctx.artifacts),
+                             trainables=ctx.loaded.trainables, feeds=feeds, gpu_fraction=resources.gpus),
+        resources.tune)
+    progress = terminal.phase_progress(opts, stage, phase, num_trials, resources.max_concurrent, resources.gpus)
+    # MLflow is the record: of Tune's own per-result loggers only result.json stays (the
+    # TensorBoard and CSV copies cost the driver ~3 ms per result; benchmarks/runner_overhead.py).
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if opts.verbose >= terminal.VERBOSE else "0"   # the new one prints a box at 0
+    if tune.Tuner.can_restore(path):
+        log(f"{stage}/{phase}: resuming Tune experiment {path}")
+        # (with the callbacks it was started with: MLflow logger, progress display)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        models = _logs_models(ctx, stage, phase)
+        logger = tracking.MlflowTrialLogger(
+            opts.tracking_uri, ctx.experiment_id, ctx.parent.run_id, experiment_key=name,
+            base_tags={**ctx.base_tags, Tag.STAGE: stage, Tag.PHASE: phase}, tags_for_config=tags_for_config,
+            meta_keys=META_KEYS + tuple(feeds), resources=resources.tune, log_weights=log_weights,
+            datasets={n: run_contents.dataset_entities(d, opts.data_dir) for n, d in _image_datasets(ctx).items()},
+            models={"n_classes": _num_classes(ctx), "example": run_contents.input_example(ctx.loaded.data)}
+            if models else None)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, scheduler=scheduler, num_samples=num_trials,
+                max_concurrent_trials=resources.max_concurrent, reuse_actors=True,
+                trial_dirname_creator=lambda t: f"{t.trial_id}"),
+            run_config=tune.RunConfig(
+                name=name, storage_path=opts.storage_path,
+                failure_config=tune.FailureConfig(max_failures=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[logger, JsonLoggerCallback()] + ([progress] if progress else []),
+                # each trial's stdout/stderr files, next to its result.json in the storage path
+                sync_config=tune.SyncConfig(sync_artifacts=True), log_to_file=True,
+                verbose=terminal.tune_verbosity(opts.verbose)))
+    log(f"{stage}/{phase}: {num_trials} trials, up to {resources.max_concurrent} at a time "
+        f"({resources.cpus:g} CPU, {resources.gpus:g} GPU each)")
+    grid = tuner.fit()
+    if _logs_models(ctx, stage, phase):
+        run_contents.log_missing_models(opts.tracking_uri, ctx.experiment_id, phase_runs(ctx, stage, phase),
+                                        _num_classes(ctx), run_contents.input_example(ctx.loaded.data), log)
+    return _outcomes(ctx, grid, stage, phase, num_trials)
+
+
+def _image_datasets(ctx: PhaseContext) -> dict[str, Any]:
+    """The datasets MLflow records as run inputs: our image datasets (study/run_contents.py)."""
+    from trainables.data import ImageDataset
+    return {n: d for n, d in ctx.datasets.items() if isinstance(d, ImageDataset)}
+
+
+def _logs_models(ctx: PhaseContext, stage: str, phase: str) -> bool:
+    """Replicates of our classifier log an MLflow model (study.trial.logs_mlflow_models)."""
+    from study.trial import logs_mlflow_models
+    return (stage == STAGE_CLASSIFY and phase == PHASE_REPLICATE and bool(_image_datasets(ctx))
+            and logs_mlflow_models(ctx.loaded.trainables[ref_label(ctx.opts.study.trainable)]))
+
+
+def _num_classes(ctx: PhaseContext) -> int:
+    return len(ctx.loaded.data.class_names)
+
+
+def _outcomes(ctx: PhaseContext, grid, stage: str, phase: str, expected: int) -> PhaseResult:
+    """How the phase's trials ended, read from MLflow (the record). Raises StudyInterrupted when
+    the fit stopped before every trial ended."""
+    label = f"{stage}/{phase}"
+    started = len(grid)
+    tune_trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
+    runs = phase_runs(ctx, stage, phase)
+    if tune_trials:
+        runs = _drop_orphans(ctx, runs, {t.trial_id for t in tune_trials})
+    outcomes: dict[str, int] = {}
+    failures = []
+    for run in runs:
+        outcome = run.data.tags.get(Tag.OUTCOME, "unknown")
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if outcome == Outcome.FAILED:
+            failures.append((run.data.tags.get(Tag.ARM, "?"), run.data.tags.get(Tag.FAILURE_REASON, "")))
+    unfinished = outcomes.get(Outcome.RUNNING, 0) + outcomes.get(Outcome.INTERRUPTED, 0)
+    if started < expected or unfinished or any(t.status in ("PENDING", "RUNNING", "PAUSED") for t in tune_trials):
+        raise StudyInterrupted(f"{label}: {started} of {expected} trials started, {unfinished} unfinished")
+    log(f"{label}: " + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())))
+    return PhaseResult(label, started, outcomes, failures)
+
+
+def _drop_orphans(ctx: PhaseContext, runs, trial_ids: set[str]):
+    """Runs of trials that Tune's restored state does not know (the driver was killed before
+    its next experiment snapshot; the searcher re-suggested them under new trial ids). They
+    would be duplicates: soft-delete them (MLflow can restore deleted runs) and say so."""
+    c = tracking.client(ctx.opts.tracking_uri)
+    kept = []
+    for run in runs:
+        if run.data.tags.get(Tag.TRIAL_ID) in trial_ids:
+            kept.append(run)
+            continue
+        c.set_tag(run.info.run_id, Tag.OUTCOME, Outcome.ORPHANED)
+        c.set_terminated(run.info.run_id, status="KILLED")
+        c.delete_run(run.info.run_id)
+        log(f"deleted orphaned run {run.info.run_id} (trial {run.data.tags.get(Tag.TRIAL_ID)} of a lost attempt)")
+    return kept
+
+
+def phase_runs(ctx: PhaseContext, stage: str, phase: str):
+    """The trial runs of one phase of this study run."""
+    return tracking.client(ctx.opts.tracking_uri).search_runs([ctx.experiment_id], filter_string=run_filter(
+        {Tag.PARENT: ctx.parent.run_id, Tag.STAGE: stage, Tag.PHASE: phase}), max_results=50000)
+
+
+def choose_configs(ctx: PhaseContext, stage: str, metric: str, mode: str, tuned: Mapping[str, tuple]) -> dict:
+    """Per arm, the tuned parameters of its best tune-phase trial on the validation metric, with
+    that run's id, value and outcome.
+
+    Trials that ran to full length are preferred over ASHA-stopped ones (an early value is
+    not comparable to a final one); failed trials never win."""
+    leaders: dict[str, tuple] = {}          # arm -> (rank, run) of its best trial so far
+    for run in phase_runs(ctx, stage, PHASE_TUNE):
+        outcome, metrics = run.data.tags.get(Tag.OUTCOME), run.data.metrics
+        if outcome not in (Outcome.COMPLETED, Outcome.PRUNED) or metric not in metrics:
+            continue
+        arm = run.data.tags[Tag.ARM]
+        rank = (outcome == Outcome.COMPLETED, metrics[metric] if mode == "max" else -metrics[metric])
+        if arm not in leaders or rank > leaders[arm][0]:
+            leaders[arm] = (rank, run)
+    return {arm: {"params": {p: _parse_param(run.data.params[p]) for p in tuned.get(arm, ()) if p in run.data.params},
+                  "tune_run_id": run.info.run_id, "val_metric": run.data.metrics[metric],
+                  "outcome": run.data.tags[Tag.OUTCOME]}
+            for arm, (_, run) in leaders.items()}
+
+
+def chosen_params(ctx: PhaseContext, stage: str) -> dict[str, dict]:
+    """Per arm (or upstream), the tuned parameters the stage's tune phase chose."""
+    chosen = json.loads(ctx.parent.tags[f"{Tag.CHOSEN}{stage}"])
+    return {name: entry["params"] for name, entry in chosen.items()}
+
+
+def _parse_param(text: str):
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return text
