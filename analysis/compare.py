@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from analysis.figures import FigureOptions
+from analysis.plotting import FigureOptions
 from analysis.load import AnalysisError
 from analysis.report import FORMATS, build_report, command_string, default_output_dir
 from study.records import default_tracking_uri

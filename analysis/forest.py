@@ -95,6 +95,6 @@ def _short(verdict: str) -> str:
 
 
 def write_effects_figure(frame: pd.DataFrame, metric: str, out: Path, title: str) -> Path:
-    from analysis.figures import save
+    from analysis.plotting import save
 
     return save(plot_effects(frame, metric, title), Path(out) / "effects.png")

@@ -201,9 +201,9 @@ def effects_caption(h: Headline) -> str:
 
 
 def effects_figure(h: Headline, metric: str, study_name: str, out: Path):
-    """``figures/effects.png`` as a ``figures.FigureResult`` (skipped, with the reason, when
+    """``figures/effects.png`` as a ``plotting.FigureResult`` (skipped, with the reason, when
     there is nothing to draw)."""
-    from analysis.figures import FigureResult
+    from analysis.plotting import FigureResult
     from analysis.forest import write_effects_figure
 
     title = "Planned contrasts (forest plot)"

@@ -396,11 +396,11 @@ def write_report(a: Analysis, output_dir: Path, formats: Sequence[str] = FORMATS
 
 def _effects(a: Analysis, fig_dir: Path):
     """The forest plot of the planned contrasts; a drawing failure costs only this figure."""
-    from analysis.figures import FigureResult
+    from analysis.plotting import FigureResult
 
     try:
         return headline.effects_figure(a.headline, a.metric, a.study.name, fig_dir)
-    except Exception as err:  # noqa: BLE001 - as figures._guard: the report goes on
+    except Exception as err:  # noqa: BLE001 - as figures._draw: the report goes on
         return FigureResult("effects", "Planned contrasts (forest plot)", "", None,
                             f"failed: {type(err).__name__}: {err}")
 
