@@ -50,7 +50,7 @@ def _trial(rank: int, opts: dict, barrier, results) -> None:
 
     from benchmarks.common import benchmark_dataset
     from trainables.classifier import train_classifier
-    from trainables.data import make_splits
+    from trainables.splits import make_splits
 
     torch.set_num_threads(opts["threads"])
     cuda = opts["device"].startswith("cuda")

@@ -37,9 +37,9 @@ from torch import nn
 from benchmarks.common import DATA_CHOICES, DATA_HELP, benchmark_dataset, load_average
 from trainables.common import Backend, LossMeter, epoch_batches, make_optimizer, select_backend
 from trainables.config import resolve_classifier_config
-from trainables.data import augment_batch
 from trainables.models import ConvEncoder, EncoderClassifier, MLPHead, SmallCNN
 from trainables.seeds import stream
+from trainables.transforms import augment_batch
 
 BATCH = 96  # seed 002
 WARMUP_BATCHES = 3  # untimed, per path: first-call allocations and thread-pool start-up

@@ -19,9 +19,6 @@ from typing import Any, Callable, Mapping
 # Keys the protocol adds to every trial config; an arm's artifact references (``Use.meta_key``:
 # "<into minus _checkpoint>_artifact" = "<upstream key>/<seed>/<file>") come on top.
 META_KEYS = ("arm", "stage", "phase", "trainable")
-# Errors that mean "this configuration diverged" (a failed trial, not a broken worker): our
-# trainables raise TrainingDiverged; a user's may raise its own class of that name, or this.
-DIVERGED = ("TrainingDiverged", "FloatingPointError")
 
 
 def split_config(config: Mapping[str, Any], meta_keys=META_KEYS) -> tuple[dict, dict]:
@@ -31,7 +28,12 @@ def split_config(config: Mapping[str, Any], meta_keys=META_KEYS) -> tuple[dict, 
 
 
 def _is_divergence(error: BaseException) -> bool:
-    return type(error).__name__ in DIVERGED
+    """Whether `error` means "this configuration diverged" (a failed trial, not a broken
+    worker): trainables.common.TrainingDiverged, which a user's trainable imports too, or
+    FloatingPointError. Imported here: the worker has torch loaded by now, the driver need not."""
+    from trainables.common import TrainingDiverged
+
+    return isinstance(error, (TrainingDiverged, FloatingPointError))
 
 
 def normalize(metrics: Mapping[str, Any], epochs: Any, reports: int) -> dict[str, Any]:

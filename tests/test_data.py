@@ -13,11 +13,10 @@ import pytest
 import torch
 
 from trainables import data
-from trainables.data import (
-    DATASET_NAMES, AugmentSpec, DatasetError, DatasetUnavailableError, augment_batch, corrupt,
-    corrupt_fixed, load_dataset, make_splits, make_targets, read_idx, stratified_split,
-)
+from trainables.data import DATASET_NAMES, DatasetError, DatasetUnavailableError, load_dataset, read_idx
 from trainables.seeds import STREAM_NAMES, stream, sub_seed
+from trainables.splits import make_splits, make_targets, stratified_split
+from trainables.transforms import AugmentSpec, augment_batch, corrupt, corrupt_fixed
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 

@@ -19,13 +19,15 @@ import torch
 
 from trainables import models
 from trainables.autoencoder import train_autoencoder
+from trainables.checkpoint import CheckpointError
 from trainables.classifier import train_classifier
-from trainables.common import CheckpointError, TrainingDiverged
+from trainables.common import TrainingDiverged
 from trainables.config import (
     AUTOENCODER_SCHEMA, CLASSIFIER_SCHEMA, ConfigError, resolve_autoencoder_config,
     resolve_classifier_config,
 )
-from trainables.data import ImageDataset, load_dataset, stratified_split
+from trainables.data import ImageDataset, load_dataset
+from trainables.splits import stratified_split
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCH_KEYS = {"epoch", "train/loss", "val/loss", "final"}

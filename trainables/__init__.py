@@ -23,8 +23,8 @@ _EXPORTS = {
     "AUTOENCODER_SCHEMA": "trainables.config",
     "CLASSIFIER_SCHEMA": "trainables.config",
     "TrainingDiverged": "trainables.common",
-    "CheckpointError": "trainables.common",
-    "Reporter": "trainables.common",
+    "CheckpointError": "trainables.checkpoint",
+    "Reporter": "trainables.checkpoint",
     "stream": "trainables.seeds",
     "STREAM_NAMES": "trainables.seeds",
 }

@@ -22,16 +22,19 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from trainables.common import (
-    EarlyStopping, LossMeter, MODEL_FILE, HISTORY_FILE, Progress, Reporter, Stopwatch,
-    check_finite, epoch_batches, final_weights, keep_if_best, make_optimizer, predict, print_reporter, report,
-    resume, run_cli, seed_init, select_backend, training_state, checkpoint_writer, close_epoch,
-    close_training_pass, final_costs, optimizer_step, set_lr,
+from trainables.checkpoint import (
+    MODEL_FILE, Reporter, Stopwatch, checkpoint_meta, cpu_state, end_epoch, final_weights, keep_if_best,
+    report_checkpoint, start_or_resume,
 )
-from trainables.config import AUTOENCODER_SCHEMA, ConfigError, resolve_autoencoder_config
-from trainables.data import ImageDataset, corrupt, corrupt_fixed, load_dataset, make_splits
+from trainables.common import (
+    LossMeter, check_finite, close_training_pass, epoch_batches, final_costs, make_optimizer,
+    optimizer_step, predict, print_reporter, run_cli, seed_init, select_backend, set_lr, trial_data,
+)
+from trainables.config import AUTOENCODER_SCHEMA, resolve_autoencoder_config
+from trainables.data import ImageDataset
 from trainables.models import Autoencoder
 from trainables.seeds import stream
+from trainables.transforms import corrupt, corrupt_fixed
 
 TRAINABLE = "autoencoder"
 ENCODER_FILE = "encoder.pt"
@@ -50,16 +53,9 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
     seed, corruption, level = cfg["seed"], cfg["corruption"], cfg["noise_level"]
 
     # ============================================================================ data
-    dataset = dataset if dataset is not None else load_dataset(cfg["dataset"], cfg["data_dir"])
-    if dataset.name != cfg["dataset"]:
-        raise ConfigError(f"config key 'dataset' = {cfg['dataset']!r} but the dataset passed in is "
-                          f"{dataset.name!r}; allowed: the passed dataset's name")
     # The autoencoder never sees labels, so there is no label fraction: pretraining uses every
     # training image (seed 003 pretrains on the full training set).
-    try:
-        splits = make_splits(dataset, seed=seed, val_fraction=cfg["val_fraction"], device=backend.device)
-    except ValueError as err:  # a validation split too small to hold every class
-        raise ConfigError(str(err)) from None
+    dataset, splits = trial_data(cfg, dataset, backend.device)
     # Validation inputs are corrupted once, from their own stream: every epoch and every arm
     # with this seed and corruption scores the same noisy images.
     val_input = corrupt_fixed(splits.val_x, corruption, level, stream(seed, "val_noise"))
@@ -72,15 +68,11 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
     model = backend.prepare_model(Autoencoder(cfg["latent_dim"]))
     description = f"Autoencoder(latent_dim={cfg['latent_dim']})"
     optimizer = make_optimizer(cfg, model.parameters())
-    progress = Progress(stopper=EarlyStopping(cfg["patience"]))
-    if resume_from is not None:
-        progress = resume(resume_from, TRAINABLE, model, optimizer, generators, description)
-        progress.stopper.patience = cfg["patience"]
-        clock = Stopwatch(progress.wall_seconds)
-        if progress.finished:  # the checkpoint is already the final one: nothing left to do
-            return {**progress.last_metrics, "checkpoint": None}
-    meta = {"trainable": TRAINABLE, "config": cfg, "model_description": description,
-            "dataset": dataset.name, "data_sha256": dataset.sha256, "torch": torch.__version__}
+    progress, clock = start_or_resume(resume_from, TRAINABLE, model, optimizer, generators, description,
+                                      cfg["patience"], clock)
+    if progress.finished:  # the checkpoint is already the final one: nothing left to do
+        return {**progress.last_metrics, "checkpoint": None}
+    meta = checkpoint_meta(TRAINABLE, cfg, description, dataset)
 
     # ============================================================================ train
     metrics: dict[str, float] = {}
@@ -107,18 +99,15 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
         per_image_mse = (reconstruction - splits.val_x).square().mean(dim=(1, 2, 3))
         val_loss = check_finite(float(per_image_mse.mean()), "val/loss", epoch)
         val_psnr = float((-10.0 * torch.log10(per_image_mse.clamp_min(1e-10))).mean())
-        progress.stopper.step(val_loss, epoch)
         keep_if_best(progress, model, epoch, (-val_loss,))  # delivers the best validation epoch
-        progress.epoch = epoch
-        final = epoch == cfg["epochs"] or progress.stopper.should_stop
+        final = progress.epoch_done(epoch, val_loss, cfg["epochs"])
         metrics = {"epoch": float(epoch), "train/loss": train_loss, "val/loss": val_loss,
                    "val/psnr": val_psnr, "final": float(final)}
-        progress.history.append(dict(metrics))
-        state = training_state(model, optimizer, generators, progress)  # last-epoch weights
+        weights = cpu_state(model)  # this epoch's, in state.pt: what a resumed run continues from
         files: dict[str, Any] = {}
         if final:
             weights_epoch = final_weights(model, progress)  # the best validation epoch
-            ae_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            ae_state = cpu_state(model)
             provenance = {"latent_dim": cfg["latent_dim"], "dataset": dataset.name,
                           "data_sha256": dataset.sha256, "corruption": corruption,
                           "noise_level": level, "epoch": weights_epoch}
@@ -130,10 +119,8 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
             }
             metrics["val/best_epoch"] = float(weights_epoch)
             metrics.update(final_costs(model, clock, progress))
-            progress.history[-1] = dict(metrics)
-            progress.finished = True
-        close_epoch(progress, clock, metrics, state)
-        report(reporter, metrics, checkpoint_writer(state, meta, epoch, final, files, progress, HISTORY_FILE))
+        state = end_epoch(progress, metrics, final, clock, weights, optimizer, generators)
+        report_checkpoint(reporter, metrics, state, meta, files)
         if final:
             break
     # no epoch ran when a resumed config asks for no more epochs than were done

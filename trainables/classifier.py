@@ -18,7 +18,6 @@ after training ends: model selection (early stopping) uses the validation split.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import warnings
@@ -30,21 +29,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.checkpoint import (
+    MODEL_FILE, CheckpointError, Reporter, Stopwatch, checkpoint_meta, cpu_state, end_epoch, final_weights,
+    keep_if_best, load_weights, report_checkpoint, start_or_resume,
+)
 from trainables.common import (
-    CheckpointError, EarlyStopping, HISTORY_FILE, LossMeter, MODEL_FILE, Progress, Reporter,
-    Stopwatch, check_finite, cpu_state, epoch_batches, final_weights, keep_if_best, load_weights, make_optimizer,
-    predict, print_reporter, report, resume, run_cli, seed_init, select_backend, training_state,
-    checkpoint_writer, close_epoch, close_training_pass, final_costs, optimizer_step, set_lr,
+    LossMeter, check_finite, close_training_pass, epoch_batches, final_costs, make_optimizer,
+    optimizer_step, predict, print_reporter, run_cli, seed_init, select_backend, set_lr, trial_data,
 )
-from trainables.config import CLASSIFIER_SCHEMA, ConfigError, resolve_classifier_config
-from trainables.data import (
-    ImageDataset, augment_batch, corrupt, corrupt_fixed, load_dataset, make_splits, make_targets,
-    task_class_names,
-)
+from trainables.config import CLASSIFIER_SCHEMA, resolve_classifier_config
+from trainables.data import ImageDataset
 from trainables.models import (
     Autoencoder, ConvEncoder, DenoisedClassifier, EncoderClassifier, MLPHead, SmallCNN,
 )
 from trainables.seeds import stream
+from trainables.splits import make_targets, task_class_names
+from trainables.transforms import augment_batch, corrupt, corrupt_fixed
 
 TRAINABLE = "classifier"
 EVALUATION_FILE = "evaluation.json"
@@ -63,17 +63,9 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
     seed, binary = cfg["seed"], cfg["task"] == "even_odd"
 
     # ============================================================================ data
-    dataset = dataset if dataset is not None else load_dataset(cfg["dataset"], cfg["data_dir"])
-    if dataset.name != cfg["dataset"]:
-        raise ConfigError(f"config key 'dataset' = {cfg['dataset']!r} but the dataset passed in is "
-                          f"{dataset.name!r}; allowed: the passed dataset's name")
-    try:
-        # label_fraction keeps a stratified share of the training AND the validation labels
-        # (see make_splits): same seed -> same subset in every arm
-        splits = make_splits(dataset, seed=seed, val_fraction=cfg["val_fraction"],
-                             label_fraction=cfg["label_fraction"], device=backend.device)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    # label_fraction keeps a stratified share of the training AND the validation labels
+    # (see make_splits): same seed -> same subset in every arm
+    dataset, splits = trial_data(cfg, dataset, backend.device, label_fraction=cfg["label_fraction"])
     class_names = task_class_names(dataset, cfg["task"])
     train_y = make_targets(splits.train_y, cfg["task"])
     val_y = make_targets(splits.val_y, cfg["task"])
@@ -100,16 +92,12 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
     model, description = _build_model(cfg, n_out, dataset)
     model = backend.prepare_model(model)
     optimizer = make_optimizer(cfg, model.parameters())
-    progress = Progress(stopper=EarlyStopping(cfg["early_stopping_patience"]))
-    if resume_from is not None:
-        progress = resume(resume_from, TRAINABLE, model, optimizer, generators, description)
-        progress.stopper.patience = cfg["early_stopping_patience"]
-        clock = Stopwatch(progress.wall_seconds)
-        if progress.finished:  # the checkpoint is already the final one: nothing left to do
-            return {**progress.last_metrics, "checkpoint": None}
-    meta = {"trainable": TRAINABLE, "config": cfg, "model_description": description,
-            "dataset": dataset.name, "data_sha256": dataset.sha256, "class_names": list(class_names),
-            "n_train": int(train_y.numel()), "n_val": int(val_y.numel()), "torch": torch.__version__}
+    progress, clock = start_or_resume(resume_from, TRAINABLE, model, optimizer, generators, description,
+                                      cfg["early_stopping_patience"], clock)
+    if progress.finished:  # the checkpoint is already the final one: nothing left to do
+        return {**progress.last_metrics, "checkpoint": None}
+    meta = checkpoint_meta(TRAINABLE, cfg, description, dataset, class_names=list(class_names),
+                           n_train=int(train_y.numel()), n_val=int(val_y.numel()))
 
     def loss_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if binary:
@@ -141,17 +129,14 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
         val_logits = predict(model, val_input, backend)
         val_loss = check_finite(float(loss_of(val_logits, val_y)), "val/loss", epoch)
         val_acc = float((_predicted(val_logits, binary) == val_y).double().mean())
-        progress.stopper.step(val_loss, epoch)
         if cfg["keep_best"]:  # selection on validation only: accuracy first, then loss
             keep_if_best(progress, model, epoch, (val_acc, -val_loss))
-        progress.epoch = epoch
-        final = epoch == cfg["epochs"] or progress.stopper.should_stop
+        final = progress.epoch_done(epoch, val_loss, cfg["epochs"])  # early stopping watches val/loss
         metrics = {"epoch": float(epoch), "train/loss": train_loss, "val/loss": val_loss,
                    "val/acc": val_acc, "final": float(final)}
-        progress.history.append(dict(metrics))
-        state = training_state(model, optimizer, generators, progress)  # last-epoch weights
+        weights = cpu_state(model)  # this epoch's, in state.pt: what a resumed run continues from
         files: dict[str, Any] = {}
-        evaluation = None
+        json_files: dict[str, Any] = {}
 
         # ======================================================================== evaluate (test)
         if final:
@@ -163,19 +148,12 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
                 evaluation.update({"weights_from_epoch": weights_epoch,
                                    "test_corruption": cfg["test_corruption"],
                                    "test_noise_level": cfg["test_noise_level"]})
+                json_files[EVALUATION_FILE] = evaluation
                 metrics.update(test_metrics)
             metrics["val/best_epoch"] = float(weights_epoch)
             metrics.update(final_costs(model, clock, progress))
-            progress.history[-1] = dict(metrics)
-            progress.finished = True
-        close_epoch(progress, clock, metrics, state)
-
-        def write_evaluation(directory: Path, evaluation=evaluation) -> None:
-            if evaluation is not None:
-                (directory / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
-
-        report(reporter, metrics, checkpoint_writer(state, meta, epoch, final, files, progress, HISTORY_FILE,
-                                                    extra=write_evaluation))
+        state = end_epoch(progress, metrics, final, clock, weights, optimizer, generators)
+        report_checkpoint(reporter, metrics, state, meta, files, json_files)
         if final:
             break
     # no epoch ran when a resumed config asks for no more epochs than were done

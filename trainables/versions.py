@@ -8,9 +8,11 @@ import hashlib
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-# Everything the autoencoder's weights depend on: its loop, the model, the data path and
-# splits, the shared training machinery, the seed streams and the config defaults.
-AUTOENCODER_SOURCES = ("autoencoder.py", "models.py", "data.py", "common.py", "seeds.py", "config.py")
+# Everything the autoencoder's weights depend on: its loop, the model, the data path, splits
+# and corruption, the shared training and checkpoint machinery, the seed streams and the
+# config defaults.
+AUTOENCODER_SOURCES = ("autoencoder.py", "models.py", "data.py", "splits.py", "transforms.py", "common.py",
+                       "checkpoint.py", "seeds.py", "config.py")
 
 
 @functools.lru_cache(maxsize=None)
