@@ -3,7 +3,7 @@
 What each file holds (trainables/, docs/architecture.md §1):
 * ``encoder.pt``     {"state_dict": ConvEncoder weights, "latent_dim", "dataset",
                       "data_sha256", "corruption", "noise_level", "epoch"}
-                     (``study.records.read_checkpoint_payload`` reads it)
+                     (``trainables.checkpoint.read_upstream_payload`` reads it)
 * ``autoencoder.pt`` the same keys, "state_dict" of the whole ``Autoencoder``
 * ``model.pt``       the classifier's state dict (``cpu_state(model)``); the architecture
                      follows from the run's resolved config (``meta.json`` "config", or the
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from study.records import read_checkpoint_payload
+from trainables.checkpoint import read_upstream_payload
 from trainables.config import CLASSIFIER_SCHEMA, resolve_classifier_config
 from trainables.data import load_dataset
 from trainables.models import (Autoencoder, ConvEncoder, DenoisedClassifier, EncoderClassifier,
@@ -37,14 +37,14 @@ def read_evaluation(path: Path) -> dict:
 
 
 def load_autoencoder(path: Path) -> tuple[Autoencoder, dict]:
-    payload = read_checkpoint_payload(path)
+    payload = read_upstream_payload(path)
     model = Autoencoder(int(payload["latent_dim"]))
     model.load_state_dict(payload["state_dict"])
     return model.eval(), payload
 
 
 def load_encoder(path: Path) -> tuple[ConvEncoder, dict]:
-    payload = read_checkpoint_payload(path)
+    payload = read_upstream_payload(path)
     model = ConvEncoder(int(payload["latent_dim"]))
     model.load_state_dict(payload["state_dict"])
     return model.eval(), payload

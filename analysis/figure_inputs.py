@@ -16,21 +16,11 @@ from torch import nn
 
 from analysis import artifacts
 from analysis.plotting import FigureOptions
+from study import records
 
 
 class MissingInputs(Exception):
     """A figure's inputs are not in the store; the message says which."""
-
-
-def _upstream_key_and_seed(reference: str) -> tuple[str, int | None] | None:
-    """``(upstream key, seed)`` of an artifact reference ``<key>/<seed>/<file>`` (a trial's
-    ``meta.encoder_artifact``) or of a ``<key>/<seed>`` key of the parent's ``pretrained_runs``
-    tag; the seed is None where it is not a number; None for a string without a ``/``."""
-    # contract: study.records
-    if "/" not in reference:
-        return None
-    key, seed = reference.split("/")[:2]
-    return key, int(seed) if seed.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -162,25 +152,17 @@ class FigureInputs:
         run = self.representative
         if run is None:
             return None, None
-        for column in ("params.meta.encoder_artifact", "params.meta.denoiser_artifact"):
-            reference = run.get(column)
-            upstream = _upstream_key_and_seed(reference) if isinstance(reference, str) else None
-            if upstream is not None:
-                return upstream[0], int(run["seed"])
+        uses = records.artifact_refs(run)
+        for slot in ("encoder_artifact", "denoiser_artifact"):
+            if slot in uses:
+                return uses[slot].upstream, int(run["seed"])
         return None, None
 
     def _reused_pretraining(self) -> dict[tuple[str, int], PretrainingRun]:
         """(key, seed) -> run of the parent's ``pretrained_runs``, in the order of its keys."""
-        try:
-            listed = json.loads(self.study.parent_tags.get("pretrained_runs", "{}"))
-        except json.JSONDecodeError:
-            listed = {}
-        reused = {}
-        for key_seed, run_id in sorted(listed.items()):
-            upstream = _upstream_key_and_seed(key_seed)
-            if upstream is not None and upstream[1] is not None:
-                reused[upstream] = PretrainingRun(run_id, *upstream)
-        return reused
+        listed = records.pretrained_runs(self.study.parent_tags)
+        return {(key, seed): PretrainingRun(run_id, key, seed)
+                for (key, seed), run_id in sorted(listed.items(), key=lambda item: f"{item[0][0]}/{item[0][1]}")}
 
     @cached_property
     def pretraining(self) -> Pretraining:

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from search_spaces import default_point
-from study.configs import PROTOCOL_KEYS, classify_config, pretrain_config, resolve_ref
+from study.configs import classify_config, pretrain_config, resolve_ref
+from study.trial import META_KEYS
 from study.loader import StudyError, where_raised
 from study.records import PHASE_REPLICATE
 from study.spec import Budget, Study
@@ -175,7 +176,7 @@ def dry_trial(study: Study, budget: Budget, loaded: Loaded, origin: str, data_di
     with tempfile.TemporaryDirectory(prefix="study-check-") as scratch:
         for use in arm.uses:
             config[use.into] = _dry_upstream(use, study, budget, loaded, origin, data_dir, scratch)
-        own = {k: v for k, v in config.items() if k not in PROTOCOL_KEYS + tuple(u.meta_key for u in arm.uses)}
+        own = {k: v for k, v in config.items() if k not in META_KEYS + tuple(u.meta_key for u in arm.uses)}
         reports, _ = _one_epoch(fn, own, loaded.data, f"trainable {ref_label(fn)} (arm {arm.name})", study, origin)
     report = reports[-1]
     _expect(report, study.metric, f"trainable {ref_label(fn)}", "metric", study, origin)
@@ -193,7 +194,7 @@ def _dry_upstream(use: Use, study: Study, budget: Budget, loaded: Loaded, origin
     fn = loaded.trainables[ref_label(upstream.stage.trainable)]
     config = {**pretrain_config(upstream, study, budget, budget.tune_seed, data_dir), "epochs": 1}
     config.update(default_point(upstream.stage.search_space.resolve(config), schema_defaults(fn)))
-    own = {k: v for k, v in config.items() if k not in PROTOCOL_KEYS}
+    own = {k: v for k, v in config.items() if k not in META_KEYS}
     field = f"stage {upstream.stage.name!r} trainable {ref_label(fn)} (upstream {upstream.key})"
     reports, files = _one_epoch(fn, own, loaded.data, field, study, origin, keep=use.file, scratch=scratch)
     _expect(reports[-1], upstream.stage.metric, field, f"stage {upstream.stage.name!r} metric", study, origin)

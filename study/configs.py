@@ -15,9 +15,9 @@ from pathlib import Path
 
 from study.records import PHASE_REPLICATE, STAGE_CLASSIFY, STAGE_PRETRAIN, ArtifactRef
 from study.spec import Arm, Budget, Study
+from study.trial import META_KEYS
 from study.upstream import Upstream, Use, ref_label
 
-PROTOCOL_KEYS = ("arm", "stage", "phase", "trainable")      # study.trial.META_KEYS
 # Keys that change where or how fast an upstream trains, not what it learns (the data is
 # identified by its checksum): left out of its cache key.
 RUN_ONLY_KEYS = ("dataset", "data_dir", "channels_last", "device")
@@ -65,7 +65,7 @@ def pretrain_cache_key(upstream: Upstream, study: Study, budget: Budget, data_sh
     space = upstream.stage.search_space
     return config_hash({
         "pretraining": upstream.key, "data": data_sha256,
-        "config": {k: v for k, v in config.items() if k not in PROTOCOL_KEYS + RUN_ONLY_KEYS},
+        "config": {k: v for k, v in config.items() if k not in META_KEYS + RUN_ONLY_KEYS},
         "trials": budget.pretrain_trials, "startup": budget.startup_trials, "space": space.name,
         "params": [q.describe() for q in space.params],
         "grace": budget.grace_period, "rf": budget.reduction_factor, "code": code_version(upstream)})

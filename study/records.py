@@ -1,7 +1,7 @@
 """The contract between the runner (``study/``) and the analysis (``analysis/``): where a study's
 record lives, the tags its runs are found by, and how the links between runs are written and
 read back. The analysis imports this module and nothing else of ``study/``; it imports no Ray,
-MLflow or torch (torch only inside ``read_checkpoint_payload``). docs/architecture.md §2 lists
+MLflow or torch. docs/architecture.md §2 lists
 the record in prose.
 
     where        the default results folder and tracking URI, the files a study logs
@@ -9,7 +9,6 @@ the record in prose.
     provenance   the git state a study or a report was made at
     references   the upstream file a trial loads (``<upstream key>/<seed>/<file>``), written
                  as tags; the upstream runs a study used (the parent's ``pretrained_runs``)
-    payloads     what an upstream checkpoint file holds
 """
 from __future__ import annotations
 
@@ -200,16 +199,3 @@ def has_model(client, run_id: str) -> bool:
     """Whether the run holds a logged MLflow model (``runs:/<run id>/model``)."""
     run = client.get_run(run_id)
     return bool(run.outputs and run.outputs.model_outputs)
-
-
-# -- payloads ------------------------------------------------------------------------------
-def read_checkpoint_payload(path: Path) -> dict:
-    """The dict an upstream checkpoint holds (``encoder.pt`` / ``autoencoder.pt`` of
-    trainables.autoencoder): ``state_dict``, ``latent_dim``, ``dataset``, ``data_sha256``,
-    ``corruption``, ``noise_level``, ``epoch``. Raises ValueError for any other file."""
-    import torch
-
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or "state_dict" not in payload or "latent_dim" not in payload:
-        raise ValueError(f"{path} is not an encoder.pt/autoencoder.pt of trainables.autoencoder")
-    return payload

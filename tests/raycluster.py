@@ -63,7 +63,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -506,20 +506,13 @@ class RayHead:
 
     def _wait_job_api(self, deadline: float, node: RayNode) -> None:
         """Until the dashboard answers ``GET /api/jobs/`` (with our token, if any)."""
-        url = f"{self.dashboard_url}/api/jobs/"
-        last = None
-        while time.monotonic() < deadline:
+        def alive():
             if node.proc.poll() is not None:
                 raise RuntimeError(f"head exited during start\n{node.log_tail()}")
-            try:
-                status, _ = http_request(url, headers=self.auth_headers, timeout=2)
-                if status == 200:
-                    return
-                last = f"HTTP {status}"
-            except OSError as e:
-                last = repr(e)
-            time.sleep(0.2)
-        raise TimeoutError(f"job API at {url} did not answer in time ({last})\n{node.log_tail()}")
+        try:
+            wait_http(f"{self.dashboard_url}/api/jobs/", alive, deadline - time.monotonic(), headers=self.auth_headers)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}\n{node.log_tail()}") from None
 
     def add_worker(self, num_cpus: int = 1, num_gpus: int = 0,
                    resources: Mapping[str, float] | None = None, *,
@@ -632,6 +625,24 @@ def _wait_tcp(host: str, port: int, deadline: float, node: RayNode) -> None:
             if node.proc.poll() is not None or time.monotonic() > deadline:
                 raise TimeoutError(f"{host}:{port} does not answer\n{node.log_tail()}")
             time.sleep(0.1)
+
+
+def wait_http(url: str, alive: Callable[[], None], timeout: float, *,
+              headers: Mapping[str, str] | None = None) -> None:
+    """Until ``url`` answers 200; ``alive()`` raises once the process that should serve it is
+    gone; TimeoutError (with the last answer) after ``timeout`` seconds."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        alive()
+        try:
+            status, _ = http_request(url, headers=headers, timeout=2)
+            if status == 200:
+                return
+            last = f"HTTP {status}"
+        except OSError as e:
+            last = repr(e)
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer in time ({last})")
 
 
 def http_request(url: str, *, method: str = "GET", headers: Mapping[str, str] | None = None,

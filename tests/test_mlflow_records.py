@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from study import run_contents as records, tracking
+from study import run_contents, tracking
 
 SHA = "ab" * 32
 
@@ -34,7 +34,7 @@ def make_logger(store, key, **kw):
         store.uri, store.experiment_id, store.parent.run_id, experiment_key=key,
         base_tags={"study": "records", "stage": "classify", "phase": "tune"},
         tags_for_config=lambda c: {"arm": c["arm"], "seed": str(c["seed"])}, meta_keys=("arm",),
-        resources={"cpu": 1.0}, datasets={"mnist-5k": records.dataset_entities(fake_dataset())},
+        resources={"cpu": 1.0}, datasets={"mnist-5k": run_contents.dataset_entities(fake_dataset())},
         flush_interval_s=3600.0, **kw)
     logger.setup()
     return logger
@@ -58,7 +58,7 @@ def steps(store, run_id, key="train/loss"):
 
 def test_new_experiments_open_on_the_training_runs(store):
     tags = store.client.get_experiment(store.experiment_id).tags
-    assert tags[records.EXPERIMENT_KIND_TAG] == records.EXPERIMENT_KIND == "custom_model_development"
+    assert tags[run_contents.EXPERIMENT_KIND_TAG] == run_contents.EXPERIMENT_KIND == "custom_model_development"
 
 
 def test_metrics_are_buffered_and_written_before_tunes_snapshot(store):
@@ -110,4 +110,4 @@ def test_runs_carry_their_dataset_inputs(store):
 
 def test_a_dataset_without_a_checksum_is_refused():
     with pytest.raises(ValueError, match="no sha256"):
-        records.dataset_entities(SimpleNamespace(**{**vars(fake_dataset()), "sha256": ""}))
+        run_contents.dataset_entities(SimpleNamespace(**{**vars(fake_dataset()), "sha256": ""}))

@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from study import run_contents as records, tracking
+from study import run_contents, tracking
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = "ablation_dropout"
@@ -75,12 +75,12 @@ def test_output_is_compact_and_trial_logs_are_on_disk(record):
 
 @pytest.mark.slow
 def test_experiment_opens_on_the_training_runs(record):
-    assert record.experiment.tags[records.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert record.experiment.tags[run_contents.EXPERIMENT_KIND_TAG] == "custom_model_development"
     # an older experiment without the tag gets it when a study opens it again
-    record.client.delete_experiment_tag(record.experiment.experiment_id, records.EXPERIMENT_KIND_TAG)
+    record.client.delete_experiment_tag(record.experiment.experiment_id, run_contents.EXPERIMENT_KIND_TAG)
     tracking.ensure_experiment(record.uri, STUDY, record.results / "mlartifacts")
     tags = record.client.get_experiment(record.experiment.experiment_id).tags
-    assert tags[records.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert tags[run_contents.EXPERIMENT_KIND_TAG] == "custom_model_development"
 
 
 @pytest.mark.slow
@@ -93,7 +93,7 @@ def test_every_trial_run_has_its_dataset_inputs(record):
             {"mnist-5k/test"} if run.data.tags["phase"] == "replicate" else set())
         assert set(inputs) == expected, run.info.run_id
         for name, item in inputs.items():
-            assert item.dataset.digest == sha[:records.DIGEST_CHARS]
+            assert item.dataset.digest == sha[:run_contents.DIGEST_CHARS]
             assert json.loads(item.dataset.profile)["sha256"] == sha
             assert json.loads(item.dataset.source)["uri"]
             tags = {t.key: t.value for t in item.tags}
@@ -224,8 +224,8 @@ def test_models_a_killed_driver_did_not_log_are_logged_after_the_phase(record, t
         c.log_artifact(orphan, c.download_artifacts(source.info.run_id, "model.pt", str(tmp_path)))
         c.set_terminated(orphan)
         said = []
-        example = records.input_example(SimpleNamespace(train_images=torch.zeros(2, 28, 28, dtype=torch.uint8)))
-        records.log_missing_models(record.uri, record.experiment.experiment_id,
+        example = run_contents.input_example(SimpleNamespace(train_images=torch.zeros(2, 28, 28, dtype=torch.uint8)))
+        run_contents.log_missing_models(record.uri, record.experiment.experiment_id,
                                    [c.get_run(orphan), c.get_run(source.info.run_id)], 10, example, said.append)
         assert said == ["logging the models of 1 replicate runs a stopped driver left without one"], said
         assert len(c.get_run(orphan).outputs.model_outputs) == 1

@@ -46,7 +46,7 @@ from pathlib import Path
 import pytest
 
 from raycluster import (_WATCHDOG, MARKER_ENV, free_port, free_port_range, http_request,
-                        kill_processes_referencing, processes_referencing)
+                        kill_processes_referencing, processes_referencing, wait_http)
 from study import tracking
 from study.registry import STUDIES
 from test_readme import FORBIDDEN, Block, blocks
@@ -431,18 +431,12 @@ def test_readme_walkthrough(tmp_path):
 
 
 def _wait_http(url: str, block: Block, shell: Shell, pgid: int, timeout: float = 120) -> None:
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
+    def alive():
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             pytest.fail(f"README block {block.name!r} exited before {url} answered\n{shell.tail()}")
-        try:
-            status, _ = http_request(url, timeout=5)
-            if status == 200:
-                return
-            last = f"HTTP {status}"
-        except OSError as e:
-            last = repr(e)
-        time.sleep(0.5)
-    pytest.fail(f"README block {block.name!r}: {url} did not answer ({last})\n{shell.tail()}")
+    try:
+        wait_http(url, alive, timeout)
+    except TimeoutError as e:
+        pytest.fail(f"README block {block.name!r}: {e}\n{shell.tail()}")

@@ -290,3 +290,17 @@ def write_history(path: str | Path, history: list[Mapping[str, float]]) -> None:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
+
+
+def read_upstream_payload(path: Path) -> dict:
+    """The dict an upstream checkpoint holds (``encoder.pt`` / ``autoencoder.pt`` written by
+    trainables.autoencoder): ``state_dict``, ``latent_dim``, ``dataset``, ``data_sha256``,
+    ``corruption``, ``noise_level``, ``epoch``. Raises ValueError for any other file."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not readable ({err})") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload or "latent_dim" not in payload:
+        raise ValueError(f"{path} is not an encoder.pt/autoencoder.pt of trainables.autoencoder "
+                         "(no state_dict / latent_dim)")
+    return payload

@@ -31,7 +31,7 @@ from torch import nn
 
 from trainables.checkpoint import (
     MODEL_FILE, CheckpointError, Reporter, Stopwatch, checkpoint_meta, cpu_state, end_epoch, final_weights,
-    keep_if_best, load_weights, report_checkpoint, start_or_resume,
+    keep_if_best, load_weights, read_upstream_payload, report_checkpoint, start_or_resume,
 )
 from trainables.common import (
     LossMeter, check_finite, close_training_pass, epoch_batches, final_costs, make_optimizer,
@@ -210,13 +210,9 @@ def _read_payload(path: str, filename: str, key: str) -> dict:
         raise CheckpointError(f"config key {key!r}: {file} does not exist (expected a {filename} "
                               f"written by trainables.autoencoder)")
     try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"config key {key!r}: {file} is not a readable {filename} ({err})") from None
-    if not isinstance(payload, dict) or "state_dict" not in payload or "latent_dim" not in payload:
-        raise CheckpointError(f"config key {key!r}: {file} is not a {filename} written by "
-                              "trainables.autoencoder (no state_dict / latent_dim)")
-    return payload
+        return read_upstream_payload(file)
+    except ValueError as err:
+        raise CheckpointError(f"config key {key!r}: {err}") from None
 
 
 def _load_pretrained(module: nn.Module, path: str, filename: str, key: str, latent_dim: int,
