@@ -21,3 +21,35 @@ def ray_local(tmp_path_factory):
                  _temp_dir=str(tmp_path_factory.mktemp("ray", numbered=True)))
     yield ray
     ray.shutdown()
+
+
+class SmokeRuns:
+    """Each registered study at its smoke budget, run at most once per test session on demand,
+    into one store shared as a user's results folder is (so autoencoders are reused between
+    studies). Tests that only read a study's record share its run; none depends on the order."""
+
+    def __init__(self, results: Path):
+        self.results = results
+        self.uri = f"sqlite:///{results / 'mlflow.db'}"
+        self.output: dict[str, str] = {}
+
+    def __call__(self, name: str) -> str:
+        """Runs ``name`` at smoke unless done already; returns what it printed."""
+        if name not in self.output:
+            import contextlib
+            import io
+
+            from study.run import main
+
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                code = main([name, "--budget", "smoke", "--results-dir", str(self.results),
+                             "--tracking-uri", self.uri, "--quiet"])
+            assert code == 0, f"{name} at smoke exited with {code}:\n{out.getvalue()[-3000:]}"
+            self.output[name] = out.getvalue()
+        return self.output[name]
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory, ray_local) -> SmokeRuns:
+    return SmokeRuns(tmp_path_factory.mktemp("smoke_results"))

@@ -1,8 +1,9 @@
 """The noise study's question answered end to end, as a user types it: a smoke run of
 ``ablation_noise`` (real Ray, Optuna, ASHA, MLflow), then ``python -m analysis.compare``.
 
-One study run, shared by the tests below (they only read its record). Smoke has 2 seeds, so
-the report must give every contrast an estimate and an interval but no verdict word."""
+One study run, the session's (``smoke_runs`` in conftest.py), shared by the tests below (they
+only read its record). Smoke has 2 seeds, so the report must give every contrast an estimate and
+an interval but no verdict word."""
 from __future__ import annotations
 
 import os
@@ -29,15 +30,10 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def noise_report(tmp_path_factory):
-    results = tmp_path_factory.mktemp("noise_smoke")
-    uri = f"sqlite:///{results / 'mlflow.db'}"
-    # one tune trial per arm (smoke has 2): the tune phase is not what this test is about
-    run = _run(["study.run", "ablation_noise", "--budget", "smoke", "--trials-per-arm", "1",
-                "--results-dir", str(results), "--tracking-uri", uri, "--quiet"], timeout=1200)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    out = results / "report"
-    compare = _run(["analysis.compare", "ablation_noise", "--tracking-uri", uri, "--output", str(out),
+def noise_report(smoke_runs, tmp_path_factory):
+    smoke_runs("ablation_noise")          # the session's smoke run, shared with test_studies.py
+    out = tmp_path_factory.mktemp("noise_report")
+    compare = _run(["analysis.compare", "ablation_noise", "--tracking-uri", smoke_runs.uri, "--output", str(out),
                     "--tsne-points", "200", "--no-log"], timeout=600)
     assert compare.returncode == 0, compare.stderr[-3000:]
     return compare.stdout, out

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import pytest
 
+from mlflow_runs import trial_runs
 from study import tracking
 from study.registry import STUDIES
 
@@ -34,12 +35,7 @@ def _start(results, uri, *extra):
 
 
 def _trial_runs(uri):
-    c = tracking.client(uri)
-    experiment = c.get_experiment_by_name(STUDY)
-    if experiment is None:
-        return []
-    return [r for r in c.search_runs([experiment.experiment_id], max_results=10000)
-            if r.data.tags.get("run_kind") == "trial"]
+    return trial_runs(uri, STUDY)
 
 
 def _wait_for_trials(proc, results, uri, n, timeout=240):

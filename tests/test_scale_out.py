@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_runs import trial_runs
 from raycluster import FAKE_CLUSTER_YAML, RayHead, processes_referencing
-from study import tracking
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,15 +25,6 @@ def _run_study(results: Path, env_extra: dict, *args: str) -> subprocess.Popen:
         [sys.executable, "-m", "study.run", *args, "--budget", "smoke", "--quiet", "--results-dir", str(results),
          "--tracking-uri", f"sqlite:///{results / 'mlflow.db'}"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def _trials(results: Path, study: str):
-    c = tracking.client(f"sqlite:///{results / 'mlflow.db'}")
-    experiment = c.get_experiment_by_name(study)
-    if experiment is None:
-        return []
-    return [r for r in c.search_runs([experiment.experiment_id], max_results=10000)
-            if r.data.tags.get("run_kind") == "trial"]
 
 
 def _finish(proc: subprocess.Popen, timeout: float) -> str:
@@ -65,7 +56,7 @@ def test_fake_autoscaler_adds_gpu_nodes_for_fractional_trials_and_removes_them(t
         out = _finish(proc, timeout=10)
         assert proc.returncode == 0, out
         assert most >= 2, "the autoscaler never added a GPU worker node"
-        runs = _trials(results, "ablation_dropout")
+        runs = trial_runs(f"sqlite:///{results / 'mlflow.db'}", "ablation_dropout")
         _assert_clean_records(runs)
         assert all(r.data.tags["gpus_per_trial"] == "0.5" for r in runs)
         gpu_seconds = [r.data.metrics["cost/gpu_seconds"] for r in runs]

@@ -1,7 +1,8 @@
 """Every registered study, end to end at its smoke budget, on real Ray, Optuna, ASHA and MLflow.
 
-The studies share one MLflow store (as a user's results folder would), so the autoencoders
-trained by the first study that needs them are found and reused by the later ones.
+The studies run once per session into one shared store (``smoke_runs`` in conftest.py), as a
+user's results folder is, so an autoencoder one study trained is reused by the others. Each
+test asks for the studies it reads; none depends on which test ran first.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from mlflow_runs import parent_runs, study_runs, trial_runs
 from study import tracking
 from study.registry import STUDIES
 from study.run import main
@@ -17,62 +19,41 @@ from study.run import main
 REQUIRED_TAGS = ("study", "stage", "arm", "phase", "seed", "trial_id", "config_hash", "git_commit",
                  "git_dirty", "dataset", "data_sha256", "versions.torch", "versions.ray", "outcome",
                  "mlflow.parentRunId")
-# Pretraining studies first so the reuse check below sees both a first run and a reuse.
 SMOKE_MIN_ACCURACY = 0.80      # issue 9: every non-degraded arm, mean over the smoke seeds
 SMOKE_MIN_PSNR_DB = 18.0       # autoencoders' validation PSNR at smoke
-ORDER = ["ablation_pretraining", "even_odd", "ablation_noise", "ablation_dropout", "ablation_optimizer",
-         "cnn_sweep"]
+PRETRAINING_STUDIES = sorted(n for n, s in STUDIES.items() if s.pretrainings())
 
 
-def test_every_study_is_in_the_run_order():
-    assert sorted(ORDER) == sorted(STUDIES)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    return results, f"sqlite:///{results / 'mlflow.db'}"
-
-
-def _runs(uri, study_name):
-    c = tracking.client(uri)
-    experiment = c.get_experiment_by_name(study_name)
-    return c.search_runs([experiment.experiment_id], max_results=10000)
+def _replicates(uri, name):
+    return [r for r in trial_runs(uri, name) if r.data.tags["stage"] == "classify"
+            and r.data.tags["phase"] == "replicate"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ORDER)
-def test_study_smoke_end_to_end(name, store, ray_local, capsys):
-    results, uri = store
-    study = STUDIES[name]
-    budget = study.budgets["smoke"]
-    code = main([name, "--budget", "smoke", "--results-dir", str(results), "--tracking-uri", uri, "--quiet"])
-    out = capsys.readouterr().out
-    assert code == 0, out
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_study_smoke_records_every_trial(name, smoke_runs):
+    out = smoke_runs(name)
     assert f"python -m analysis.compare {name}" in out.splitlines()[-1]
-
-    runs = _runs(uri, name)
-    parents = [r for r in runs if r.data.tags.get("run_kind") == "study"]
+    study, uri = STUDIES[name], smoke_runs.uri
+    budget = study.budgets["smoke"]
+    parents = parent_runs(uri, name)
     assert len(parents) == 1 and parents[0].data.tags["study_status"] == "finished"
-    parent = parents[0]
-    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
-    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
-    assert not [r for r in runs if r.info.status == "RUNNING"], "a run was left RUNNING"
+    trials = trial_runs(uri, name)
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in trials)
+    assert not [r for r in study_runs(uri, name) if r.info.status == "RUNNING"], "a run was left RUNNING"
     for run in trials:
         missing = [t for t in REQUIRED_TAGS if t not in run.data.tags]
         assert not missing, f"run {run.info.run_id} lacks tags {missing}"
         assert run.data.tags["outcome"] in ("completed", "pruned", "failed")
     # One MLflow run per Tune trial: trial keys are unique and the counts match the plan.
-    keys = Counter(r.data.tags["trial_key"] for r in trials)
-    assert max(keys.values()) == 1
+    assert max(Counter(r.data.tags["trial_key"] for r in trials).values()) == 1
     arms = study.arms()
-    classify = [r for r in trials if r.data.tags["stage"] == "classify"]
-    tune = [r for r in classify if r.data.tags["phase"] == "tune"]
-    replicate = [r for r in classify if r.data.tags["phase"] == "replicate"]
-    assert len(tune) == len(arms) * budget.trials_per_arm
+    tune = [r for r in trials if r.data.tags["stage"] == "classify" and r.data.tags["phase"] == "tune"]
     assert Counter(r.data.tags["arm"] for r in tune) == {a.name: budget.trials_per_arm for a in arms}
     assert {r.data.tags["seed"] for r in tune} == {str(budget.tune_seed)}
+    assert all(r.data.params["evaluate_test"] == "False" for r in tune), "tuning must never see the test set"
     # Paired replicates: every arm on exactly the same seeds, evaluated on the test set.
+    replicate = _replicates(uri, name)
     seeds_by_arm = defaultdict(set)
     for r in replicate:
         seeds_by_arm[r.data.tags["arm"]].add(int(r.data.tags["seed"]))
@@ -81,50 +62,73 @@ def test_study_smoke_end_to_end(name, store, ray_local, capsys):
         assert r.data.params["evaluate_test"] == "True"
         assert {a.path for a in tracking.client(uri).list_artifacts(r.info.run_id)} >= {
             "model.pt", "history.csv", "evaluation.json", "confusion_matrix.csv"}
+        assert 1 <= r.data.metrics["val/best_epoch"] <= budget.epochs
     assert seeds_by_arm == {a.name: set(budget.seeds) for a in arms}
-    assert all(r.data.params["evaluate_test"] == "False" for r in tune), "tuning must never see the test set"
     # Metrics per epoch with their step.
     history = tracking.client(uri).get_metric_history(replicate[0].info.run_id, "val/acc")
     assert [m.step for m in history] == list(range(1, budget.epochs + 1))
 
-    # Every number the smoke budget prints means something: every arm far above chance, except
-    # arms the study declares degraded (a clean-trained model scored on corrupted inputs).
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_study_smoke_arms_learn(name, smoke_runs):
+    """Every number the smoke budget prints means something: every arm far above chance, except
+    arms the study declares degraded (a clean-trained model scored on corrupted inputs)."""
+    smoke_runs(name)
+    study = STUDIES[name]
     accuracy = defaultdict(list)
-    for r in replicate:
+    for r in _replicates(smoke_runs.uri, name):
         accuracy[r.data.tags["arm"]].append(r.data.metrics["test/acc"])
-        assert 1 <= r.data.metrics["val/best_epoch"] <= budget.epochs
-    for arm in arms:
+    for arm in study.arms():
         mean = sum(accuracy[arm.name]) / len(accuracy[arm.name])
-        if study.is_degraded(arm.levels):
-            continue
-        assert mean >= SMOKE_MIN_ACCURACY, f"{arm.name}: mean test accuracy {mean:.3f} at smoke"
+        if not study.is_degraded(arm.levels):
+            assert mean >= SMOKE_MIN_ACCURACY, f"{arm.name}: mean test accuracy {mean:.3f} at smoke"
 
-    # Pretraining: once per (autoencoder, seed) in the whole store, reused by later studies.
-    if study.pretrainings():
-        used = json.loads(parent.data.tags["pretrained_runs"])
-        expected_seeds = set(budget.seeds) | {budget.tune_seed}
-        assert set(used) == {f"{p.key}/{s}" for p in study.pretrainings() for s in expected_seeds}
-        c = tracking.client(uri)
-        all_experiments = [e.experiment_id for e in c.search_experiments()]
-        pretrain_runs = [r for r in c.search_runs(all_experiments, "tags.stage = 'pretrain'", max_results=10000)
-                         if "pretrain_cache_key" in r.data.tags]
-        per_key = Counter(r.data.tags["pretrain_cache_key"] for r in pretrain_runs)
-        assert max(per_key.values()) == 1, "an autoencoder was trained twice"
-        assert {r.info.run_id for r in pretrain_runs} >= set(used.values())
-        # the autoencoders this study trained reconstruct (>= 18 dB), with early stopping
-        for r in trials:
-            if r.data.tags["stage"] == "pretrain" and r.data.tags["phase"] == "replicate":
-                assert r.data.metrics["val/psnr"] >= SMOKE_MIN_PSNR_DB, (r.data.tags["arm"], r.data.metrics["val/psnr"])
-        trained_here = {r.data.tags["arm"] for r in trials if r.data.tags["stage"] == "pretrain"}
-        if name == "even_odd":
-            assert trained_here == set(), "even_odd must reuse ablation_pretraining's autoencoder"
-        if name == "ablation_noise":
-            assert trained_here == {"dae-gaussian-0.3"}, trained_here
 
-    if name != "ablation_dropout":
-        return
-    # Running a finished study again does nothing and says so.
-    code = main([name, "--budget", "smoke", "--results-dir", str(results), "--tracking-uri", uri, "--quiet"])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PRETRAINING_STUDIES)
+def test_study_smoke_uses_one_reconstructing_autoencoder_per_key_and_seed(name, smoke_runs):
+    smoke_runs(name)
+    study, uri = STUDIES[name], smoke_runs.uri
+    budget = study.budgets["smoke"]
+    used = json.loads(parent_runs(uri, name)[0].data.tags["pretrained_runs"])
+    assert set(used) == {f"{p.key}/{s}" for p in study.pretrainings() for s in set(budget.seeds) | {budget.tune_seed}}
+    # the autoencoders this study trained (others were reused) reconstruct, with early stopping
+    for r in trial_runs(uri, name):
+        if r.data.tags["stage"] == "pretrain" and r.data.tags["phase"] == "replicate":
+            assert r.data.metrics["val/psnr"] >= SMOKE_MIN_PSNR_DB, (r.data.tags["arm"], r.data.metrics["val/psnr"])
+
+
+@pytest.mark.slow
+def test_autoencoders_are_trained_once_and_shared_between_studies(smoke_runs):
+    """Pretraining happens once per (autoencoder, seed) in the whole store, whichever study
+    needed it first; every study that needs it uses that same run."""
+    used = {}
+    for name in PRETRAINING_STUDIES:
+        smoke_runs(name)
+        used[name] = json.loads(parent_runs(smoke_runs.uri, name)[0].data.tags["pretrained_runs"])
+    c = tracking.client(smoke_runs.uri)
+    experiments = [e.experiment_id for e in c.search_experiments()]
+    trained = [r for r in c.search_runs(experiments, "tags.stage = 'pretrain'", max_results=10000)
+               if "pretrain_cache_key" in r.data.tags]
+    assert max(Counter(r.data.tags["pretrain_cache_key"] for r in trained).values()) == 1, \
+        "an autoencoder was trained twice"
+    run_of = {}
+    for name, runs in used.items():
+        for key, run_id in runs.items():
+            assert run_of.setdefault(key, run_id) == run_id, f"{name} trained its own {key}"
+    assert set(run_of.values()) <= {r.info.run_id for r in trained}
+    assert set(used["even_odd"]) <= set(used["ablation_pretraining"])
+    assert set(used["ablation_noise"]) & set(used["ablation_pretraining"])
+
+
+@pytest.mark.slow
+def test_running_a_finished_study_again_does_nothing(smoke_runs, capsys):
+    name = "ablation_dropout"
+    smoke_runs(name)
+    before = len(study_runs(smoke_runs.uri, name))
+    code = main([name, "--budget", "smoke", "--results-dir", str(smoke_runs.results),
+                 "--tracking-uri", smoke_runs.uri, "--quiet"])
     assert code == 0
     assert "already finished" in capsys.readouterr().out
-    assert len(_runs(uri, name)) == len(runs)
+    assert len(study_runs(smoke_runs.uri, name)) == before

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_runs import study_runs
 from studies.mnist import AUTOENCODER, MNIST
 from study import tracking
 from study.loader import StudyError, find
@@ -331,17 +332,12 @@ def _submit(project: Path, command: list[str]) -> None:
         assert status == "SUCCEEDED", job_logs(head, job)[-4000:]
 
 
-def _runs(uri, study):
-    c = tracking.client(uri)
-    return c.search_runs([c.get_experiment_by_name(study).experiment_id], max_results=10000)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["digits_screening", "digits_width"])
 def test_example_study_end_to_end(name, example):
     study, uri = example(name)
     budget = study.budgets["smoke"]
-    runs = _runs(uri, name)
+    runs = study_runs(uri, name)
     parent = next(r for r in runs if r.data.tags.get("run_kind") == "study")
     assert parent.data.tags["study_status"] == "finished" and parent.data.tags["design"] == study.design
     trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
