@@ -150,13 +150,18 @@ def _sample_digits(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.array([rng.choice(np.flatnonzero(labels == c)) for c in classes])
 
 
+def _found(network):
+    """A ``Pretraining`` or ``LatentSource`` whose network the store holds, else MissingInputs
+    with the reason it does not."""
+    if network.net is None:
+        raise MissingInputs(network.why_missing)
+    return network
+
+
 # -- the pretrained encoder -------------------------------------------------------------------
 
 def _pretraining(inputs: FigureInputs) -> Pretraining:
-    pretraining = inputs.pretraining
-    if pretraining.run is None:
-        raise MissingInputs(pretraining.why_missing)
-    return pretraining
+    return _found(inputs.pretraining)
 
 
 def reconstructions(inputs: FigureInputs) -> Drawn:
@@ -211,10 +216,7 @@ def encoder_feature_maps(inputs: FigureInputs) -> Drawn:
 # -- the latent space (the pretrained encoder, else the best arm's classifier) ----------------
 
 def _latent_source(inputs: FigureInputs) -> LatentSource:
-    source = inputs.latent_source
-    if source.net is None:
-        raise MissingInputs(source.why_missing)
-    return source
+    return _found(inputs.latent_source)
 
 
 def top_activating(inputs: FigureInputs) -> Drawn:

@@ -105,6 +105,7 @@ def test_every_trial_run_has_its_dataset_inputs(record):
 
 @pytest.mark.slow
 def test_replicate_models_load_back_and_score_the_logged_test_accuracy(record):
+    import mlflow
     import mlflow.pytorch
     import torch
 
@@ -114,11 +115,14 @@ def test_replicate_models_load_back_and_score_the_logged_test_accuracy(record):
     assert all(r.outputs.model_outputs for r in replicate), "a replicate run has no model"
     assert not any(r.outputs.model_outputs for r in record.trials if r.data.tags["phase"] == "tune")
     run = replicate[0]
-    os.environ["MLFLOW_TRACKING_URI"] = record.uri
+    # as a user's script would: the store is the tracking URI (an in-process study run earlier
+    # in this session may have set another one, which the environment would not override)
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(record.uri)
     try:
         model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
     finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
+        mlflow.set_tracking_uri(before)
     params = run.data.params
     _, seen, labels, _ = test_inputs(params["dataset"], params.get("test_corruption", "none"),
                                      float(params.get("test_noise_level", 0.0)), int(run.data.tags["seed"]))
