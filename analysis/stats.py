@@ -386,7 +386,8 @@ def curve_bands(history: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Dat
 
     ``history``: rows: one per (arm, seed, key, step) with ``value``. Returns rows: one per
     (arm, key, step); columns mean, low, high, n (low/high NaN where n < 2). Bands of
-    proportions (accuracies, F1, AUC) are clipped to [0, 1], where the metric lives.
+    proportions (accuracies, F1, AUC) are clipped to [0, 1], where the metric lives; bands of
+    losses observed non-negative (cross-entropy, squared error) stop at 0.
     """
     rows = []
     for (arm, key, step), g in history.groupby(["arm", "key", "step"], sort=True):
@@ -394,6 +395,8 @@ def curve_bands(history: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.Dat
         low, high = ci.low, ci.high
         if is_proportion(key):
             low, high = max(low, 0.0), min(high, 1.0)    # NaN stays NaN
+        elif lower_is_better(key) and (g["value"] >= 0).all():
+            low = max(low, 0.0)
         rows.append({"arm": arm, "key": key, "step": step, "mean": ci.mean, "low": low,
                      "high": high, "n": ci.n})
     return pd.DataFrame(rows, columns=["arm", "key", "step", "mean", "low", "high", "n"])

@@ -281,6 +281,9 @@ def test_curve_bands():
     assert bands["high"].iloc[1] == 1.0
     loss = stats.curve_bands(history.assign(key="train/loss"))
     assert loss["high"].max() > 1.0                    # a loss is not a proportion: not clipped
+    assert loss["low"].min() == 0.0                     # ...but a non-negative loss stops at 0
+    signed = stats.curve_bands(history.assign(key="train/loss", value=history["value"] - 0.6))
+    assert signed["low"].min() < -0.5                   # a loss observed negative is left as it is
 
 
 def test_tuned_hyperparameters_includes_what_the_tune_phase_searched():
