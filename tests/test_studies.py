@@ -62,7 +62,8 @@ def test_study_smoke_records_every_trial(name, smoke_runs):
         assert r.data.params["evaluate_test"] == "True"
         assert {a.path for a in tracking.client(uri).list_artifacts(r.info.run_id)} >= {
             "model.pt", "history.csv", "evaluation.json", "confusion_matrix.csv"}
-        assert 1 <= r.data.metrics["val/best_epoch"] <= budget.epochs
+        best_epoch = r.data.metrics["val/best_epoch"]     # the epoch whose weights were tested
+        assert best_epoch in range(1, budget.epochs + 1), (r.data.tags["arm"], best_epoch)
     assert seeds_by_arm == {a.name: set(budget.seeds) for a in arms}
     # Metrics per epoch with their step.
     history = tracking.client(uri).get_metric_history(replicate[0].info.run_id, "val/acc")
