@@ -87,15 +87,34 @@ Cell = Mapping[str, str]            # factor name -> level name; a partial cell 
 
 
 @dataclass(frozen=True)
+class Metric:
+    """A metric the replicates are compared on (a ``test/...`` key the trainable reports in its
+    last report, or any other key of it, such as ``time_to/...``), with its smallest effect of
+    interest: the margin of "equivalent" and of "at least the smallest effect"."""
+    name: str
+    margin: float                    # in the metric's own units (0.005 = 0.5 pp of accuracy)
+    mode: str = "max"                # "max": higher is better; "min": lower is better
+
+    def __post_init__(self):
+        if not self.margin > 0:
+            raise ValueError(f"metric {self.name!r}: margin must be > 0 (the smallest effect of interest, in "
+                             f"the metric's units), got {self.margin!r}")
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"metric {self.name!r}: mode must be 'min' or 'max', got {self.mode!r}")
+
+
+@dataclass(frozen=True)
 class Contrast:
     """A planned comparison: a weighted sum of cell means, named in words.
 
     ``terms`` pairs a (partial) cell with a weight. A partial cell (some factors left out)
     stands for the mean of every valid arm it matches, so an averaged effect always names
-    the cells it averaged (``Study.contrast_arms``). Weights sum to zero.
+    the cells it averaged (``Study.contrast_arms``). Weights sum to zero. ``metric``: the
+    metric it compares (one of the study's ``metrics``); None: the study's ``test_metric``.
     """
     name: str
     terms: tuple[tuple[Cell, float], ...]
+    metric: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "terms", tuple((frozen_map(c), float(w)) for c, w in self.terms))
@@ -104,14 +123,14 @@ class Contrast:
                              f"{[w for _, w in self.terms]}")
 
 
-def difference(name: str, a: Cell, b: Cell) -> Contrast:
-    """mean(a) - mean(b)."""
-    return Contrast(name, ((a, 1.0), (b, -1.0)))
+def difference(name: str, a: Cell, b: Cell, metric: str | None = None) -> Contrast:
+    """mean(a) - mean(b), on ``metric`` (None: the study's test_metric)."""
+    return Contrast(name, ((a, 1.0), (b, -1.0)), metric)
 
 
-def interaction(name: str, a1: Cell, b1: Cell, a2: Cell, b2: Cell) -> Contrast:
+def interaction(name: str, a1: Cell, b1: Cell, a2: Cell, b2: Cell, metric: str | None = None) -> Contrast:
     """A difference of differences: (a1 - b1) - (a2 - b2)."""
-    return Contrast(name, ((a1, 1.0), (b1, -1.0), (a2, -1.0), (b2, 1.0)))
+    return Contrast(name, ((a1, 1.0), (b1, -1.0), (a2, -1.0), (b2, 1.0)), metric)
 
 
 @dataclass(frozen=True)
@@ -171,14 +190,17 @@ class Study:
     invalid: tuple[InvalidCell, ...] = ()
     degraded: tuple[DegradedCell, ...] = ()   # valid cells expected to score low, with a reason
     contrasts: tuple[Contrast, ...] = ()      # the planned comparisons: one Holm family
-    equivalence_margin: float = 0.005         # smallest effect of interest on test/acc (0.5 pp)
+    equivalence_margin: float = 0.005         # smallest effect of interest on test_metric (0.5 pp)
     metric: str = "val/acc"          # selection metric (validation only, never test)
     mode: str = "max"
+    test_metric: str = "test/acc"    # the replicates' primary comparison metric (higher is better)
+    # other metrics compared, each with its own smallest effect of interest and direction
+    metrics: tuple[Metric, ...] = ()
 
     def __post_init__(self):
         for name in ("baseline", "budgets", "fixed"):
             object.__setattr__(self, name, frozen_map(getattr(self, name)))
-        for name in ("factors", "invalid", "degraded", "contrasts"):
+        for name in ("factors", "invalid", "degraded", "contrasts", "metrics"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         self._check_fields()
         self._check_design()
@@ -190,6 +212,7 @@ class Study:
         names = [c.name for c in self.contrasts]
         if len(set(names)) != len(names):
             raise ValueError(f"study {self.name}: contrasts: two contrasts share a name")
+        self._check_metrics()
         for contrast in self.contrasts:
             self.contrast_arms(contrast)        # raises on a cell that matches no valid arm
 
@@ -212,6 +235,27 @@ class Study:
                                  f"{self.baseline[f.name]!r}; levels: {[level.name for level in f.levels]}")
         if {"smoke", "full"} - set(self.budgets):
             raise ValueError(f"study {self.name}: budgets: needs 'smoke' and 'full', got {sorted(self.budgets)}")
+
+    def _check_metrics(self) -> None:
+        names = [m.name for m in self.compared_metrics()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"study {self.name}: metrics: a metric is declared twice ({names}); the test_metric "
+                             f"{self.test_metric!r} takes its margin from equivalence_margin")
+        if not self.equivalence_margin > 0:
+            raise ValueError(f"study {self.name}: equivalence_margin must be > 0, got {self.equivalence_margin!r}")
+        for contrast in self.contrasts:
+            if contrast.metric is not None and contrast.metric not in names:
+                raise ValueError(f"study {self.name}: contrast {contrast.name!r} compares {contrast.metric!r}, which "
+                                 f"has no smallest effect of interest: add Metric({contrast.metric!r}, margin=..., "
+                                 f"mode=...) to the study's metrics (declared: {names})")
+
+    def compared_metrics(self) -> tuple[Metric, ...]:
+        """Every metric the study compares with its margin: test_metric first."""
+        return (Metric(self.test_metric, self.equivalence_margin, "max"), *self.metrics)
+
+    def contrast_metric(self, contrast: Contrast) -> Metric:
+        name = contrast.metric or self.test_metric
+        return next(m for m in self.compared_metrics() if m.name == name)
 
     def _check_design(self) -> None:
         if self.design == "half_fraction":
@@ -283,19 +327,26 @@ class Study:
         return {
             "name": self.name, "description": self.description, "question": self.question,
             "design": self.design, "metric": self.metric, "mode": self.mode,
-            "equivalence_margin": self.equivalence_margin, "trainable": ref_label(self.trainable),
+            "equivalence_margin": self.equivalence_margin, "test_metric": self.test_metric,
+            "metrics": [{"name": m.name, "margin": m.margin, "mode": m.mode} for m in self.compared_metrics()],
+            "trainable": ref_label(self.trainable),
             "factors": [{"name": f.name, "reason": f.reason, "levels": [l.name for l in f.levels]}
                         for f in self.factors],
             "baseline": dict(self.baseline),
+            "fixed": dict(self.fixed),
+            "search_space": _space_definition(self.search_space),
             "arms": [{"name": a.name, "levels": dict(a.levels), "is_baseline": a.is_baseline,
+                      "settings": dict(a.settings), "tuned": [p.describe() for p in self.search_space.resolve(a.settings)],
                       "degraded": self.is_degraded(a.levels),
                       "uses": [{"upstream": u.upstream.key, "file": u.file, "into": u.into} for u in a.uses]}
                      for a in self.arms()],
             "upstreams": [{"key": p.key, "stage": p.stage.name, "trainable": ref_label(p.stage.trainable),
-                           "settings": dict(p.settings)} for p in self.pretrainings()],
+                           "settings": dict(p.settings), "fixed": dict(p.stage.fixed), "metric": p.stage.metric,
+                           "mode": p.stage.mode, "search_space": _space_definition(p.stage.search_space)}
+                          for p in self.pretrainings()],
             "invalid": [{"levels": dict(c.levels), "reason": c.reason} for c in self.invalid],
             "degraded": [{"levels": dict(c.levels), "reason": c.reason} for c in self.degraded],
-            "contrasts": [{"name": c.name,
+            "contrasts": [{"name": c.name, "metric": self.contrast_metric(c).name,
                            "terms": [{"cell": dict(cell), "weight": w, "arms": list(arms)}
                                      for (cell, w), (_, arms) in zip(c.terms, self.contrast_arms(c))],
                            "weights": self.contrast_weights(c)}
@@ -367,3 +418,9 @@ class Study:
         if name not in self.budgets:
             raise KeyError(f"unknown budget {name!r}; budgets: {sorted(self.budgets)}")
         return self.budgets[name]
+
+
+def _space_definition(space: SearchSpace) -> dict[str, Any]:
+    """A search space as data: each range as ``--dry-run`` shows it, with its first guess."""
+    return {"name": space.name, "params": [{"name": p.name, "range": p.describe(), "start": p.start,
+                                            "reason": p.reason} for p in space.params]}
