@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from search_spaces import default_point
+from study.declared import claims, schema_defaults, schema_keys
 from study.configs import classify_config, pretrain_config, resolve_ref
 from study.trial import META_KEYS
 from study.loader import StudyError, where_raised
@@ -67,6 +68,10 @@ def check_code(study: Study, origin: str) -> dict[str, Callable]:
     for label, (field, ref) in _refs(study).items():
         trainables[label] = _resolve(ref, field, study, origin)
         _check_signature(trainables[label], field, study, origin)
+        try:
+            claims(trainables[label])
+        except ValueError as error:
+            raise StudyError(origin, f"{field} {label}: {error}", study.name) from None
     check_keys(study, trainables, origin)
     return trainables
 
@@ -104,19 +109,6 @@ def _check_signature(fn: Callable, field: str, study: Study, origin: str) -> Non
 
 
 # -- keys ------------------------------------------------------------------------------------
-def schema_keys(fn: Callable) -> set[str] | None:
-    schema = getattr(fn, "schema", None)
-    return None if schema is None else set(schema)
-
-
-def schema_defaults(fn: Callable) -> dict[str, Any]:
-    """A schema's defaults: a mapping's values (or their ``default`` attribute, as our Fields)."""
-    schema = getattr(fn, "schema", None)
-    if not isinstance(schema, Mapping):
-        return {}
-    return {k: getattr(v, "default", v) for k, v in schema.items()}
-
-
 def check_keys(study: Study, trainables: Mapping[str, Callable], origin: str) -> None:
     checks = [(ref_label(study.trainable), _study_keys(study))]
     checks += [(ref_label(p.stage.trainable), _upstream_keys(p)) for p in study.pretrainings()]

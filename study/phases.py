@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 from study import run_contents, terminal, tracking
 from study.check import Loaded
 from study.cluster import TrialResources
-from study.records import PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, Outcome, Tag, run_filter
+from study.records import ERROR_TRACEBACK_FILE, PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, Outcome, Tag, run_filter
 from study.terminal import log
 from study.tracking import ParentRun
 from study.upstream import ref_label
@@ -24,6 +24,46 @@ from study.upstream import ref_label
 
 class StudyInterrupted(Exception):
     """Tune saved its state after SIGINT/SIGTERM; ``--resume`` continues."""
+
+
+class TrainableFailed(Exception):
+    """The trainable's own code raised the same error in ``max_failures`` trials: the phase
+    stopped (exit 1). The message says what, where and in which trials."""
+
+
+try:
+    from ray.tune import Stopper as _TuneStopper
+except ImportError:      # --check and --dry-run import this module without needing Ray
+    _TuneStopper = object
+
+
+class RepeatedErrorStopper(_TuneStopper):
+    """Stops the phase once one error of the trainable's own code (same type, file and line)
+    has failed ``max_failures`` trials: a bug fails every trial it reaches, and each retry or
+    further trial would only print it again. Tune's own retries stay for lost workers."""
+
+    def __init__(self, max_failures: int):
+        self.max_failures = max_failures
+        # (type, file, line) -> trial id -> its last result (Tune may show the stopper a result twice)
+        self.errors: dict[tuple, dict[str, dict]] = {}
+
+    def __call__(self, trial_id: str, result: Mapping[str, Any]) -> bool:
+        if result.get("trainable_error"):
+            where = tuple(json.loads(result.get("error_where") or '["?", 0, "?"]'))
+            kind = str(result.get("failure_reason", "")).partition(":")[0]
+            self.errors.setdefault((kind, *where), {})[trial_id] = dict(result)
+        return False
+
+    def stop_all(self) -> bool:
+        return bool(self.repeated())
+
+    def repeated(self) -> list[dict]:
+        """The failed trials' results of the first error that reached ``max_failures``."""
+        return next((list(r.values()) for r in self.errors.values() if len(r) >= self.max_failures), [])
+
+    def reason(self) -> str:
+        first = self.repeated()
+        return f"stopped: the phase stopped on a repeated error ({first[0]['failure_reason']})" if first else ""
 
 
 @dataclass
@@ -90,6 +130,7 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
     # TensorBoard and CSV copies cost the driver ~3 ms per result; benchmarks/runner_overhead.py).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if opts.verbose >= terminal.VERBOSE else "0"   # the new one prints a box at 0
+    stopper = RepeatedErrorStopper(opts.max_failures)
     if tune.Tuner.can_restore(path):
         log(f"{stage}/{phase}: resuming Tune experiment {path}")
         # (with the callbacks it was started with: MLflow logger, progress display)
@@ -100,6 +141,7 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
             opts.tracking_uri, ctx.experiment_id, ctx.parent.run_id, experiment_key=name,
             base_tags={**ctx.base_tags, Tag.STAGE: stage, Tag.PHASE: phase}, tags_for_config=tags_for_config,
             meta_keys=META_KEYS + tuple(feeds), resources=resources.tune, log_weights=log_weights,
+            stop_reason=stopper.reason,
             datasets={n: run_contents.dataset_entities(d, opts.data_dir) for n, d in _image_datasets(ctx).items()},
             models={"n_classes": _num_classes(ctx), "example": run_contents.input_example(ctx.loaded.data)}
             if models else None)
@@ -111,7 +153,9 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
                 trial_dirname_creator=lambda t: f"{t.trial_id}"),
             run_config=tune.RunConfig(
                 name=name, storage_path=opts.storage_path,
-                failure_config=tune.FailureConfig(max_failures=2),
+                # retries are for lost workers and killed processes; an error of the
+                # trainable's own code is reported, not raised (study.trial), so never retried
+                failure_config=tune.FailureConfig(max_failures=2), stop=stopper,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 callbacks=[logger, JsonLoggerCallback()] + ([progress] if progress else []),
                 # each trial's stdout/stderr files, next to its result.json in the storage path
@@ -159,11 +203,45 @@ def _outcomes(ctx: PhaseContext, grid, stage: str, phase: str, expected: int) ->
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if outcome == Outcome.FAILED:
             failures.append((run.data.tags.get(Tag.ARM, "?"), run.data.tags.get(Tag.FAILURE_REASON, "")))
+    repeated = repeated_error(runs, ctx.opts.max_failures)
+    if repeated:
+        raise TrainableFailed(error_message(label, repeated, ctx.opts.max_failures))
     unfinished = outcomes.get(Outcome.RUNNING, 0) + outcomes.get(Outcome.INTERRUPTED, 0)
     if started < expected or unfinished or any(t.status in ("PENDING", "RUNNING", "PAUSED") for t in tune_trials):
         raise StudyInterrupted(f"{label}: {started} of {expected} trials started, {unfinished} unfinished")
     log(f"{label}: " + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())))
     return PhaseResult(label, started, outcomes, failures)
+
+
+def repeated_error(runs, max_failures: int) -> list:
+    """The failed runs of the first error of the trainable's code (same type and place) that
+    failed ``max_failures`` runs or more, else []."""
+    groups: dict[tuple, list] = {}
+    for run in runs:
+        where = run.data.tags.get(Tag.ERROR_WHERE)
+        if where and run.data.tags.get(Tag.OUTCOME) == Outcome.FAILED:
+            kind = run.data.tags.get(Tag.FAILURE_REASON, "").partition(":")[0]
+            groups.setdefault((kind, where), []).append(run)
+    return next((g for g in groups.values() if len(g) >= max_failures), [])
+
+
+def error_message(label: str, runs, max_failures: int) -> str:
+    """What the terminal says when a phase stopped on a repeated error of the trainable."""
+    import linecache
+
+    file, line, function = json.loads(runs[0].data.tags[Tag.ERROR_WHERE])
+    code = linecache.getline(file, int(line)).strip()
+    reason = runs[0].data.tags.get(Tag.FAILURE_REASON, "").split(" (")[0]
+    trials = "; ".join(f"arm {r.data.tags.get(Tag.ARM)}, seed {r.data.tags.get(Tag.SEED)}, after "
+                       f"{int(r.data.metrics.get('epoch', 0))} epochs (run {r.info.run_id[:8]})" for r in runs[:3])
+    return "\n".join([
+        f"{label} stopped: the trainable's own code raised the same error in {len(runs)} trials "
+        f"(--max-failures {max_failures}); none is retried, as a bug fails the same way every time:",
+        f"  {reason}",
+        f'  File "{file}", line {line}, in {function}' + (f"\n    {code}" if code else ""),
+        f"  in: {trials}",
+        f"  the whole traceback: the artifact {ERROR_TRACEBACK_FILE} of those MLflow runs",
+        "Fix the trainable and run the study again: a changed trainable starts a new version of the study."])
 
 
 def _drop_orphans(ctx: PhaseContext, runs, trial_ids: set[str]):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -27,17 +28,21 @@ from typing import Any, Mapping
 
 from search_spaces import default_point
 from study import cluster, records, terminal, tracking
-from study.check import check, schema_defaults
+from study.check import check
+from study.declared import schema_defaults
 from study.cluster import TrialResources, UsageError
 from study.configs import artifact_ref, classify_config
-from study.phases import (PhaseContext, PhaseResult, StudyInterrupted, choose_configs, chosen_params, phase_once,
-                          run_phase)
+from study.phases import (PhaseContext, PhaseResult, StudyInterrupted, TrainableFailed, choose_configs,
+                          chosen_params, phase_once, run_phase)
 from study.records import PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, RunKind, StudyStatus, Tag
 from study.searchers import ListSearcher, PerArmASHA, PerArmOptunaSearch, space_function
 from study.spec import Arm, Budget, Study
 from study.terminal import log
 from study.tracking import ParentRun
 from study.upstream import ref_label
+
+
+EXIT_TRAINABLE_FAILED = 1      # a phase stopped on a repeated error of the trainable's own code
 
 
 @dataclass
@@ -59,6 +64,8 @@ class RunOptions:
     autoscaling: bool = False
     command: str = ""
     verbose: int = 1                     # 0 --quiet, 1 progress per phase, 2 --verbose (study.terminal)
+    max_failures: int = 2                # a phase stops once one error of the trainable's code failed this many trials
+    resume_command: str = ""             # the command that continues this run (every option repeated)
     origin: str = ""                     # the file or module that defines the study (errors)
     target: str = ""                     # how the command named it (the --resume hint)
 
@@ -114,9 +121,12 @@ def run_study(opts: RunOptions) -> int:
         phases = pretrain_phases + classify_stage(replace(ctx, artifacts=shipped))
     except StudyInterrupted as e:
         tracking.set_parent_status(opts.tracking_uri, parent, StudyStatus.INTERRUPTED)
-        log(f"interrupted ({e}). Continue with: python -m study.run {opts.target or study.name} "
-            f"--budget {opts.budget_name} --resume")
+        log(f"interrupted ({e}). Continue with: {opts.resume_command or _resume_command(opts)}")
         return 130
+    except TrainableFailed as e:
+        tracking.set_parent_status(opts.tracking_uri, parent, StudyStatus.FAILED)
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return EXIT_TRAINABLE_FAILED
     except BaseException:
         tracking.set_parent_status(opts.tracking_uri, parent, StudyStatus.FAILED)
         raise
@@ -127,6 +137,11 @@ def run_study(opts: RunOptions) -> int:
     print_summary(phases)
     print_epilogue(opts, parent)
     return 0
+
+
+def _resume_command(opts: RunOptions) -> str:
+    """The command that continues a run made by code, not by the command line."""
+    return f"python -m study.run {opts.target or opts.study.name} --budget {opts.budget_name} --resume"
 
 
 def _base_tags(opts: RunOptions, data_sha256: str, resources: TrialResources) -> dict[str, str]:
@@ -223,8 +238,11 @@ def print_summary(phases: list[PhaseResult]) -> None:
     for phase in phases:
         counts = ", ".join(f"{n} {o}" for o, n in sorted(phase.outcomes.items()))
         print(f"  {phase.name:<20} {phase.trials:>4} trials: {counts}")
+        by_reason: dict[str, list[str]] = {}
         for arm, reason in phase.failures:
-            print(f"      FAILED {arm}: {reason}")
+            by_reason.setdefault(reason, []).append(arm)
+        for reason, arms in by_reason.items():
+            print(f"      FAILED {len(arms)} ({', '.join(sorted(set(arms)))}): {reason}")
 
 
 def print_epilogue(opts: RunOptions, parent: ParentRun) -> None:

@@ -25,6 +25,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # -- where ---------------------------------------------------------------------------------
 STUDY_DEFINITION_FILE = "study.json"   # the parent run's: the study as study.spec defines it
 MODEL_NAME = "model"                   # a replicate run's MLflow model: runs:/<run id>/model
+ERROR_TRACEBACK_FILE = "error_traceback.txt"   # a run the trainable's own code failed: the traceback
 
 
 def default_results_dir() -> Path:
@@ -78,6 +79,7 @@ class Tag:
     IS_BASELINE = "is_baseline"            # "true" | "false"
     OUTCOME = "outcome"                    # Outcome
     FAILURE_REASON = "failure_reason"
+    ERROR_WHERE = "error_where"            # JSON [file, line, function]: where the trainable's code raised
     STOP_REASON = "stop_reason"
     TRIAL_ID = "trial_id"
     TRIAL_KEY = "trial_key"                # "<Tune experiment>/<trial id>": a resumed trial's run
@@ -85,6 +87,10 @@ class Tag:
     PRETRAINING = "pretraining"            # upstream stage runs: the upstream's key
     PRETRAIN_CACHE_KEY = "pretrain_cache_key"   # a trained upstream any later study may reuse
     USES = "uses."                         # + "<slot>.upstream|seed|file": see ArtifactRef
+
+
+# names a trainable's own string values (study.trial.to_tune) may not take as run tags
+RESERVED_TAGS = frozenset(v for k, v in vars(Tag).items() if k.isupper() and isinstance(v, str))
 
 
 class RunKind:

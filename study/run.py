@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(default: STUDY_STORAGE, else <results-dir>/tune; multi-node clusters need shared storage)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run of this study")
     parser.add_argument("--fresh", action="store_true", help="start over even if a run exists (old runs are kept)")
+    parser.add_argument("--max-failures", type=_positive("--max-failures", int), default=2,
+                        help="stop a phase once one error raised by the trainable's own code (same type, file and "
+                             "line) has failed this many trials (default: 2); such trials are never retried. Lost "
+                             "workers and killed processes are retried by Ray, as always")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--verbose", action="store_true",
                         help="Tune's status tables and every trial's output on this terminal instead of one "
@@ -169,7 +173,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         tracking_uri=args.tracking_uri or records.default_tracking_uri(results_dir), results_dir=results_dir,
         storage=args.storage or os.environ.get("STUDY_STORAGE"), data_dir=args.data_dir, resume=args.resume, fresh=args.fresh,
         autoscaling=args.autoscaling, command=tracking.redact(shlex.join(["python", "-m", "study.run", *(argv or sys.argv[1:])])),
-        verbose=0 if args.quiet else 2 if args.verbose else 1, origin=found.origin, target=args.study)
+        verbose=0 if args.quiet else 2 if args.verbose else 1, origin=found.origin, target=args.study,
+        max_failures=args.max_failures, resume_command=resume_command(argv))
     terminal.quiet_libraries(opts.verbose)
     if args.dry_run:
         from study.check import check_code
@@ -184,6 +189,14 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
     except (UsageError, tracking.TrackingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def resume_command(argv: list[str] | None) -> str:
+    """The command as given, with ``--resume`` instead of ``--fresh``: every option that says where
+    things go (--results-dir, --tracking-uri, --storage, --address, ...) is repeated."""
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--fresh"]
+    return tracking.redact(shlex.join(["python", "-m", "study.run", *args, *(["--resume"] if "--resume" not in args
+                                                                             else [])]))
 
 
 def _check(opts) -> int:

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from search_spaces import default_point
 from study import tracking
-from study.check import schema_defaults
+from study.declared import schema_defaults
 from study.configs import artifact_ref, pretrain_cache_key, pretrain_config, pretrain_seeds
 from study.phases import PhaseContext, PhaseResult, choose_configs, chosen_params, phase_once, run_phase
 from study.records import PHASE_REPLICATE, PHASE_TUNE, STAGE_PRETRAIN, Outcome, Tag, pretrained_runs_tag, run_filter

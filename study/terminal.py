@@ -55,8 +55,16 @@ def quiet_libraries(verbose: int) -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")     # read when mlflow is imported
     for name in ("ray", "ray.tune", "ray.train", "ray.data", "mlflow", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Ray says on every new local cluster that token authentication is on, as it is by default:
+    # the runner's private local Ray keeps it on, without the warning.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_TokenAuthNotice())
     if "optuna" in sys.modules:
         sys.modules["optuna"].logging.set_verbosity(logging.WARNING)
+
+
+class _TokenAuthNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
 
 
 def tune_verbosity(verbose: int) -> int:
@@ -78,7 +86,8 @@ def trial_counts(trials: Sequence[Any]) -> dict[str, int]:
         result = trial.last_result or {}
         if trial.status == "RUNNING":
             counts["running"] += 1
-        elif trial.status == "ERROR" or (trial.status == "TERMINATED" and result.get("diverged")):
+        elif trial.status == "ERROR" or (trial.status == "TERMINATED" and (result.get("diverged")
+                                                                           or result.get("trainable_error"))):
             counts["failed"] += 1
         elif trial.status == "TERMINATED":
             counts["completed" if result.get("final") else "pruned"] += 1

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 from study import run_contents
-from study.records import STUDY_DEFINITION_FILE, Outcome, RunKind, StudyStatus, Tag, run_filter
+from study.trial import failed
+from study.records import ERROR_TRACEBACK_FILE, RESERVED_TAGS, STUDY_DEFINITION_FILE, Outcome, RunKind, StudyStatus, Tag, run_filter
 
 # Environment variables whose values must never reach MLflow (tokens, cloud keys, passwords).
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|PRIVATE_KEY|API_KEY|AUTH",
@@ -231,15 +232,18 @@ class MlflowTrialLogger(_TuneCallback):
                  tags_for_config: Callable[[Mapping[str, Any]], Mapping[str, str]],
                  meta_keys: Iterable[str], resources: Mapping[str, float],
                  log_weights: bool = True, datasets: Mapping[str, Mapping[str, Any]] | None = None,
-                 models: Mapping[str, Any] | None = None, flush_interval_s: float = FLUSH_INTERVAL_S):
+                 models: Mapping[str, Any] | None = None, flush_interval_s: float = FLUSH_INTERVAL_S,
+                 stop_reason: Callable[[], str] | None = None):
         """``datasets``: dataset name -> ``run_contents.dataset_entities`` (inputs of every run);
-        ``models``: log each completed trial's model, with ``n_classes`` and ``example``
-        (``run_contents.input_example``)."""
+        ``models``: log each completed trial's model (``run_contents.ModelLogger.submit``'s
+        arguments: the declared ``build`` and the ``dataset``); ``stop_reason``: why the phase
+        stopped its running trials, "" while it did not (``phases.RepeatedErrorStopper``)."""
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
         self.experiment_key, self.base_tags, self.tags_for_config = experiment_key, dict(base_tags), tags_for_config
         self.meta_keys, self.resources, self.log_weights = frozenset(meta_keys), dict(resources), log_weights
         self.datasets, self.models = dict(datasets or {}), (dict(models) if models else None)
         self.flush_interval_s = flush_interval_s
+        self.stop_reason = stop_reason or (lambda: "")
         self.model_logger = run_contents.ModelLogger()
         self._reset()
 
@@ -249,12 +253,14 @@ class MlflowTrialLogger(_TuneCallback):
         self._last_step: Dict[str, int] = {}
         self._placement: Dict[str, tuple] = {}
         self._pending: Dict[str, tuple[list, list]] = {}     # run id -> (metrics, tags) not yet written
+        self._run_tags: Dict[str, dict] = {}                 # run id -> the trainable's tags written
+        self._completed: set[str] = set()                    # trial ids whose run is ended
         self._flushed_at = time.monotonic()
         self.model_failures: list[tuple[str, str]] = []
 
     def __getstate__(self):            # Tune pickles callbacks with the experiment state
         state = dict(self.__dict__)
-        state.update(_client=None, _runs={}, _last_step={}, _placement={}, _pending={})
+        state.update(_client=None, _runs={}, _last_step={}, _placement={}, _pending={}, _run_tags={}, _completed=set())
         return state
 
     def setup(self, **info):
@@ -315,15 +321,30 @@ class MlflowTrialLogger(_TuneCallback):
             # Where the trial runs now (it changes when a failed trial is retried elsewhere).
             self._placement[run_id] = (result["node_id"], result.get("pid"))
             tags += [RunTag("node_id", str(result["node_id"])), RunTag("worker_pid", str(result.get("pid", "")))]
+        tags += self._new_run_tags(run_id, result.get("run_tags"))
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        if not result.get("diverged") and step > self._last_step.get(run_id, 0):
+        if not failed(result) and step > self._last_step.get(run_id, 0):
             # (an epoch repeated after a resume has a step logged already)
             now = int(time.time() * 1000)
             metrics += [Metric(k, float(v), now, step) for k, v in result.items()
                         if ("/" in k or k == "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool)]
             self._last_step[run_id] = step
-        if time.monotonic() - self._flushed_at >= self.flush_interval_s:
+        if failed(result):
+            self._complete(trial, result)
+        elif time.monotonic() - self._flushed_at >= self.flush_interval_s:
             self.flush()
+
+    def _new_run_tags(self, run_id: str, run_tags: str | None) -> list:
+        """The trainable's string values (``study.trial.to_tune``) that changed, as run tags; a
+        name the runner's own tags use is left out."""
+        from mlflow.entities import RunTag
+        if not run_tags:
+            return []
+        seen = self._run_tags.setdefault(run_id, {})
+        new = {k: str(v) for k, v in json.loads(run_tags).items() if k not in RESERVED_TAGS
+               and not k.startswith("mlflow.") and seen.get(k) != str(v)}
+        seen.update(new)
+        return [RunTag(k, redact(v)[:5000]) for k, v in new.items()]
 
     def flush(self) -> None:
         """Writes every buffered metric and tag: one log_batch per run (1,000 values at most)."""
@@ -344,13 +365,23 @@ class MlflowTrialLogger(_TuneCallback):
         self.model_failures += self.model_logger.wait()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        if trial.trial_id not in self._completed:
+            self._complete(trial, trial.last_result or {})
+
+    def _complete(self, trial, result: Mapping[str, Any]) -> None:
+        """The trial's outcome, cost, files and end. A failed trial's last report ends it here,
+        on that report: the phase may stop every trial before Tune completes this one."""
+        self._completed.add(trial.trial_id)
         self.flush()
         run_id = self.run_id(trial)
-        result = trial.last_result or {}
         if result.get("diverged"):
             outcome, reason = Outcome.FAILED, str(result.get("failure_reason", "training diverged"))
+        elif result.get("trainable_error"):
+            outcome, reason = Outcome.FAILED, self._log_error(run_id, result)
         elif result.get("final"):
             outcome, reason = Outcome.COMPLETED, ""
+        elif self.stop_reason():
+            outcome, reason = Outcome.INTERRUPTED, self.stop_reason()
         else:
             outcome, reason = Outcome.PRUNED, "stopped early by ASHA"
         self._log_cost(run_id, result)
@@ -369,6 +400,17 @@ class MlflowTrialLogger(_TuneCallback):
             reason = Path(trial.error_file).read_text(errors="replace").strip().splitlines()[-1][:500]
         self._finish(run_id, Outcome.FAILED, reason)
 
+    def _log_error(self, run_id: str, result: Mapping[str, Any]) -> str:
+        """Where the trainable's code raised (a tag) and its traceback (an artifact); the reason."""
+        where = result.get("error_where") or '["?", 0, "?"]'
+        file, line, function = json.loads(where)
+        self.mlflow.set_tag(run_id, Tag.ERROR_WHERE, where)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / ERROR_TRACEBACK_FILE
+            path.write_text(redact(str(result.get("error_traceback", ""))))
+            self.mlflow.log_artifact(run_id, str(path))
+        return f"{result.get('failure_reason')} ({Path(file).name}, line {line}, in {function})"
+
     def _log_cost(self, run_id: str, result: Mapping[str, Any]) -> None:
         """Trial wall time (Tune's, across restores) and the resources it held meanwhile."""
         from mlflow.entities import Metric
@@ -385,7 +427,8 @@ class MlflowTrialLogger(_TuneCallback):
         if reason:
             self.mlflow.set_tag(run_id, Tag.FAILURE_REASON if outcome == Outcome.FAILED else Tag.STOP_REASON,
                                 redact(reason)[:5000])
-        self.mlflow.set_terminated(run_id, status="FAILED" if outcome == Outcome.FAILED else "FINISHED")
+        self.mlflow.set_terminated(run_id, status={Outcome.FAILED: "FAILED", Outcome.INTERRUPTED: "KILLED"}.get(
+            outcome, "FINISHED"))
 
     def _log_checkpoint(self, run_id: str, trial, weights: bool, model: bool = False):
         checkpoint = trial.checkpoint

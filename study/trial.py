@@ -11,9 +11,13 @@ through the object store, resumes from Tune's checkpoint, and turns each report 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import numbers
 import os
+import sys
 import tempfile
+import traceback
 from typing import Any, Callable, Mapping
 
 # Keys the protocol adds to every trial config; an arm's artifact references (``Use.meta_key``:
@@ -27,13 +31,50 @@ def split_config(config: Mapping[str, Any], meta_keys=META_KEYS) -> tuple[dict, 
     return meta, own
 
 
+class NonFiniteMetric(ArithmeticError):
+    """A report held NaN or an infinity: the configuration diverged (study.trial reports it as
+    a failed trial before Tune, Optuna or ASHA see the value)."""
+
+
 def _is_divergence(error: BaseException) -> bool:
     """Whether `error` means "this configuration diverged" (a failed trial, not a broken
-    worker): trainables.common.TrainingDiverged, which a user's trainable imports too, or
-    FloatingPointError. Imported here: the worker has torch loaded by now, the driver need not."""
+    worker): trainables.common.TrainingDiverged, which a user's trainable imports too,
+    FloatingPointError, or a non-finite reported metric. Imported here: the worker has torch
+    loaded by now, the driver need not."""
     from trainables.common import TrainingDiverged
 
-    return isinstance(error, (TrainingDiverged, FloatingPointError))
+    return isinstance(error, (TrainingDiverged, FloatingPointError, NonFiniteMetric))
+
+
+def failed(result: Mapping[str, Any]) -> bool:
+    """Whether a trial's (last) result says it failed: diverged, or its own code raised."""
+    return bool(result.get("diverged") or result.get("trainable_error"))
+
+
+def non_finite(report: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers of a (normalized) report that are NaN or infinite."""
+    return {k: v for k, v in report.items() if isinstance(v, float) and not math.isfinite(v)}
+
+
+def where_in_code(error: BaseException) -> tuple[str, int, str]:
+    """(file, line, function) of the frame that raised ``error`` in the trainable's code: the
+    innermost frame outside installed packages and this wrapper (else the innermost frame)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    own = [f for f in frames if f.filename != __file__ and "site-packages" not in f.filename
+           and "dist-packages" not in f.filename and not f.filename.startswith("<")]
+    frame = (own or frames or [None])[-1]
+    return (frame.filename, frame.lineno or 0, frame.name) if frame else ("?", 0, "?")
+
+
+def error_report(error: BaseException, epoch: float) -> dict[str, Any]:
+    """The last report of a trial whose own code raised: what the driver needs to stop the phase
+    on a repeated error and to print where it came from (no retry: it would fail the same way)."""
+    file, line, function = where_in_code(error)
+    frames = traceback.format_exception(type(error), error, error.__traceback__)
+    return {"trainable_error": 1.0, "final": 1.0, "epoch": epoch,
+            "failure_reason": f"{type(error).__name__}: {error}"[:2000],
+            "error_where": json.dumps([file, line, function]),
+            "error_traceback": "".join(frames)[-6000:]}
 
 
 def normalize(metrics: Mapping[str, Any], epochs: Any, reports: int) -> dict[str, Any]:
@@ -79,23 +120,49 @@ def run_trial(config: dict, *, datasets: Mapping[str, Any], artifacts: Mapping[s
         last: dict[str, float] = {}
         node_id = ray.get_runtime_context().get_node_id()   # which node ran it (multi-node runs)
 
-        def reporter(metrics: Mapping[str, float], checkpoint_dir: str) -> None:
+        def reporter(metrics: Mapping[str, Any], checkpoint_dir: str) -> None:
             report = normalize(metrics, own.get("epochs"), int(last.get("epoch", 0)) + 1)
+            bad = non_finite(report)
+            if bad:
+                raise NonFiniteMetric(f"epoch {report['epoch']:g} reported " + ", ".join(
+                    f"{k} = {v}" for k, v in sorted(bad.items())))
             last.clear()
             last.update(report)
-            tune.report({**report, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+            try:
+                tune.report({**to_tune(report), "node_id": node_id},
+                            checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+            except BaseException as error:      # Tune's own failure: infrastructure, never the trainable's
+                with contextlib.suppress(AttributeError, TypeError):
+                    error.study_infrastructure = True
+                raise
 
         train = trainables[meta["trainable"]]
         try:
             train(own, reporter, dataset=datasets.get(own.get("dataset")), resume_from=resume_from)
         except Exception as error:
-            if not _is_divergence(error):
-                raise          # infrastructure errors: Tune retries from the last checkpoint
-            # A diverged configuration fails the same way on every retry: record it as a
-            # failed trial (the callback marks the MLflow run FAILED with this reason) and
-            # leave the selection metric out, so Optuna and ASHA treat it as having no result.
-            tune.report({"diverged": 1.0, "failure_reason": str(error), "final": 1.0,
-                         "epoch": float(last.get("epoch", 0.0)) + 1})
+            if getattr(error, "study_infrastructure", False):
+                raise          # Tune retries from the last checkpoint (lost worker, killed process, ...)
+            epoch = float(last.get("epoch", 0.0)) + 1
+            if _is_divergence(error):
+                # A diverged configuration fails the same way on every retry: record it as a
+                # failed trial (the callback marks the MLflow run FAILED with this reason) and
+                # leave the selection metric out, so Optuna and ASHA treat it as having no result.
+                tune.report({"diverged": 1.0, "failure_reason": str(error), "final": 1.0, "epoch": epoch})
+                return
+            # The trainable's own code raised: a bug, which a retry repeats. One failed trial,
+            # with where it happened; the driver stops the phase when the same error repeats.
+            traceback.print_exc(file=sys.stderr)           # the trial's log file keeps it whole
+            tune.report(error_report(error, epoch))
+
+
+def to_tune(report: Mapping[str, Any]) -> dict[str, Any]:
+    """A report as Tune gets it: numbers as they are; the trainable's strings (``"precision":
+    "bf16"``) together as JSON under ``run_tags``, which the MLflow logger turns into run tags."""
+    strings = {k: v for k, v in report.items() if isinstance(v, str)}
+    out = {k: v for k, v in report.items() if k not in strings}
+    if strings:
+        out["run_tags"] = json.dumps(strings, sort_keys=True)
+    return out
 
 
 def logs_mlflow_models(trainable: Callable) -> bool:
