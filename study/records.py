@@ -40,6 +40,31 @@ def default_tracking_uri(results_dir: Path | None = None) -> str:
         f"sqlite:///{(results_dir or default_results_dir()) / 'mlflow.db'}"
 
 
+_PREPARED: set[str] = set()
+
+
+def prepare_store(tracking_uri: str) -> None:
+    """Creates and upgrades a SQLite store once, under a file lock, before a process uses it.
+    MLflow's own first connection migrates the schema, and two processes doing that at once on
+    a new file fail (two studies started together into one results folder). Also switches the
+    store to SQLite's write-ahead log (the driver commits twice per logged result; readers no
+    longer block it). Other stores (servers, databases) migrate themselves: nothing to do."""
+    if not tracking_uri.startswith("sqlite:///") or tracking_uri in _PREPARED:
+        return
+    import sqlite3
+
+    from filelock import FileLock
+    from mlflow.tracking import MlflowClient
+
+    db = Path(tracking_uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock", timeout=300):
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)   # creates and migrates
+        with sqlite3.connect(db, timeout=30) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+    _PREPARED.add(tracking_uri)
+
+
 # -- tags ----------------------------------------------------------------------------------
 class Tag:
     """The names of the tags the runner writes and the analysis reads."""

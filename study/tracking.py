@@ -24,7 +24,8 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 from study import run_contents
 from study.trial import failed
-from study.records import ERROR_TRACEBACK_FILE, RESERVED_TAGS, STUDY_DEFINITION_FILE, Outcome, RunKind, StudyStatus, Tag, run_filter
+from study.records import (ERROR_TRACEBACK_FILE, RESERVED_TAGS, STUDY_DEFINITION_FILE, Outcome, RunKind, StudyStatus, Tag,
+                           prepare_store, run_filter)
 
 # Environment variables whose values must never reach MLflow (tokens, cloud keys, passwords).
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|PRIVATE_KEY|API_KEY|AUTH",
@@ -112,20 +113,9 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def _use_wal(tracking_uri: str) -> None:
-    """SQLite's write-ahead log: the driver commits twice per logged result, and WAL halves
-    what each commit costs (benchmarks/runner_overhead.py); readers no longer block it. The
-    mode is stored in the database file, so it is set once."""
-    import sqlite3
-    if tracking_uri.startswith("sqlite:///"):
-        with sqlite3.connect(tracking_uri[len("sqlite:///"):], timeout=30) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-
-
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path | None) -> str:
+    prepare_store(tracking_uri)
     c = client(tracking_uri)
-    c.search_experiments(max_results=1)      # creates and migrates a new store first
-    _use_wal(tracking_uri)
     experiment = c.get_experiment_by_name(name)
     if experiment is not None:
         # Experiments of older runs (or inferred by the UI) open on the GenAI overview page.
