@@ -86,6 +86,7 @@ def run_study(opts: RunOptions) -> int:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 
+    records.mark_output_folder(opts.results_dir)
     tracking.check_reachable(opts.tracking_uri)
     loaded, dry = check(study, budget, opts.origin or study.name, opts.data_dir)
     log(f"checked: the trainables, the study's keys, the data ({budget.dataset}); one epoch of {dry.arm} "

@@ -28,9 +28,27 @@ MODEL_NAME = "model"                   # a replicate run's MLflow model: runs:/<
 ERROR_TRACEBACK_FILE = "error_traceback.txt"   # a run the trainable's own code failed: the traceback
 
 
+def default_dir(kind: str) -> Path:
+    """Where a study's ``results`` (its SQLite store, artifacts, Tune state) or ``reports`` go
+    when no option says: ``$STUDY_RESULTS_DIR`` / ``$STUDY_REPORTS_DIR``, else that folder in the
+    current directory (as MLflow's ``./mlruns``): a user's own project folder holds its own."""
+    if kind not in ("results", "reports"):
+        raise ValueError(f"kind must be 'results' or 'reports', got {kind!r}")
+    return Path(os.environ.get(f"STUDY_{kind.upper()}_DIR") or Path.cwd() / kind).resolve()
+
+
+def mark_output_folder(folder: Path) -> Path:
+    """Creates ``folder`` with a ``.rayignore`` of ``*``: ``ray job submit --working-dir .`` from
+    a user's project folder then leaves the runner's own output (stores, reports) behind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ignore = folder / ".rayignore"
+    if not ignore.exists():
+        ignore.write_text("# written by the study runner: its output never goes up with --working-dir\n*\n")
+    return folder
+
+
 def default_results_dir() -> Path:
-    """``$STUDY_RESULTS_DIR``, else ``<project>/results``."""
-    return Path(os.environ.get("STUDY_RESULTS_DIR") or PROJECT_ROOT / "results").resolve()
+    return default_dir("results")
 
 
 def default_tracking_uri(results_dir: Path | None = None) -> str:
