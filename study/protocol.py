@@ -34,11 +34,12 @@ from study.cluster import TrialResources, UsageError
 from study.configs import artifact_ref, classify_config
 from study.phases import (PhaseContext, PhaseResult, StudyInterrupted, TrainableFailed, choose_configs,
                           chosen_params, phase_once, run_phase)
-from study.records import PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, RunKind, StudyStatus, Tag
+from study.records import PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, Outcome, RunKind, StudyStatus, Tag
 from study.searchers import ListSearcher, PerArmASHA, PerArmOptunaSearch, space_function
 from study.spec import Arm, Budget, Study
 from study.terminal import log
 from study.tracking import ParentRun
+from study.version import Version, changes, study_version
 from study.upstream import ref_label
 
 
@@ -91,26 +92,20 @@ def run_study(opts: RunOptions) -> int:
     loaded, dry = check(study, budget, opts.origin or study.name, opts.data_dir)
     log(f"checked: the trainables, the study's keys, the data ({budget.dataset}); one epoch of {dry.arm} "
         f"in {dry.seconds:.1f} s reported {study.metric}")
+    version = study_version(study, budget, loaded.trainables, opts.origin or study.name)
     experiment_id = tracking.ensure_experiment(opts.tracking_uri, study.name, opts.results_dir / "mlartifacts")
-    previous = tracking.latest_parent(opts.tracking_uri, experiment_id, opts.budget_name, budget.dataset)
-    if previous and not opts.fresh:
-        if previous.status == StudyStatus.FINISHED:
-            log(f"{study.name} ({opts.budget_name}, {budget.dataset}) already finished in run "
-                f"{previous.run_id}; nothing to do. Pass --fresh to run it again.")
-            print_epilogue(opts, previous)
-            return 0
-        if not opts.resume:
-            raise UsageError(
-                f"an unfinished run of {study.name} ({opts.budget_name}) exists (MLflow run {previous.run_id}, "
-                f"status {previous.status}). Pass --resume to continue it, or --fresh to start over.")
-    if opts.resume and (previous is None or opts.fresh):
-        log("nothing to resume: starting the study")
+    previous, number = _previous_run(opts, experiment_id, version)
+    if previous and previous.status == StudyStatus.FINISHED:
+        log(f"{study.name} ({opts.budget_name}, {budget.dataset}) already finished in run "
+            f"{previous.run_id}, this very version of it; nothing to do. Pass --fresh to run it again.")
+        print_epilogue(opts, previous)
+        return 0
 
     ray = cluster.connect(opts.address, opts.verbose)
     ship_user_code()
     resources = cluster.plan_trials(ray.cluster_resources(), opts)
-    base_tags = _base_tags(opts, loaded.data_sha256, resources)
-    parent = _open_parent(opts, experiment_id, previous, base_tags)
+    base_tags = {**_base_tags(opts, loaded.data_sha256, resources), **_version_tags(version, number)}
+    parent = _open_parent(opts, experiment_id, previous, base_tags, version)
     ctx = PhaseContext(opts, parent, experiment_id, loaded, resources, base_tags)
 
     # SIGTERM (`ray job stop`, a scheduler's preemption) gets the same graceful save as Ctrl-C:
@@ -136,8 +131,52 @@ def run_study(opts: RunOptions) -> int:
             signal.signal(signal.SIGTERM, previous_handler)
     tracking.set_parent_status(opts.tracking_uri, parent, StudyStatus.FINISHED)
     print_summary(phases)
+    replicate = [p for p in phases if p.name == f"{STAGE_CLASSIFY}/{PHASE_REPLICATE}"]
+    if replicate and not replicate[0].outcomes.get(Outcome.COMPLETED):
+        print("error: no replicate completed, so the study has no result (the failures above say why)", file=sys.stderr)
+        return EXIT_TRAINABLE_FAILED
     print_epilogue(opts, parent)
     return 0
+
+
+def _previous_run(opts: RunOptions, experiment_id: str, version: Version) -> tuple[ParentRun | None, int]:
+    """The earlier run of this study at this budget that this run continues or repeats (None to
+    start a new one: there is none, --fresh, or the study changed since), and this run's version
+    number (``study_version``: one more than the earlier run's when the study changed)."""
+    study, budget = opts.study, opts.budget
+    previous = tracking.latest_parent(opts.tracking_uri, experiment_id, opts.budget_name, budget.dataset)
+    number = int(previous.tags.get(Tag.STUDY_VERSION) or 1) if previous else 1
+    if previous is None or opts.fresh:
+        if opts.resume:
+            log("nothing to resume: starting the study")
+        return None, number
+    if (previous.tags.get(Tag.DEFINITION_SHA256), previous.tags.get(Tag.CODE_SHA256)) != \
+            (version.definition_sha256, version.code_sha256):
+        changed = changes(tracking.read_study_definition(opts.tracking_uri, previous.run_id), version)
+        what = "; ".join(changed[:8]) + (f"; and {len(changed) - 8} more" if len(changed) > 8 else "")
+        if opts.resume:
+            raise UsageError(
+                f"{study.name} changed since its {previous.status} run {previous.run_id} (changed: {what}); resuming "
+                "would mix two versions of the study. Run it without --resume to start this version (the earlier "
+                "runs stay apart), or undo the change to resume.")
+        log(f"{study.name} changed since run {previous.run_id} (changed: {what}): running it as version "
+            f"{number + 1}; the analysis reports the latest version, the earlier runs stay in MLflow apart")
+        return None, number + 1
+    if previous.status != StudyStatus.FINISHED and not opts.resume:
+        raise UsageError(
+            f"an unfinished run of {study.name} ({opts.budget_name}) exists (MLflow run {previous.run_id}, "
+            f"status {previous.status}). Pass --resume to continue it, or --fresh to start over.")
+    return previous, number
+
+
+def _version_tags(version: Version, number: int) -> dict[str, str]:
+    """The version tags of every run of this study run (``study.version``)."""
+    tags = {Tag.DEFINITION_SHA256: version.definition_sha256, Tag.CODE_SHA256: version.code_sha256,
+            Tag.STUDY_VERSION: str(number)}
+    if version.user_git:
+        tags.update({Tag.USER_GIT_COMMIT: version.user_git["commit"],
+                     Tag.USER_GIT_DIRTY: str(version.user_git["dirty"]).lower()})
+    return tags
 
 
 def _resume_command(opts: RunOptions) -> str:
@@ -156,11 +195,11 @@ def _base_tags(opts: RunOptions, data_sha256: str, resources: TrialResources) ->
 
 
 def _open_parent(opts: RunOptions, experiment_id: str, previous: ParentRun | None,
-                 base_tags: Mapping[str, str]) -> ParentRun:
+                 base_tags: Mapping[str, str], version: Version) -> ParentRun:
     """The study's parent run (the interrupted one with --resume, else a new one) with its
     ``study.json``."""
     study, budget = opts.study, opts.budget
-    if previous and opts.resume and not opts.fresh:
+    if previous is not None:
         parent = previous
         tracking.set_parent_status(opts.tracking_uri, parent, StudyStatus.RUNNING)
         log(f"resuming MLflow parent run {parent.run_id}")
@@ -174,7 +213,7 @@ def _open_parent(opts: RunOptions, experiment_id: str, previous: ParentRun | Non
                   Tag.SEEDS: json.dumps(list(budget.seeds)), Tag.ARMS: json.dumps([a.name for a in study.arms()])},
             params={"budget." + k: v for k, v in budget.__dict__.items()})
         log(f"MLflow parent run {parent.run_id} in experiment {study.name!r}")
-    tracking.log_study_definition(opts.tracking_uri, parent, study.definition())
+    tracking.log_study_definition(opts.tracking_uri, parent, {**version.definition, "version": version.record()})
     return parent
 
 

@@ -98,6 +98,11 @@ class Tag:
     GPUS_PER_TRIAL = "gpus_per_trial"
     CPUS_PER_TRIAL = "cpus_per_trial"
     VERSIONS = "versions."                 # + package name: its version
+    DEFINITION_SHA256 = "definition_sha256"   # the study's definition as run (study.version)
+    CODE_SHA256 = "code_sha256"            # the study file's and its trainables' code (study.version)
+    STUDY_VERSION = "study_version"        # 1, 2, ...: how many times the study changed since its first run
+    USER_GIT_COMMIT = "user_git_commit"    # the commit of the study file's own repository (not ours)
+    USER_GIT_DIRTY = "user_git_dirty"
     # the parent run (one per invocation of a study)
     STUDY_STATUS = "study_status"          # StudyStatus
     DESIGN = "design"

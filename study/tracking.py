@@ -184,8 +184,18 @@ def log_study_definition(tracking_uri: str, parent: ParentRun, definition: Mappi
     ``study.json``: analysis reads it from MLflow alone, without the code that defined it."""
     with tempfile.TemporaryDirectory(prefix="study-definition-") as tmp:
         path = Path(tmp) / STUDY_DEFINITION_FILE
-        path.write_text(json.dumps(definition, indent=2, sort_keys=False))
+        path.write_text(json.dumps(definition, indent=2, sort_keys=False, default=repr))
         client(tracking_uri).log_artifact(parent.run_id, str(path))
+
+
+def read_study_definition(tracking_uri: str, run_id: str) -> dict[str, Any]:
+    """A parent run's ``study.json`` ({} when it has none)."""
+    with tempfile.TemporaryDirectory(prefix="study-definition-") as tmp:
+        try:
+            path = client(tracking_uri).download_artifacts(run_id, STUDY_DEFINITION_FILE, tmp)
+        except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
+            return {}
+        return json.loads(Path(path).read_text())
 
 
 def set_parent_tags(tracking_uri: str, parent: ParentRun, tags: Mapping[str, str]) -> None:
