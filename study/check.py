@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Mapping
 from search_spaces import default_point
 from study.declared import claims, schema_defaults, schema_keys
 from study.configs import classify_config, pretrain_config, resolve_ref
-from study.trial import META_KEYS
+from study.trial import META_KEYS, non_finite
 from study.loader import StudyError, where_raised
 from study.records import PHASE_REPLICATE
 from study.spec import Budget, Study
@@ -44,15 +44,35 @@ class Loaded:
 
 
 @dataclass(frozen=True)
+class Timing:
+    """What a dry trial's reports took: the first one (the trial's set-up and its first epoch)
+    and, with two epochs or more, each later one (an epoch alone)."""
+    first_s: float
+    epoch_s: float | None = None
+
+    @property
+    def setup_s(self) -> float:
+        return max(0.0, self.first_s - self.epoch_s) if self.epoch_s is not None else 0.0
+
+    @property
+    def per_epoch_s(self) -> float:
+        """One epoch; with a single epoch timed, its set-up counts in (an upper bound)."""
+        return self.epoch_s if self.epoch_s is not None else self.first_s
+
+
+@dataclass(frozen=True)
 class DryTrial:
     arm: str
-    seconds: float                         # the arm's one epoch, data and model set-up included
-    report: Mapping[str, Any]              # its one (final) report
+    seconds: float                         # the whole dry trial, data and model set-up included
+    report: Mapping[str, Any]              # its last (final) report
+    timing: Timing                         # the baseline arm's trainable
+    upstream_timing: Mapping[str, Timing]  # stage trainable label -> the upstream epochs it ran
 
 
-def check(study: Study, budget: Budget, origin: str, data_dir: str | None) -> tuple[Loaded, DryTrial]:
+def check(study: Study, budget: Budget, origin: str, data_dir: str | None, epochs: int = 1) -> tuple[Loaded, DryTrial]:
+    """Steps 1-4; ``epochs`` = 2 times an epoch apart from the trial's set-up (cost estimates)."""
     loaded = prepare(study, budget, origin, data_dir)
-    return loaded, dry_trial(study, budget, loaded, origin, data_dir)
+    return loaded, dry_trial(study, budget, loaded, origin, data_dir, epochs)
 
 
 def prepare(study: Study, budget: Budget, origin: str, data_dir: str | None) -> Loaded:
@@ -159,51 +179,58 @@ def load_data(study: Study, budget: Budget, origin: str, data_dir: str | None) -
 
 
 # -- the dry trial ---------------------------------------------------------------------------
-def dry_trial(study: Study, budget: Budget, loaded: Loaded, origin: str, data_dir: str | None) -> DryTrial:
+def dry_trial(study: Study, budget: Budget, loaded: Loaded, origin: str, data_dir: str | None,
+              epochs: int = 1) -> DryTrial:
     arm = next(a for a in study.arms() if a.is_baseline)
     fn = loaded.trainables[ref_label(study.trainable)]
-    config = {**classify_config(arm, study, budget, budget.tune_seed, PHASE_REPLICATE, data_dir), "epochs": 1}
+    config = {**classify_config(arm, study, budget, budget.tune_seed, PHASE_REPLICATE, data_dir), "epochs": epochs}
     config.update(default_point(study.search_space.resolve(arm.settings), {**schema_defaults(fn), **arm.settings}))
     started = time.perf_counter()
+    upstream_timing: dict[str, Timing] = {}
     with tempfile.TemporaryDirectory(prefix="study-check-") as scratch:
         for use in arm.uses:
-            config[use.into] = _dry_upstream(use, study, budget, loaded, origin, data_dir, scratch)
+            config[use.into], timing = _dry_upstream(use, study, budget, loaded, origin, data_dir, scratch, epochs)
+            upstream_timing[ref_label(use.upstream.stage.trainable)] = timing
         own = {k: v for k, v in config.items() if k not in META_KEYS + tuple(u.meta_key for u in arm.uses)}
-        reports, _ = _one_epoch(fn, own, loaded.data, f"trainable {ref_label(fn)} (arm {arm.name})", study, origin)
+        reports, _, timing = _dry_epochs(fn, own, loaded.data, f"trainable {ref_label(fn)} (arm {arm.name})", study,
+                                         origin)
     report = reports[-1]
     _expect(report, study.metric, f"trainable {ref_label(fn)}", "metric", study, origin)
     if not any(k.startswith("test/") for k in report):
         raise StudyError(origin, f"trainable {ref_label(fn)}: asked for evaluate_test=True, its last report has no "
                                  f"test/ metric ({', '.join(sorted(report))}); the replicates are compared on test "
                                  "metrics: report them (test/acc, ...) in the last epoch's report", study.name)
-    return DryTrial(arm.name, time.perf_counter() - started, report)
+    return DryTrial(arm.name, time.perf_counter() - started, report, timing, upstream_timing)
 
 
 def _dry_upstream(use: Use, study: Study, budget: Budget, loaded: Loaded, origin: str, data_dir: str | None,
-                  scratch: str) -> str:
-    """One epoch of the upstream an arm uses; the path of the file it delivers."""
+                  scratch: str, epochs: int) -> tuple[str, Timing]:
+    """``epochs`` of the upstream an arm uses: the path of the file it delivers, and their timing."""
     upstream = use.upstream
     fn = loaded.trainables[ref_label(upstream.stage.trainable)]
-    config = {**pretrain_config(upstream, study, budget, budget.tune_seed, data_dir), "epochs": 1}
+    config = {**pretrain_config(upstream, study, budget, budget.tune_seed, data_dir), "epochs": epochs}
     config.update(default_point(upstream.stage.search_space.resolve(config), schema_defaults(fn)))
     own = {k: v for k, v in config.items() if k not in META_KEYS}
     field = f"stage {upstream.stage.name!r} trainable {ref_label(fn)} (upstream {upstream.key})"
-    reports, files = _one_epoch(fn, own, loaded.data, field, study, origin, keep=use.file, scratch=scratch)
+    reports, files, timing = _dry_epochs(fn, own, loaded.data, field, study, origin, keep=use.file, scratch=scratch)
     _expect(reports[-1], upstream.stage.metric, field, f"stage {upstream.stage.name!r} metric", study, origin)
     if use.file not in files:
         raise StudyError(origin, f"{field}: its final checkpoint has no {use.file!r}, which arm levels use "
                                  f"(into {use.into!r}); write it into the last checkpoint directory", study.name)
-    return files[use.file]
+    return files[use.file], timing
 
 
-def _one_epoch(fn: Callable, config: dict, data: Any, field: str, study: Study, origin: str,
-               keep: str | None = None, scratch: str | None = None) -> tuple[list[dict], dict[str, str]]:
+def _dry_epochs(fn: Callable, config: dict, data: Any, field: str, study: Study, origin: str,
+                keep: str | None = None, scratch: str | None = None) -> tuple[list[dict], dict[str, str], Timing]:
     from study.trial import normalize
 
     reports: list[dict] = []
     files: dict[str, str] = {}
+    times: list[float] = []
+    started = time.perf_counter()
 
     def report(metrics: Mapping[str, Any], checkpoint_dir: str) -> None:
+        times.append(time.perf_counter() - started)
         if not os.path.isdir(str(checkpoint_dir)):
             raise StudyError(origin, f"{field} reported without a checkpoint directory ({checkpoint_dir!r}): "
                                      "write the checkpoint into a directory, then report(metrics, that directory)",
@@ -218,12 +245,14 @@ def _one_epoch(fn: Callable, config: dict, data: Any, field: str, study: Study, 
         raise
     except Exception as error:  # noqa: BLE001 - the user's code failed: say where
         source = inspect.getsourcefile(fn) if inspect.isfunction(fn) else None
-        raise StudyError(origin, f"the dry trial of {field}, one epoch, raised {type(error).__name__}: {error}\n"
-                                 f"{where_raised(error, _path(source))}", study.name) from None
+        raise StudyError(origin, f"the dry trial of {field}, {config.get('epochs')} epoch(s), raised "
+                                 f"{type(error).__name__}: {error}\n{where_raised(error, _path(source))}",
+                         study.name) from None
     if not reports:
         raise StudyError(origin, f"{field} returned without a report: call report(metrics, checkpoint_dir) "
                                  "once per epoch", study.name)
-    return reports, files
+    epoch_s = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+    return reports, files, Timing(times[0], epoch_s)
 
 
 def _expect(report: Mapping[str, Any], metric: str, field: str, name: str, study: Study, origin: str) -> None:
@@ -247,6 +276,13 @@ def describe(study: Study, loaded: Loaded, dry: DryTrial) -> list[str]:
                  f"sha256 {loaded.data_sha256[:16]}")
     tests = sorted(k for k in dry.report if k.startswith("test/") and "_class_" not in k)
     shown = ", ".join(f"{k} {dry.report[k]:.4g}" for k in [study.metric, *tests[:3]])
-    lines.append(f"  dry trial: arm {dry.arm}, one epoch in {dry.seconds:.1f} s: {shown}")
+    t = dry.timing
+    timed = f"{t.setup_s:.1f} s set-up and {t.per_epoch_s:.2f} s per epoch" if t.epoch_s is not None else \
+        f"one epoch in {t.first_s:.1f} s, set-up included"
+    lines.append(f"  dry trial: arm {dry.arm}, {timed}; last report: {shown}")
+    bad = non_finite(dry.report)
+    if bad:
+        lines.append(f"  warning: it reported {', '.join(f'{k} = {v}' for k, v in bad.items())}: in a study, such "
+                     "a trial counts as diverged (failed)")
     return lines
 

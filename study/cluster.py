@@ -31,6 +31,11 @@ class TrialResources:
     max_concurrent: int
 
     @property
+    def device(self) -> str:
+        """Where a trial trains: "cuda" with a GPU share, else "cpu" (the one device decision)."""
+        return "cuda" if self.gpus > 0 else "cpu"
+
+    @property
     def tune(self) -> dict[str, float]:
         """As ``tune.with_resources`` takes them."""
         return {"cpu": self.cpus, "gpu": self.gpus}

@@ -12,9 +12,10 @@ Attributes of the trainable function (all optional):
 ``mlflow_model``    ``fn(checkpoint_dir, config, dataset) -> (torch.nn.Module, example_input)``:
                     each completed replicate run logs its model (``runs:/<run id>/model``),
                     rebuilt from the final checkpoint's files.
-``epoch_seconds``   ``fn(config, dataset, device) -> seconds`` of one training epoch of one
-                    trial (validation included): ``--dry-run`` and the progress ETA use it;
-                    without it ``--dry-run`` and ``--check`` time two epochs of the baseline.
+``epoch_seconds``   ``fn(config, device) -> seconds`` of one epoch of one trial of ``config``
+                    (validation included; ``device`` "cpu" or "cuda"): ``--dry-run`` and the
+                    progress ETA use it; without it ``--dry-run`` and ``--check`` time two
+                    epochs of the baseline arm and estimate every trial from them.
 
 A declaration may also be an import path ``"package.module:function"`` (resolved when used).
 """
@@ -27,6 +28,8 @@ CLAIMS = {
     "best_epoch": "the replicates' test metrics are those of the epoch with the best validation score, whose "
                   "weights the trainable keeps",
     "equal_steps": "an epoch is the full training split's worth of examples, whatever the label fraction",
+    "early_stopping": "it stops after `patience` epochs without a better validation score and keeps the best "
+                      "epoch's weights",
 }
 
 

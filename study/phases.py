@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from study import run_contents, terminal, tracking
+from study import declared, run_contents, terminal, tracking
 from study.check import Loaded
 from study.cluster import TrialResources
 from study.records import ERROR_TRACEBACK_FILE, PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, Outcome, Tag, run_filter
@@ -86,6 +86,7 @@ class PhaseContext:
     resources: TrialResources            # each trial's share, how many at once (study.cluster)
     base_tags: dict[str, str]            # tags every trial run shares
     artifacts: Mapping[str, bytes] = field(default_factory=dict)   # upstream files by ArtifactRef.path
+    estimates: Mapping[tuple[str, str], float] = field(default_factory=dict)   # (stage, phase) -> s per trial
 
     @property
     def datasets(self) -> dict[str, Any]:
@@ -125,26 +126,27 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
         tune.with_parameters(run_trial, datasets=ctx.datasets, artifacts=dict(ctx.artifacts),
                              trainables=ctx.loaded.trainables, feeds=feeds, gpu_fraction=resources.gpus),
         resources.tune)
-    progress = terminal.phase_progress(opts, stage, phase, num_trials, resources.max_concurrent, resources.gpus)
+    progress = terminal.phase_progress(opts, stage, phase, num_trials, resources.max_concurrent,
+                                       ctx.estimates.get((stage, phase)))
     # MLflow is the record: of Tune's own per-result loggers only result.json stays (the
     # TensorBoard and CSV copies cost the driver ~3 ms per result; benchmarks/runner_overhead.py).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if opts.verbose >= terminal.VERBOSE else "0"   # the new one prints a box at 0
     stopper = RepeatedErrorStopper(opts.max_failures)
+    build = _model_builder(ctx, stage, phase)
+    run_contents.set_model_inputs(name, build, ctx.loaded.data)
     if tune.Tuner.can_restore(path):
         log(f"{stage}/{phase}: resuming Tune experiment {path}")
         # (with the callbacks it was started with: MLflow logger, progress display)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        models = _logs_models(ctx, stage, phase)
         logger = tracking.MlflowTrialLogger(
             opts.tracking_uri, ctx.experiment_id, ctx.parent.run_id, experiment_key=name,
             base_tags={**ctx.base_tags, Tag.STAGE: stage, Tag.PHASE: phase}, tags_for_config=tags_for_config,
             meta_keys=META_KEYS + tuple(feeds), resources=resources.tune, log_weights=log_weights,
             stop_reason=stopper.reason,
             datasets={n: run_contents.dataset_entities(d, opts.data_dir) for n, d in _image_datasets(ctx).items()},
-            models={"n_classes": _num_classes(ctx), "example": run_contents.input_example(ctx.loaded.data)}
-            if models else None)
+            models=build is not None)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -164,9 +166,9 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
     log(f"{stage}/{phase}: {num_trials} trials, up to {resources.max_concurrent} at a time "
         f"({resources.cpus:g} CPU, {resources.gpus:g} GPU each)")
     grid = tuner.fit()
-    if _logs_models(ctx, stage, phase):
-        run_contents.log_missing_models(opts.tracking_uri, ctx.experiment_id, phase_runs(ctx, stage, phase),
-                                        _num_classes(ctx), run_contents.input_example(ctx.loaded.data), log)
+    if build is not None:
+        run_contents.log_missing_models(opts.tracking_uri, ctx.experiment_id, phase_runs(ctx, stage, phase), build,
+                                        ctx.loaded.data, log)
     return _outcomes(ctx, grid, stage, phase, num_trials)
 
 
@@ -176,15 +178,12 @@ def _image_datasets(ctx: PhaseContext) -> dict[str, Any]:
     return {n: d for n, d in ctx.datasets.items() if isinstance(d, ImageDataset)}
 
 
-def _logs_models(ctx: PhaseContext, stage: str, phase: str) -> bool:
-    """Replicates of our classifier log an MLflow model (study.trial.logs_mlflow_models)."""
-    from study.trial import logs_mlflow_models
-    return (stage == STAGE_CLASSIFY and phase == PHASE_REPLICATE and bool(_image_datasets(ctx))
-            and logs_mlflow_models(ctx.loaded.trainables[ref_label(ctx.opts.study.trainable)]))
-
-
-def _num_classes(ctx: PhaseContext) -> int:
-    return len(ctx.loaded.data.class_names)
+def _model_builder(ctx: PhaseContext, stage: str, phase: str):
+    """The ``mlflow_model`` the study's trainable declares (study.declared), for its replicate
+    runs, which feed the tables; None for other phases, or when it declares none."""
+    if stage != STAGE_CLASSIFY or phase != PHASE_REPLICATE:
+        return None
+    return declared.hook(ctx.loaded.trainables[ref_label(ctx.opts.study.trainable)], "mlflow_model")
 
 
 def _outcomes(ctx: PhaseContext, grid, stage: str, phase: str, expected: int) -> PhaseResult:

@@ -32,6 +32,8 @@ from study.check import check
 from study.declared import schema_defaults
 from study.cluster import TrialResources, UsageError
 from study.configs import artifact_ref, classify_config
+from study.options import RunOptions
+from study.plan import CostModel, estimate_phases, per_trial_estimates
 from study.phases import (PhaseContext, PhaseResult, StudyInterrupted, TrainableFailed, choose_configs,
                           chosen_params, phase_once, run_phase)
 from study.records import PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, Outcome, RunKind, StudyStatus, Tag
@@ -46,35 +48,6 @@ from study.upstream import ref_label
 EXIT_TRAINABLE_FAILED = 1      # a phase stopped on a repeated error of the trainable's own code
 
 
-@dataclass
-class RunOptions:
-    """What the command asked for (``python -m study.run``)."""
-    study: Study
-    budget_name: str
-    budget: Budget
-    gpus_per_trial: float | None = 0.0   # None: the cluster decides (study.cluster.plan_trials)
-    cpus_per_trial: float = 1.0
-    max_concurrent: int | None = None
-    address: str | None = None
-    tracking_uri: str = ""
-    results_dir: Path = field(default_factory=records.default_results_dir)
-    storage: str | None = None
-    data_dir: str | None = None
-    resume: bool = False
-    fresh: bool = False
-    autoscaling: bool = False
-    command: str = ""
-    verbose: int = 1                     # 0 --quiet, 1 progress per phase, 2 --verbose (study.terminal)
-    max_failures: int = 2                # a phase stops once one error of the trainable's code failed this many trials
-    resume_command: str = ""             # the command that continues this run (every option repeated)
-    origin: str = ""                     # the file or module that defines the study (errors)
-    target: str = ""                     # how the command named it (the --resume hint)
-
-    @property
-    def storage_path(self) -> str:
-        return self.storage or str(self.results_dir / "tune")
-
-
 # -- the study -----------------------------------------------------------------------------
 def run_study(opts: RunOptions) -> int:
     """Runs (or resumes) a whole study; returns the process exit code. A study that cannot run
@@ -87,12 +60,12 @@ def run_study(opts: RunOptions) -> int:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 
-    records.mark_output_folder(opts.results_dir)
     tracking.check_reachable(opts.tracking_uri)
     loaded, dry = check(study, budget, opts.origin or study.name, opts.data_dir)
     log(f"checked: the trainables, the study's keys, the data ({budget.dataset}); one epoch of {dry.arm} "
         f"in {dry.seconds:.1f} s reported {study.metric}")
     version = study_version(study, budget, loaded.trainables, opts.origin or study.name)
+    records.mark_output_folder(opts.results_dir)
     experiment_id = tracking.ensure_experiment(opts.tracking_uri, study.name, opts.results_dir / "mlartifacts")
     previous, number = _previous_run(opts, experiment_id, version)
     if previous and previous.status == StudyStatus.FINISHED:
@@ -106,7 +79,8 @@ def run_study(opts: RunOptions) -> int:
     resources = cluster.plan_trials(ray.cluster_resources(), opts)
     base_tags = {**_base_tags(opts, loaded.data_sha256, resources), **_version_tags(version, number)}
     parent = _open_parent(opts, experiment_id, previous, base_tags, version)
-    ctx = PhaseContext(opts, parent, experiment_id, loaded, resources, base_tags)
+    ctx = PhaseContext(opts, parent, experiment_id, loaded, resources, base_tags,
+                       estimates=_estimates(study, budget, CostModel(resources.device, loaded.trainables, dry)))
 
     # SIGTERM (`ray job stop`, a scheduler's preemption) gets the same graceful save as Ctrl-C:
     # Tune only handles SIGINT.
@@ -177,6 +151,15 @@ def _version_tags(version: Version, number: int) -> dict[str, str]:
         tags.update({Tag.USER_GIT_COMMIT: version.user_git["commit"],
                      Tag.USER_GIT_DIRTY: str(version.user_git["dirty"]).lower()})
     return tags
+
+
+def _estimates(study: Study, budget: Budget, cost: CostModel) -> dict[tuple[str, str], float]:
+    """(stage, phase) -> the plan's trial-seconds of one trial, for the progress display's ETA."""
+    try:
+        return per_trial_estimates(estimate_phases(study, budget, cost))
+    except Exception as error:  # noqa: BLE001 - an estimate must never stop a study
+        log(f"no ETA: the cost estimate failed ({type(error).__name__}: {error})")
+        return {}
 
 
 def _resume_command(opts: RunOptions) -> str:

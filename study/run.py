@@ -177,11 +177,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         max_failures=args.max_failures, resume_command=resume_command(argv))
     terminal.quiet_libraries(opts.verbose)
     if args.dry_run:
-        from study.check import check_code
-        from study.plan import print_plan
-        check_code(study, found.origin)
-        print_plan(opts)
-        return 0
+        return _dry_run(opts)
     if args.check:
         return _check(opts)
     try:
@@ -199,24 +195,42 @@ def resume_command(argv: list[str] | None) -> str:
                                                                              else [])]))
 
 
+def _dry_run(opts) -> int:
+    """``--dry-run``: the plan and its cost. A trainable that declares no ``epoch_seconds``
+    (study/declared.py) has two epochs of the baseline arm timed for the estimate."""
+    from study.check import check, check_code
+    from study.plan import CostModel, print_plan
+
+    cost = CostModel(_device(opts), check_code(opts.study, opts.origin))
+    if cost.needs_timing():
+        print("(timing two epochs of the baseline arm: its trainable declares no epoch_seconds)", flush=True)
+        cost = CostModel(cost.device, cost.trainables, check(opts.study, opts.budget, opts.origin, opts.data_dir,
+                                                             epochs=2)[1])
+    print_plan(opts, cost)
+    return 0
+
+
 def _check(opts) -> int:
-    """``--check``: study.check's checks and dry trial, what they found, and the cost estimate."""
+    """``--check``: study.check's checks and a dry trial of two epochs, what they found, and the cost
+    estimate for the budget asked (--budget; default smoke)."""
     from study.check import check, describe
-    from study.plan import estimate_phases, has_estimate, print_cost
+    from study.plan import CostModel, estimate_phases, print_cost
 
     study = opts.study
-    loaded, dry = check(study, opts.budget, opts.origin, opts.data_dir)
+    loaded, dry = check(study, opts.budget, opts.origin, opts.data_dir, epochs=2)
     print(f"check {opts.origin}: study {study.name!r}, budget {opts.budget_name} ({opts.budget.dataset})")
     for line in describe(study, loaded, dry):
         print(line)
-    device = "cuda" if opts.gpus_per_trial else "cpu"
-    if has_estimate(study):
-        print_cost(opts, estimate_phases(study, opts.budget, device))
-    else:
-        print_cost(opts, estimate_phases(study, opts.budget, device, epoch_seconds=dry.seconds),
-                   source=f"the dry trial's {dry.seconds:.2f} s for every epoch of every trial, set-up included")
+    cost = CostModel(_device(opts), loaded.trainables, dry)
+    print_cost(opts, estimate_phases(study, opts.budget, cost), cost)
     print(f"ok: python -m study.run {opts.target} --budget {opts.budget_name} runs it")
     return 0
+
+
+def _device(opts) -> str:
+    """The device the estimate is for, from the request (no cluster is joined for it): a GPU
+    share asked for means GPUs (study.cluster.plan_trials decides it for a run)."""
+    return "cuda" if opts.gpus_per_trial else "cpu"
 
 
 if __name__ == "__main__":

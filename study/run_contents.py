@@ -92,29 +92,23 @@ def dataset_inputs(entities: Mapping[str, Any], config: Mapping[str, Any]) -> li
 
 
 # -- models --------------------------------------------------------------------------------
-def input_example(dataset, n: int = 2):
-    """n training images as the classifiers take them: float32 [n, 1, H, W] in [0, 1]. Two, so
-    torch.export keeps the batch dimension dynamic."""
-    return (dataset.train_images[:n].unsqueeze(1).float() / 255.0).numpy()
-
-
-def log_classifier(tracking_uri: str, experiment_id: str, run_id: str, model_pt: str,
-                   config: Mapping[str, Any], n_classes: int, example, step: int,
-                   tags: Mapping[str, str]) -> str:
-    """Rebuilds the classifier of ``config``, loads ``model.pt`` and logs it to the run with
-    ``mlflow.pytorch.log_model``. Returns the logged model's id."""
+def log_model(tracking_uri: str, experiment_id: str, run_id: str, build, checkpoint_dir: str,
+              config: Mapping[str, Any], dataset, step: int, tags: Mapping[str, str]) -> str:
+    """Rebuilds a run's model with the trainable's declared ``mlflow_model`` (study.declared) from
+    its final checkpoint and logs it with ``mlflow.pytorch.log_model``, with a signature and the
+    input example the declaration gives. Returns the logged model's id."""
     from importlib.metadata import version
 
     import mlflow
     import mlflow.pytorch
+    import numpy as np
     import torch
     from mlflow.models import infer_signature
 
-    from analysis.artifacts import load_classifier   # the trainable's architecture from its config
-
-    model = load_classifier(model_pt, config, n_classes)
+    model, example = build(checkpoint_dir, dict(config), dataset)
+    example = np.asarray(example)
     with torch.inference_mode():
-        output = model(torch.from_numpy(example)).numpy()
+        output = model.eval()(torch.from_numpy(example)).numpy()
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     # An explicit LoggedModel: log_model would otherwise file it under the active (default)
@@ -128,6 +122,20 @@ def log_classifier(tracking_uri: str, experiment_id: str, run_id: str, model_pt:
     return logged.model_id
 
 
+_MODEL_INPUTS: dict[str, tuple[Any, Any]] = {}     # Tune experiment name -> (mlflow_model, dataset)
+
+
+def set_model_inputs(experiment: str, build, dataset) -> None:
+    """What the MLflow logger of ``experiment`` builds models with: the trainable's declared
+    ``mlflow_model`` and the study's data, kept in the driver's memory (a restored experiment's
+    logger finds them here too)."""
+    _MODEL_INPUTS[experiment] = (build, dataset)
+
+
+def model_inputs(experiment: str) -> tuple[Any, Any]:
+    return _MODEL_INPUTS[experiment]
+
+
 class ModelLogger:
     """One background thread that logs models while Tune goes on; ``wait`` returns the errors."""
 
@@ -136,14 +144,14 @@ class ModelLogger:
         self._jobs: list[tuple[str, Future]] = []
         self._lock = threading.Lock()
 
-    def submit(self, run_id: str, model_pt: str, **kwargs) -> None:
-        """Copies ``model_pt`` (the caller's copy may be a temporary file) and queues the job."""
+    def submit(self, run_id: str, checkpoint_dir: str, **kwargs) -> None:
+        """Copies ``checkpoint_dir`` (the caller's copy is temporary) and queues ``log_model``."""
         scratch = tempfile.mkdtemp(prefix="study-model-")
-        local = shutil.copy(model_pt, os.path.join(scratch, "model.pt"))
+        local = shutil.copytree(checkpoint_dir, os.path.join(scratch, "checkpoint"))
 
         def job():
             try:
-                return log_classifier(run_id=run_id, model_pt=local, **kwargs)
+                return log_model(run_id=run_id, checkpoint_dir=local, **kwargs)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
         with self._lock:
@@ -170,22 +178,41 @@ class ModelLogger:
         self.__init__()
 
 
-def log_missing_models(tracking_uri: str, experiment_id: str, runs, n_classes: int, example, say) -> None:
+def config_from_params(params: Mapping[str, str], meta_prefix: str = "meta.") -> dict[str, Any]:
+    """A trial's config back from its MLflow params (strings): each read as the Python literal
+    it was written from where it is one (``0.001``, ``True``, ``None``, ``[1, 2]``), else kept as
+    the string; the runner's ``meta.*`` params are left out."""
+    import ast
+
+    config: dict[str, Any] = {}
+    for key, text in params.items():
+        if key.startswith(meta_prefix):
+            continue
+        try:
+            config[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            config[key] = text
+    return config
+
+
+def log_missing_models(tracking_uri: str, experiment_id: str, runs, build, dataset, say) -> None:
     """Logs the model of every completed run in ``runs`` that has none: the callback's thread
-    had not got to it when the driver was killed. ``say`` prints a line."""
-    from analysis.artifacts import config_from_params
+    had not got to it when the driver was killed. ``build``: the trainable's declared
+    ``mlflow_model``; ``say`` prints a line."""
     from study.tracking import client as make_client
 
     c = make_client(tracking_uri)
     missing = [r for r in runs if r.data.tags.get(Tag.OUTCOME) == Outcome.COMPLETED and not has_model(c, r.info.run_id)]
     if missing:
         say(f"logging the models of {len(missing)} replicate runs a stopped driver left without one")
-    with tempfile.TemporaryDirectory(prefix="study-models-") as tmp:
-        for run in missing:
+    for run in missing:
+        with tempfile.TemporaryDirectory(prefix="study-models-") as tmp:
             try:
-                local = c.download_artifacts(run.info.run_id, "model.pt", tmp)
-                log_classifier(tracking_uri, experiment_id, run.info.run_id, local, config_from_params(run.data.params),
-                               n_classes, example, int(run.data.metrics.get("epoch", 0)),
-                               {k: run.data.tags.get(k, "") for k in ("arm", "seed", "phase")})
+                for entry in c.list_artifacts(run.info.run_id):
+                    if not entry.is_dir:
+                        c.download_artifacts(run.info.run_id, entry.path, tmp)
+                log_model(tracking_uri, experiment_id, run.info.run_id, build, tmp, config_from_params(run.data.params),
+                          dataset, int(run.data.metrics.get("epoch", 0)),
+                          {k: run.data.tags.get(k, "") for k in (Tag.ARM, Tag.SEED, Tag.PHASE)})
             except Exception as error:  # noqa: BLE001 - the run and its weights are still recorded
                 say(f"warning: run {run.info.run_id}: model not logged ({type(error).__name__}: {error})")

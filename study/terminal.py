@@ -94,19 +94,6 @@ def trial_counts(trials: Sequence[Any]) -> dict[str, int]:
     return counts
 
 
-def phase_estimate_s(study, budget, device: str, stage: str, phase: str) -> float | None:
-    """Trial-seconds the plan expects for one trial of this phase (None if it has no row)."""
-    try:
-        from study.plan import estimate_phases
-        rows = estimate_phases(study, budget, device)
-    except Exception:       # noqa: BLE001 - an estimate must never stop a study
-        return None
-    for row in rows:
-        if row.stage == stage and row.phase == phase and row.trials:
-            return row.expected_s / row.trials
-    return None
-
-
 class PhaseProgress(_TuneCallback):
     """A Tune callback drawing the progress of one phase (one Tune experiment)."""
 
@@ -237,11 +224,10 @@ def epilogue_lines(study: str, parent_run_id: str, uri: str, default_uri: bool, 
     return lines
 
 
-def phase_progress(opts, stage: str, phase: str, trials: int, concurrency: int, gpus_per_trial: float
+def phase_progress(opts, stage: str, phase: str, trials: int, concurrency: int, trial_estimate_s: float | None
                    ) -> PhaseProgress | None:
-    """The progress display of a phase at the default verbosity (None at the others)."""
+    """The progress display of a phase at the default verbosity (None at the others);
+    ``trial_estimate_s``: the plan's trial-seconds of one trial (study.plan.per_trial_estimates)."""
     if opts.verbose != COMPACT:
         return None
-    device = "cuda" if gpus_per_trial else "cpu"
-    return PhaseProgress(f"{stage}/{phase}", trials, concurrency,
-                         phase_estimate_s(opts.study, opts.budget, device, stage, phase))
+    return PhaseProgress(f"{stage}/{phase}", trials, concurrency, trial_estimate_s)

@@ -232,16 +232,17 @@ class MlflowTrialLogger(_TuneCallback):
                  tags_for_config: Callable[[Mapping[str, Any]], Mapping[str, str]],
                  meta_keys: Iterable[str], resources: Mapping[str, float],
                  log_weights: bool = True, datasets: Mapping[str, Mapping[str, Any]] | None = None,
-                 models: Mapping[str, Any] | None = None, flush_interval_s: float = FLUSH_INTERVAL_S,
+                 models: bool = False, flush_interval_s: float = FLUSH_INTERVAL_S,
                  stop_reason: Callable[[], str] | None = None):
         """``datasets``: dataset name -> ``run_contents.dataset_entities`` (inputs of every run);
-        ``models``: log each completed trial's model (``run_contents.ModelLogger.submit``'s
-        arguments: the declared ``build`` and the ``dataset``); ``stop_reason``: why the phase
+        ``models``: log each completed trial's model with what ``run_contents.model_inputs``
+        holds for ``experiment_key`` (the declared ``mlflow_model`` and the data: never pickled
+        with the experiment's state); ``stop_reason``: why the phase
         stopped its running trials, "" while it did not (``phases.RepeatedErrorStopper``)."""
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
         self.experiment_key, self.base_tags, self.tags_for_config = experiment_key, dict(base_tags), tags_for_config
         self.meta_keys, self.resources, self.log_weights = frozenset(meta_keys), dict(resources), log_weights
-        self.datasets, self.models = dict(datasets or {}), (dict(models) if models else None)
+        self.datasets, self.models = dict(datasets or {}), models
         self.flush_interval_s = flush_interval_s
         self.stop_reason = stop_reason or (lambda: "")
         self.model_logger = run_contents.ModelLogger()
@@ -388,7 +389,7 @@ class MlflowTrialLogger(_TuneCallback):
         if outcome != Outcome.FAILED:
             completed = outcome == Outcome.COMPLETED
             self._log_checkpoint(run_id, trial, weights=self.log_weights and completed,
-                                 model=self.models is not None and completed)
+                                 model=self.models and completed)
         self._finish(run_id, outcome, reason)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -444,12 +445,13 @@ class MlflowTrialLogger(_TuneCallback):
                 if name == "evaluation.json":
                     _log_confusion_matrix(self.mlflow, run_id, path, tmp)
                 self.mlflow.log_artifact(run_id, path)
-            if model and os.path.exists(os.path.join(tmp, "model.pt")):
-                config = self._trainable_config(trial.config)
+            if model:
+                build, dataset = run_contents.model_inputs(self.experiment_key)
                 self.model_logger.submit(
-                    run_id, os.path.join(tmp, "model.pt"), tracking_uri=self.tracking_uri,
-                    experiment_id=self.experiment_id, config=config, step=int((trial.last_result or {}).get("epoch", 0)),
-                    tags={k: str(trial.config.get(k)) for k in (Tag.ARM, Tag.SEED, Tag.PHASE)}, **self.models)
+                    run_id, tmp, tracking_uri=self.tracking_uri, experiment_id=self.experiment_id, build=build,
+                    config=self._trainable_config(trial.config), dataset=dataset,
+                    step=int((trial.last_result or {}).get("epoch", 0)),
+                    tags={k: str(trial.config.get(k)) for k in (Tag.ARM, Tag.SEED, Tag.PHASE)})
 
 
 def _log_confusion_matrix(mlflow_client, run_id: str, evaluation_json: str, tmp: str) -> None:

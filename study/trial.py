@@ -163,11 +163,3 @@ def to_tune(report: Mapping[str, Any]) -> dict[str, Any]:
     if strings:
         out["run_tags"] = json.dumps(strings, sort_keys=True)
     return out
-
-
-def logs_mlflow_models(trainable: Callable) -> bool:
-    """Whether replicate runs log an MLflow model: only for our classifier, whose architecture
-    ``analysis.artifacts.load_classifier`` rebuilds from the config. Other trainables' weights
-    are the run's ``model.pt`` artifact when their final checkpoint has one."""
-    return getattr(trainable, "__module__", None) == "trainables.classifier" and \
-        getattr(trainable, "__name__", None) == "train_classifier"
