@@ -1,6 +1,6 @@
 """Finding a study: one of ours by name, a study file, or a module.
 
-    python -m study.run ablation_dropout                 # a built-in study (studies/)
+    python -m study.run ablation_dropout                 # a built-in study (builtin_studies/)
     python -m study.run my_studies/width.py              # the study a file defines
     python -m study.run my_studies/width.py:wide         # one of several (attribute or study name)
     python -m study.run my_pkg.studies:width             # a module's study
@@ -24,9 +24,10 @@ from types import ModuleType
 from study.spec import Study
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILTIN_DIR = ROOT / "studies"
+BUILTIN_DIR = ROOT / "builtin_studies"
 # our packages travel by reference (installed, or in the job's working_dir), never by value
-OUR_PACKAGES = tuple(ROOT / p for p in ("study", "studies", "trainables", "search_spaces", "analysis", "benchmarks"))
+PACKAGE_NAMES = ("study", "builtin_studies", "trainables", "search_spaces", "analysis", "benchmarks")
+OUR_PACKAGES = tuple(ROOT / p for p in PACKAGE_NAMES)
 _USER_FOLDERS: list[Path] = []          # folders of the study files and modules loaded here
 
 
@@ -106,7 +107,8 @@ def _load_file(spec: str) -> tuple[ModuleType, str]:
         raise StudyError(spec, f"no such study file (the working directory is {Path.cwd()})")
     resolved = path.resolve()
     if resolved.parent == BUILTIN_DIR:       # one of ours, given as a file: the registry's object
-        return importlib.import_module(f"studies.{resolved.stem}"), spec
+        return importlib.import_module(f"builtin_studies.{resolved.stem}"), spec
+    _refuse_shadowing(resolved.parent, spec)
     folder = str(resolved.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)           # as for a script: it imports its neighbours
@@ -125,6 +127,20 @@ def _load_file(spec: str) -> tuple[ModuleType, str]:
                                f"{where_raised(error, resolved)}") from None
     _USER_FOLDERS.append(resolved.parent)
     return module, spec
+
+
+def _refuse_shadowing(folder: Path, spec: str) -> None:
+    """A study file's folder goes first on ``sys.path``: a module or package of its own that has
+    the name of one of ours would be imported instead of ours, here or in a trial."""
+    if folder == ROOT:
+        return
+    for name in PACKAGE_NAMES:
+        for clash in (folder / f"{name}.py", folder / name / "__init__.py"):
+            if clash.is_file():
+                shown = clash if clash.suffix == ".py" and clash.name != "__init__.py" else clash.parent
+                raise StudyError(spec, f"{shown} has the name of the runner's own package {name!r}, and the study "
+                                       f"file's folder comes first on the import path, so it would be imported instead "
+                                       f"of the runner's: rename it (e.g. my_{name})")
 
 
 def _import(name: str) -> tuple[ModuleType, str]:

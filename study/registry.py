@@ -1,4 +1,4 @@
-"""The built-in studies, keyed by name: the study files of ``studies/`` (one per study), loaded
+"""The built-in studies, keyed by name: the study files of ``builtin_studies/`` (one per study), loaded
 as any user's study file is (``study.loader``). Each answers questions from the write-ups in
 ``shared/seeds`` (000-004), fairly: nuisance hyperparameters tuned per arm with the same budget,
 then the best configuration replicated on the same seeds for every arm."""
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-import studies
+import builtin_studies
 from study.loader import studies_in
 from study.spec import Study
 
@@ -28,7 +28,7 @@ def get_study(name: str) -> Study:
     return STUDIES[name]
 
 
-for _name in studies.BUILTIN:
-    _origin = f"studies/{_name}.py"
-    for _found in studies_in(importlib.import_module(f"studies.{_name}"), _origin):
+for _name in builtin_studies.BUILTIN:
+    _origin = f"builtin_studies/{_name}.py"
+    for _found in studies_in(importlib.import_module(f"builtin_studies.{_name}"), _origin):
         register(_found.study, _origin)

@@ -7,7 +7,7 @@
 Every trained upstream is found again by its ``pretrain_cache_key`` tag (``study.configs``),
 in any experiment of the store: a rerun, or any study that needs the very same one (same
 data, settings, budget, tuning and code), reuses it instead of training it again. Our
-autoencoders and denoisers are upstreams of the ``autoencoder`` stage (``studies/mnist.py``);
+autoencoders and denoisers are upstreams of the ``autoencoder`` stage (``builtin_studies/mnist.py``);
 a user's study declares its own stages the same way.
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from search_spaces.classifier import CLASSIFIER
-from studies.mnist import autoencoder as Pretraining
+from builtin_studies.mnist import autoencoder as Pretraining
 from study import configs
 from study.registry import STUDIES
 from study.spec import Budget, Contrast, Study, difference

@@ -13,7 +13,7 @@ import pytest
 
 from study import tracking
 from study.protocol import RunOptions, run_study
-from studies.mnist import CLASSIFIER, MNIST, SMOKE
+from builtin_studies.mnist import CLASSIFIER, MNIST, SMOKE
 from study.registry import STUDIES
 from study.run import main
 from study.spec import Budget, Factor, Level, Study

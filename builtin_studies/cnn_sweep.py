@@ -1,6 +1,6 @@
 """Seed 004's CNN sweep: kernel size and stride as arms; dropout, lr and batch size tuned per arm."""
 from search_spaces.classifier import CNN_SWEEP
-from studies.mnist import BUDGETS, CLASSIFIER, MNIST
+from builtin_studies.mnist import BUDGETS, CLASSIFIER, MNIST
 from study.api import Factor, Level, Study, difference
 
 STUDY = Study(

@@ -1,6 +1,6 @@
 """Which optimizer, each with its own tuned learning-rate range? (seed 001)"""
 from search_spaces.classifier import CLASSIFIER as CLASSIFIER_SPACE
-from studies.mnist import BUDGETS, CLASSIFIER, MNIST
+from builtin_studies.mnist import BUDGETS, CLASSIFIER, MNIST
 from study.api import Factor, Level, Study, difference
 
 OPTIMIZER = Factor("optimizer", (

@@ -1,6 +1,6 @@
 """Even vs odd digits: was seed 000's pretrained encoder needed?"""
 from search_spaces.classifier import CLASSIFIER as CLASSIFIER_SPACE
-from studies.mnist import BUDGETS, CLASSIFIER, MNIST, PLAIN_AE, encoder_of
+from builtin_studies.mnist import BUDGETS, CLASSIFIER, MNIST, PLAIN_AE, encoder_of
 from study.api import Factor, Level, Study, difference
 
 STUDY = Study(

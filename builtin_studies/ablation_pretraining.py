@@ -1,7 +1,7 @@
 """Does autoencoder pretraining help? Plain vs denoising AE x frozen vs fine-tuned x 10% vs 100%
 labels (seeds 000/001/003)."""
 from search_spaces.classifier import CLASSIFIER as CLASSIFIER_SPACE
-from studies.mnist import BUDGETS, CLASSIFIER, MNIST, PLAIN_AE, SALT_PEPPER_DAE, encoder_of
+from builtin_studies.mnist import BUDGETS, CLASSIFIER, MNIST, PLAIN_AE, SALT_PEPPER_DAE, encoder_of
 from study.api import Contrast, Factor, InvalidCell, Level, Study, difference
 
 STUDY = Study(

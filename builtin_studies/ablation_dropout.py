@@ -1,6 +1,6 @@
 """Does dropout help seed 002's 3-conv CNN? (seeds 002/004)"""
 from search_spaces.classifier import CLASSIFIER as CLASSIFIER_SPACE
-from studies.mnist import BUDGETS, CLASSIFIER, MNIST
+from builtin_studies.mnist import BUDGETS, CLASSIFIER, MNIST
 from study.api import Factor, Level, Study, difference
 
 STUDY = Study(

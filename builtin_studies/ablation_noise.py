@@ -1,6 +1,6 @@
 """Noisy inputs: is it the denoiser, or just training on noisy data? (seeds 003/004)"""
 from search_spaces.classifier import CLASSIFIER as CLASSIFIER_SPACE
-from studies.mnist import (BUDGETS, CLASSIFIER, DENOISER_FOR_TEST_NOISE, GAUSSIAN_DAE, MNIST, SALT_PEPPER_DAE,
+from builtin_studies.mnist import (BUDGETS, CLASSIFIER, DENOISER_FOR_TEST_NOISE, GAUSSIAN_DAE, MNIST, SALT_PEPPER_DAE,
                            TRAIN_ON_TEST_NOISE)
 from study.api import DegradedCell, Factor, InvalidCell, Level, Study, difference
 
