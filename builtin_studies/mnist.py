@@ -45,21 +45,24 @@ DENOISER_FOR_TEST_NOISE = Use(
              settings_from={"corruption": "test_corruption", "noise_level": "test_noise_level"}),
     file="autoencoder.pt", into="denoiser_checkpoint")
 
+# Each arm is tuned on each seed (its own search on that seed's split), then its choice is
+# trained on that seed: the spread over seeds includes the tuning's (docs/protocol.md).
 # smoke: every study end to end in the test suite on 2 CPU cores, in minutes, and every
 # number it prints still means something: 4 classifier epochs at the searches' first guess
 # (lr 3e-3, batch 64) take every arm of every study above 80% on mnist-5k (3 left a frozen
-# encoder with 10% of the labels at 75% on one seed), 4 autoencoder epochs reach ~19-21 dB. 2 tune trials per arm (ASHA gets to compare), 1 pretraining trial
-# (the first guess), 2 paired seeds: n=2 gives estimates, never verdicts.
-SMOKE = Budget(dataset="mnist-5k", epochs=4, trials_per_arm=2, seeds=(0, 1),
+# encoder with 10% of the labels at 75% on one seed), 4 autoencoder epochs reach ~19-21 dB;
+# 2 trials per tuning (the first guess and one random: ASHA gets to compare), 1 pretraining
+# trial (the first guess), 2 paired seeds: n=2 gives estimates, never verdicts.
+SMOKE = Budget(dataset="mnist-5k", epochs=4, trials_per_tuning=2, seeds=(0, 1),
                pretrain_epochs=4, pretrain_trials=1, pretrain_patience=2, grace_period=1)
 # laptop: the budget that answers a study's question on one CPU machine (<= 20 min per study
-# on 2 cores, see --dry-run): 5 paired seeds, 8 trials per arm of which TPE models the last 3
-# (random start of 5, the first being the hand-picked guess), 10 epochs to convergence.
-LAPTOP = Budget(dataset="mnist-5k", epochs=10, trials_per_arm=8, seeds=(0, 1, 2, 3, 4),
+# on 2 cores, 30 for the two with autoencoders; see --dry-run): 5 paired seeds, each arm tuned
+# on each of them with 4 trials (the hand-picked guess and 3 random: TPE's random start is 5),
+# 10 epochs to convergence.
+LAPTOP = Budget(dataset="mnist-5k", epochs=10, trials_per_tuning=4, seeds=(0, 1, 2, 3, 4),
                 pretrain_epochs=8, pretrain_trials=4, pretrain_patience=2, grace_period=2,
                 startup_trials=5)
-# full: real MNIST on a GPU cluster, enough Optuna trials per arm for TPE to leave its
-# default random start of 10, 5 paired seeds.
-FULL = Budget(dataset="mnist", epochs=15, trials_per_arm=16, seeds=(0, 1, 2, 3, 4),
-              pretrain_epochs=20, pretrain_trials=12, pretrain_patience=3, grace_period=2)
+# full: real MNIST on a GPU cluster, 8 trials per tuning (TPE models the last 3), 5 paired seeds.
+FULL = Budget(dataset="mnist", epochs=15, trials_per_tuning=8, seeds=(0, 1, 2, 3, 4),
+              pretrain_epochs=20, pretrain_trials=12, pretrain_patience=3, grace_period=2, startup_trials=5)
 BUDGETS = {"smoke": SMOKE, "laptop": LAPTOP, "full": FULL}

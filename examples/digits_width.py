@@ -36,9 +36,9 @@ STUDY = Study(
     data=Data(load, names=("digits",)),
     budgets={
         # smoke: the machinery end to end in minutes; the numbers are not results
-        "smoke": Budget(dataset="digits", epochs=5, trials_per_arm=2, seeds=(0, 1)),
+        "smoke": Budget(dataset="digits", epochs=5, trials_per_tuning=2, seeds=(0, 1)),
         # laptop: the answer, in minutes on 2 cores: 8 trials per arm (TPE after 5), 5 paired seeds
-        "laptop": Budget(dataset="digits", epochs=30, trials_per_arm=8, seeds=(0, 1, 2, 3, 4), startup_trials=5),
-        "full": Budget(dataset="digits", epochs=60, trials_per_arm=24, seeds=tuple(range(10))),
+        "laptop": Budget(dataset="digits", epochs=30, trials_per_tuning=4, seeds=(0, 1, 2, 3, 4), startup_trials=5),
+        "full": Budget(dataset="digits", epochs=60, trials_per_tuning=8, seeds=tuple(range(10))),
     },
 )

@@ -3,8 +3,7 @@
 
 ``phase_once`` runs a phase unless the parent run marks it done, then records what it decided
 and marks it done; ``run_phase`` runs (or restores) the Tune experiment and reads how its trials
-ended from MLflow; ``choose_configs`` picks each arm's configuration from its tune runs, and
-``chosen_params`` reads that choice back from the parent run (also after a resume).
+ended from MLflow. What a tune phase chose is ``study.tuning``'s.
 """
 from __future__ import annotations
 
@@ -73,7 +72,8 @@ class PhaseResult:
     trials: int
     outcomes: dict[str, int]               # outcome -> trials
     failures: list[tuple[str, str]]        # (arm, reason)
-    decided: dict[str, str] = field(default_factory=dict)
+    decided: dict[str, str] = field(default_factory=dict)          # tags
+    decided_files: dict[str, Any] = field(default_factory=dict)    # JSON files: file name -> content
 
 
 @dataclass
@@ -107,6 +107,8 @@ def phase_once(ctx: PhaseContext, stage: str, phase: str, run: Callable[[], Phas
     if ctx.parent.tags.get(done_tag) == "true":
         return []
     result = run()
+    for name, content in result.decided_files.items():
+        tracking.log_parent_json(ctx.opts.tracking_uri, ctx.parent, name, content)
     tracking.set_parent_tags(ctx.opts.tracking_uri, ctx.parent, {**result.decided, done_tag: "true"})
     return [result]
 
@@ -264,37 +266,3 @@ def phase_runs(ctx: PhaseContext, stage: str, phase: str):
     """The trial runs of one phase of this study run."""
     return tracking.client(ctx.opts.tracking_uri).search_runs([ctx.experiment_id], filter_string=run_filter(
         {Tag.PARENT: ctx.parent.run_id, Tag.STAGE: stage, Tag.PHASE: phase}), max_results=50000)
-
-
-def choose_configs(ctx: PhaseContext, stage: str, metric: str, mode: str, tuned: Mapping[str, tuple]) -> dict:
-    """Per arm, the tuned parameters of its best tune-phase trial on the validation metric, with
-    that run's id, value and outcome.
-
-    Trials that ran to full length are preferred over ASHA-stopped ones (an early value is
-    not comparable to a final one); failed trials never win."""
-    leaders: dict[str, tuple] = {}          # arm -> (rank, run) of its best trial so far
-    for run in phase_runs(ctx, stage, PHASE_TUNE):
-        outcome, metrics = run.data.tags.get(Tag.OUTCOME), run.data.metrics
-        if outcome not in (Outcome.COMPLETED, Outcome.PRUNED) or metric not in metrics:
-            continue
-        arm = run.data.tags[Tag.ARM]
-        rank = (outcome == Outcome.COMPLETED, metrics[metric] if mode == "max" else -metrics[metric])
-        if arm not in leaders or rank > leaders[arm][0]:
-            leaders[arm] = (rank, run)
-    return {arm: {"params": {p: _parse_param(run.data.params[p]) for p in tuned.get(arm, ()) if p in run.data.params},
-                  "tune_run_id": run.info.run_id, "val_metric": run.data.metrics[metric],
-                  "outcome": run.data.tags[Tag.OUTCOME]}
-            for arm, (_, run) in leaders.items()}
-
-
-def chosen_params(ctx: PhaseContext, stage: str) -> dict[str, dict]:
-    """Per arm (or upstream), the tuned parameters the stage's tune phase chose."""
-    chosen = json.loads(ctx.parent.tags[f"{Tag.CHOSEN}{stage}"])
-    return {name: entry["params"] for name, entry in chosen.items()}
-
-
-def _parse_param(text: str):
-    try:
-        return json.loads(text)
-    except (ValueError, TypeError):
-        return text

@@ -90,10 +90,11 @@ def estimate_phases(study: Study, budget: Budget, cost: CostModel) -> list[Phase
     arms = study.arms()
     per = [_trial_s(cost, classify_config(a, study, budget, budget.tune_seed, PHASE_TUNE, None), budget.epochs)
            for a in arms]
-    n = len(arms) * budget.trials_per_arm
-    bound = budget.trials_per_arm * sum(per)
-    rows.append(PhaseEstimate("classify", "tune", f"{len(arms)} arms x {budget.trials_per_arm} trials", n,
-                              budget.epochs, bound, bound * (ASHA_SHARE if budget.trials_per_arm > 1 else 1)))
+    tunings = len(arms) * len(budget.seeds)
+    n = tunings * budget.trials_per_tuning
+    bound = budget.trials_per_tuning * len(budget.seeds) * sum(per)
+    rows.append(PhaseEstimate("classify", "tune", f"{tunings} tunings x {budget.trials_per_tuning} trials", n,
+                              budget.epochs, bound, bound * (ASHA_SHARE if budget.trials_per_tuning > 1 else 1)))
     bound = len(budget.seeds) * sum(per)
     rows.append(PhaseEstimate("classify", "replicate", f"{len(arms)} arms x {len(budget.seeds)} seeds",
                               len(arms) * len(budget.seeds), budget.epochs, bound, bound))
@@ -131,8 +132,9 @@ def print_plan(opts: RunOptions, cost: CostModel) -> None:
     steps = " (each the full training split's worth of examples, whatever the label fraction)" \
         if "equal_steps" in claims else ""
     print(f"  budget {opts.budget_name}: dataset {budget.dataset}, {budget.epochs} epochs{steps}, "
-          f"{budget.trials_per_arm} tune trials per arm (TPE after {budget.startup_trials} random), seeds "
-          f"{list(budget.seeds)} (tune seed {budget.tune_seed})")
+          f"each arm tuned on each seed: {budget.trials_per_tuning} trials per tuning (TPE after "
+          f"{budget.startup_trials} random) on the seed's own split, then its choice trained on that seed; seeds "
+          f"{list(budget.seeds)} (upstreams tuned on seed {budget.tune_seed})")
     weights = ", on the best validation epoch's weights" if "best_epoch" in claims else ""
     print(f"  selection: {study.metric} ({study.mode}) on validation; ASHA grace {budget.grace_period}, "
           f"reduction factor {budget.reduction_factor}; test set only in the replicate phase{weights}")

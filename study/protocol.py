@@ -5,9 +5,11 @@
         phase tune       Optuna + ASHA per upstream, on its stage's validation metric
         phase replicate  the best config trained on every seed (replicate seeds + tune seed)
     stage classify
-        phase tune       Optuna + ASHA per arm, same trial budget for every arm, validation only
-        phase replicate  each arm's best config, full length, the same seeds for every arm,
-                         evaluated on the test set; only these runs feed the tables
+        phase tune       Optuna + ASHA per arm and seed (a tuning on the seed's own split and
+                         initialisation), the same trial budget for every one, validation only
+        phase replicate  each tuning's choice trained on its seed, full length, evaluated on the
+                         test set; only these runs feed the tables, and their spread over seeds
+                         includes the tuning's (study.tuning)
 
 Each phase is one Tune experiment (all arms share it; see ``study.phases``). Progress is kept
 in the parent MLflow run's tags, so ``--resume`` skips finished phases and restores the
@@ -22,8 +24,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any, Mapping
 
 from search_spaces import default_point
@@ -34,10 +35,10 @@ from study.cluster import TrialResources, UsageError
 from study.configs import artifact_ref, classify_config
 from study.options import RunOptions
 from study.plan import CostModel, estimate_phases, per_trial_estimates
-from study.phases import (PhaseContext, PhaseResult, StudyInterrupted, TrainableFailed, choose_configs,
-                          chosen_params, phase_once, run_phase)
-from study.records import PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, Outcome, RunKind, StudyStatus, Tag
-from study.searchers import ListSearcher, PerArmASHA, PerArmOptunaSearch, space_function
+from study.phases import PhaseContext, PhaseResult, StudyInterrupted, TrainableFailed, phase_once, run_phase
+from study.records import PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, Outcome, RunKind, StudyStatus, Tag, tuning_file
+from study.searchers import ListSearcher
+from study.tuning import Tuning, chosen, tune_phase
 from study.spec import Arm, Budget, Study
 from study.terminal import log
 from study.tracking import ParentRun
@@ -202,41 +203,50 @@ def _open_parent(opts: RunOptions, experiment_id: str, previous: ParentRun | Non
 
 # -- stage classify ------------------------------------------------------------------------
 def classify_stage(ctx: PhaseContext) -> list[PhaseResult]:
-    """Tunes every arm on the tune seed, then replicates each arm's choice on the seeds."""
+    """Tunes every arm on every seed (its own search on that seed's split and initialisation),
+    then trains each tuning's choice on its seed and evaluates it on the test set."""
     opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
-    arms = {a.name: a for a in study.arms()}
-    phases = phase_once(ctx, STAGE_CLASSIFY, PHASE_TUNE, lambda: _tune_arms(ctx, arms))
-    chosen = chosen_params(ctx, STAGE_CLASSIFY)
-    configs = [{**classify_config(arm, study, budget, seed, PHASE_REPLICATE, opts.data_dir), **chosen[name]}
-               for seed in budget.seeds for name, arm in arms.items() if name in chosen]
+    tunings = arm_tunings(ctx)
+    phases = phase_once(ctx, STAGE_CLASSIFY, PHASE_TUNE, lambda: _tune_arms(ctx, tunings))
+    picked = chosen(ctx, STAGE_CLASSIFY)
+    configs = [{**tuning.config, "phase": PHASE_REPLICATE, "evaluate_test": True, **picked[label]["params"]}
+               for label, tuning in tunings.items() if label in picked]
     phases += phase_once(ctx, STAGE_CLASSIFY, PHASE_REPLICATE, lambda: run_phase(
         ctx, STAGE_CLASSIFY, PHASE_REPLICATE, ListSearcher(configs, study.metric, study.mode), None,
         len(configs), _arm_tags(study)))
     return phases
 
 
-def _tune_arms(ctx: PhaseContext, arms: Mapping[str, Arm]) -> PhaseResult:
-    """The classify tune phase: one Optuna search and one set of ASHA brackets per arm."""
+def arm_tunings(ctx: PhaseContext) -> dict[str, Tuning]:
+    """One tuning per (arm, replicate seed), labelled ``<arm>@<seed>``: the arm's nuisance space
+    from its hand-picked first guess, on the seed's split and initialisation, its Optuna sampler
+    seeded from the seed (``tune_seed + seed``: every arm of a seed draws alike)."""
     opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
-    params = {name: study.search_space.resolve(arm.settings) for name, arm in arms.items()}
-    configs = {name: classify_config(arm, study, budget, budget.tune_seed, PHASE_TUNE, opts.data_dir)
-               for name, arm in arms.items()}
     defaults = schema_defaults(ctx.loaded.trainables[ref_label(study.trainable)])
-    searcher = PerArmOptunaSearch(
-        configs, lambda name: space_function(params[name]), budget.trials_per_arm, study.metric, study.mode,
-        seed=budget.tune_seed, startup_trials=budget.startup_trials,
-        first_points={name: default_point(params[name], {**defaults, **arms[name].settings}) for name in arms})
-    scheduler = PerArmASHA(study.metric, study.mode, budget.epochs, budget.grace_period, budget.reduction_factor)
-    result = run_phase(ctx, STAGE_CLASSIFY, PHASE_TUNE, searcher, scheduler, budget.trials_per_arm * len(arms),
-                       _arm_tags(study), log_weights=False)
-    chosen = choose_configs(ctx, STAGE_CLASSIFY, study.metric, study.mode,
-                            {k: [q.name for q in v] for k, v in params.items()})
-    unchosen = sorted(set(arms) - set(chosen))
+    tunings = {}
+    for seed in budget.seeds:
+        for arm in study.arms():
+            params = study.search_space.resolve(arm.settings)
+            label = f"{arm.name}@{seed}"
+            config = {**classify_config(arm, study, budget, seed, PHASE_TUNE, opts.data_dir), "tuning": label}
+            tunings[label] = Tuning(config, params, default_point(params, {**defaults, **arm.settings}),
+                                    budget.tune_seed + seed)
+    return tunings
+
+
+def _tune_arms(ctx: PhaseContext, tunings: Mapping[str, Tuning]) -> PhaseResult:
+    """The classify tune phase: every arm's tuning on every seed, in one Tune experiment."""
+    study, budget = ctx.opts.study, ctx.opts.budget
+    result = tune_phase(ctx, STAGE_CLASSIFY, tunings, budget.trials_per_tuning, study.metric, study.mode,
+                        budget.epochs, _arm_tags(study))
+    picked = result.decided_files[tuning_file(STAGE_CLASSIFY)]
+    unchosen = sorted(set(tunings) - set(picked))
     if unchosen:
-        # Every tune trial of these arms failed (diverged): nothing to replicate. The study
-        # goes on; the summary, the parent's tags and the report's completeness matrix say so.
-        log(f"classify/tune: no trial of {unchosen} produced {study.metric}: they are not replicated")
-    result.decided = {f"{Tag.CHOSEN}{STAGE_CLASSIFY}": json.dumps(chosen), Tag.FAILED_ARMS: json.dumps(unchosen)}
+        # Every trial of these tunings failed (diverged): nothing to replicate on those seeds.
+        # The study goes on; the summary, the parent's tags and the report's completeness
+        # matrix say so.
+        log(f"classify/tune: no trial of {', '.join(unchosen)} produced {study.metric}: not replicated")
+    result.decided = {Tag.FAILED_ARMS: json.dumps(sorted({tunings[label].config["arm"] for label in unchosen}))}
     return result
 
 
@@ -246,7 +256,8 @@ def _arm_tags(study: Study):
 
     def tags_for(config: Mapping[str, Any]) -> dict[str, str]:
         arm = arms.get(config.get("arm"))
-        tags = {Tag.ARM: str(config.get("arm")), Tag.SEED: str(config.get("seed"))}
+        tags = {Tag.ARM: str(config.get("arm")), Tag.SEED: str(config.get("seed")),
+                Tag.TUNING: str(config.get("tuning"))}
         if arm is not None:
             tags[Tag.IS_BASELINE] = str(arm.is_baseline).lower()
             tags.update({f"{Tag.FACTOR}{f}": level for f, level in arm.levels.items()})

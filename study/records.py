@@ -28,6 +28,11 @@ MODEL_NAME = "model"                   # a replicate run's MLflow model: runs:/<
 ERROR_TRACEBACK_FILE = "error_traceback.txt"   # a run the trainable's own code failed: the traceback
 
 
+def tuning_file(stage: str) -> str:
+    """The parent run's record of what each tuning of a stage chose (study.tuning.choose)."""
+    return f"tuning-{stage}.json"
+
+
 def default_dir(kind: str) -> Path:
     """Where a study's ``results`` (its SQLite store, artifacts, Tune state) or ``reports`` go
     when no option says: ``$STUDY_RESULTS_DIR`` / ``$STUDY_REPORTS_DIR``, else that folder in the
@@ -113,7 +118,8 @@ class Tag:
     METRIC = "metric"
     MODE = "mode"
     COMMAND = "command"
-    CHOSEN = "best_configs."               # + stage: JSON, per arm the tune phase's choice
+    CHOSEN = "best_configs."               # + stage: JSON, per arm the tune phase's choice (stores before
+                                           # tuning inside the replication; now the file tuning_file(stage))
     FAILED_ARMS = "failed_arms"            # JSON list: arms no tune trial of which produced the metric
     PRETRAINED_RUNS = "pretrained_runs"    # see pretrained_runs()
     PHASE_DONE = "phase_done."             # + "<stage>.<phase>" = "true": what --resume skips
@@ -122,6 +128,7 @@ class Tag:
     STAGE = "stage"
     PHASE = "phase"
     ARM = "arm"                            # for an upstream stage: the upstream's key
+    TUNING = "tuning"                      # the search a trial belongs to, or whose choice a replicate trains
     SEED = "seed"
     FACTOR = "factor."                     # + factor name: the arm's level
     IS_BASELINE = "is_baseline"            # "true" | "false"

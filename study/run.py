@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                                            "default: STUDY_DATA_DIR or the download cache")
     parser.add_argument("--seeds", type=_seeds, help="replicate seeds, e.g. 0,1,2,3,4 (same for every arm)")
     parser.add_argument("--epochs", type=_positive("--epochs", int), help="override the classifier epochs")
-    parser.add_argument("--trials-per-arm", type=_positive("--trials-per-arm", int),
-                        help="override the Optuna trials per arm in the tune phase")
+    parser.add_argument("--trials-per-tuning", type=_positive("--trials-per-tuning", int),
+                        help="override the Optuna trials of each tuning (each arm is tuned on each seed)")
     parser.add_argument("--gpus-per-trial", type=_positive("--gpus-per-trial", whole_above_one=True), default=None,
                         help="GPU share per trial; 0.25 packs four trials on a GPU (default: 0.25 when the "
                              "cluster has GPUs, else none)")
@@ -158,7 +158,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
         parser.error(f"--budget {args.budget!r}: study {study.name} has no such budget; budgets: {', '.join(study.budgets)}")
     budget = study.budget(args.budget)
     overrides = {k: v for k, v in {"dataset": args.dataset, "seeds": args.seeds, "epochs": args.epochs,
-                                   "trials_per_arm": args.trials_per_arm}.items() if v is not None}
+                                   "trials_per_tuning": args.trials_per_tuning}.items() if v is not None}
     names = study.data.names if study.data else ()
     if args.dataset and names and args.dataset not in names:
         parser.error(f"--dataset {args.dataset!r} is unknown; datasets: {', '.join(names)}")

@@ -1,7 +1,7 @@
-"""Ray Tune search algorithms and schedulers for running many arms in one Tuner.
+"""Ray Tune search algorithms and schedulers for running many tunings in one Tuner.
 
-Every arm of a study gets its own Optuna study and its own ASHA brackets (arms never compete
-with each other for survival), but all arms share one Tuner: one experiment to checkpoint and
+Every tuning (an arm on one seed, or an upstream) gets its own Optuna study and its own ASHA
+brackets (tunings never compete with each other for survival), but all share one Tuner: one experiment to checkpoint and
 resume, reused trial actors, and the cluster kept busy across arm boundaries. One Tuner per
 arm would cost a few seconds of actor start-up per arm and leave cores idle at every tail.
 """
@@ -15,7 +15,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-ARM_KEY = "arm"          # every trial config names its arm under this key
+TUNING_KEY = "tuning"    # every tune trial's config names its search under this key
 
 
 class PickleStateMixin:
@@ -31,28 +31,30 @@ class PickleStateMixin:
 
 
 class PerArmOptunaSearch(PickleStateMixin, Searcher):
-    """One seeded OptunaSearch per arm, each asked for exactly ``trials_per_arm`` trials.
+    """One seeded OptunaSearch per tuning (an arm and seed, or an upstream), each asked for
+    exactly ``trials`` trials.
 
-    Arms are served round-robin, so with limited concurrency every arm makes progress and an
-    interrupted study has spread its work evenly. Each suggestion is the arm's fixed settings
-    (constants) merged with Optuna's define-by-run choices for the arm's nuisance space.
+    Tunings are served round-robin, so with limited concurrency every one makes progress and an
+    interrupted study has spread its work evenly. Each suggestion is the tuning's fixed config
+    (constants) merged with Optuna's define-by-run choices for its nuisance space.
     """
 
-    def __init__(self, arms: Mapping[str, dict], space_for_arm: Callable[[str], Callable],
-                 trials_per_arm: int, metric: str, mode: str, seed: int,
+    def __init__(self, tunings: Mapping[str, dict], space_for: Callable[[str], Callable],
+                 trials: int, metric: str, mode: str, seeds: Mapping[str, int],
                  first_points: Optional[Mapping[str, dict]] = None, startup_trials: int = 10):
         super().__init__(metric=metric, mode=mode)
-        self._fixed = {name: dict(cfg) for name, cfg in arms.items()}
-        self._order = list(arms)
-        self._remaining = {name: trials_per_arm for name in arms}
+        self._fixed = {name: dict(cfg) for name, cfg in tunings.items()}
+        self._order = list(tunings)
+        self._remaining = {name: trials for name in tunings}
         self._searchers: Dict[str, OptunaSearch] = {}
-        for i, name in enumerate(self._order):
+        for name in self._order:
             points = [first_points[name]] if first_points and first_points.get(name) else None
-            # Distinct Optuna seeds per arm: arms explore independently but reproducibly.
+            # Seeded per tuning, reproducibly (the classify stage seeds each from its replicate
+            # seed: every arm of a seed draws alike where their spaces agree, which pairs them).
             # TPE samples at random for its first `startup_trials` trials, then models.
-            sampler = optuna.samplers.TPESampler(seed=seed + i, n_startup_trials=startup_trials)
+            sampler = optuna.samplers.TPESampler(seed=seeds[name], n_startup_trials=startup_trials)
             self._searchers[name] = OptunaSearch(
-                space=space_for_arm(name), metric=metric, mode=mode, sampler=sampler,
+                space=space_for(name), metric=metric, mode=mode, sampler=sampler,
                 points_to_evaluate=points)
         self._trial_arm: Dict[str, str] = {}
         self._next = 0
@@ -73,7 +75,7 @@ class PerArmOptunaSearch(PickleStateMixin, Searcher):
                 continue
             self._remaining[name] -= 1
             self._trial_arm[trial_id] = name
-            return {**self._fixed[name], **suggestion, ARM_KEY: name}
+            return {**self._fixed[name], **suggestion, TUNING_KEY: name}
         return None
 
     def on_trial_result(self, trial_id: str, result: Dict) -> None:
@@ -109,9 +111,9 @@ class ListSearcher(PickleStateMixin, Searcher):
 
 
 class PerArmASHA(PickleStateMixin, FIFOScheduler):
-    """ASHA early stopping with separate brackets per arm: a trial is only ever compared with
-    trials of its own arm, so a slow-starting arm (a frozen encoder, 10% of the labels) is not
-    pruned for being unlike the others."""
+    """ASHA early stopping with separate brackets per tuning: a trial is only ever compared with
+    trials of its own search (its arm and seed), so a slow-starting arm (a frozen encoder, 10% of
+    the labels) is not pruned for being unlike the others."""
 
     def __init__(self, metric: str, mode: str, max_t: int, grace_period: int, reduction_factor: int):
         super().__init__()
@@ -122,7 +124,7 @@ class PerArmASHA(PickleStateMixin, FIFOScheduler):
         self.stopped_trials: set[str] = set()
 
     def _for(self, trial) -> ASHAScheduler:
-        arm = trial.config.get(ARM_KEY, "")
+        arm = trial.config.get(TUNING_KEY, "")
         if arm not in self._per_arm:
             self._per_arm[arm] = ASHAScheduler(**self._kwargs)
         return self._per_arm[arm]
@@ -152,7 +154,7 @@ class PerArmASHA(PickleStateMixin, FIFOScheduler):
         self.on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
-        return f"Per-arm ASHA: {len(self.stopped_trials)} trials stopped early across {len(self._per_arm)} arms"
+        return f"Per-tuning ASHA: {len(self.stopped_trials)} trials stopped early across {len(self._per_arm)} tunings"
 
 
 def space_function(params) -> Callable:

@@ -137,20 +137,21 @@ def interaction(name: str, a1: Cell, b1: Cell, a2: Cell, b2: Cell, metric: str |
 class Budget:
     dataset: str
     epochs: int                      # classifier epochs (ASHA's max_t; replicate length)
-    trials_per_arm: int              # Optuna trials per arm in the tune phase (same for all)
+    trials_per_tuning: int           # Optuna trials of each tuning: each arm is tuned on each seed (same for all)
     seeds: tuple[int, ...]           # replicate seeds, identical for every arm (paired)
     pretrain_epochs: int = 0         # autoencoder epochs at most (early stopping may end sooner)
     pretrain_trials: int = 0
     pretrain_patience: int = 3       # autoencoder early stopping on val/loss; best epoch kept
     grace_period: int = 1            # ASHA: epochs every trial gets before it can be stopped
     reduction_factor: int = 2        # ASHA: keep the top 1/rf at each rung
-    startup_trials: int = 10         # TPE's random start per arm (Optuna's default: 10)
-    tune_seed: int = 1000            # tuning uses its own seed, never one of the replicate seeds
+    startup_trials: int = 10         # TPE's random start per tuning (Optuna's default: 10)
+    tune_seed: int = 1000            # upstream stages are tuned on it (never a replicate seed); each arm's
+                                     # tuning on seed s seeds its Optuna sampler with tune_seed + s
 
     def __post_init__(self):
         object.__setattr__(self, "seeds", tuple(self.seeds))
-        if self.epochs < 1 or self.trials_per_arm < 1 or not self.seeds:
-            raise ValueError("a budget needs epochs >= 1, trials_per_arm >= 1 and at least one seed")
+        if self.epochs < 1 or self.trials_per_tuning < 1 or not self.seeds:
+            raise ValueError("a budget needs epochs >= 1, trials_per_tuning >= 1 and at least one seed")
         if self.grace_period > self.epochs:
             raise ValueError(f"grace_period {self.grace_period} exceeds epochs {self.epochs}")
         if self.tune_seed in self.seeds:

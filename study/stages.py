@@ -21,9 +21,11 @@ from search_spaces import default_point
 from study import tracking
 from study.declared import schema_defaults
 from study.configs import artifact_ref, pretrain_cache_key, pretrain_config, pretrain_seeds
-from study.phases import PhaseContext, PhaseResult, choose_configs, chosen_params, phase_once, run_phase
-from study.records import PHASE_REPLICATE, PHASE_TUNE, STAGE_PRETRAIN, Outcome, Tag, pretrained_runs_tag, run_filter
-from study.searchers import ListSearcher, PerArmASHA, PerArmOptunaSearch, space_function
+from study.phases import PhaseContext, PhaseResult, phase_once, run_phase
+from study.records import (PHASE_REPLICATE, PHASE_TUNE, STAGE_PRETRAIN, Outcome, Tag, pretrained_runs_tag, run_filter,
+                           tuning_file)
+from study.searchers import ListSearcher
+from study.tuning import Tuning, chosen, tune_phase
 from study.terminal import log
 from study.upstream import Upstream, ref_label
 
@@ -58,13 +60,14 @@ def _train(ctx: PhaseContext, upstreams: list[Upstream], cache_keys) -> list[Pha
     opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
     log(f"pretrain: training {', '.join(p.key for p in upstreams)}")
     phases = phase_once(ctx, STAGE_PRETRAIN, PHASE_TUNE, lambda: _tune(ctx, upstreams, cache_keys))
-    chosen = chosen_params(ctx, STAGE_PRETRAIN)
-    failed = [p.key for p in upstreams if p.key not in chosen]
+    picked = {key: entry["params"] for key, entry in chosen(ctx, STAGE_PRETRAIN).items()}
+    failed = [p.key for p in upstreams if p.key not in picked]
     if failed:
         raise RuntimeError(f"no pretraining trial of {failed} reported {_objective(upstreams)[0]}; see the "
                            "pretrain runs in MLflow (failure_reason)")
     after_tune = _trained_runs(ctx, cache_keys)    # with the tune seed's artifacts
-    configs = [{**pretrain_config(p, study, budget, s, opts.data_dir), **chosen[p.key], "phase": PHASE_REPLICATE}
+    configs = [{**pretrain_config(p, study, budget, s, opts.data_dir), **picked[p.key], "phase": PHASE_REPLICATE,
+                "tuning": p.key}
                for p in upstreams for s in pretrain_seeds(budget) if (p.key, s) not in after_tune]
     if configs:
         metric, mode = _objective(upstreams)
@@ -81,7 +84,8 @@ def _objective(upstreams: list[Upstream]) -> tuple[str, str]:
 
 def pretrain_tags(cache_keys: Mapping[tuple[str, int], str]):
     def tags_for(config: Mapping[str, Any]) -> dict[str, str]:
-        tags = {Tag.ARM: str(config["arm"]), Tag.SEED: str(config["seed"]), Tag.PRETRAINING: str(config["arm"])}
+        tags = {Tag.ARM: str(config["arm"]), Tag.SEED: str(config["seed"]), Tag.PRETRAINING: str(config["arm"]),
+                Tag.TUNING: str(config.get("tuning", config["arm"]))}
         cache_key = cache_keys.get((config["arm"], config["seed"]))
         if cache_key and config.get("phase") == PHASE_REPLICATE:
             tags[Tag.PRETRAIN_CACHE_KEY] = cache_key
@@ -90,29 +94,24 @@ def pretrain_tags(cache_keys: Mapping[tuple[str, int], str]):
 
 
 def _tune(ctx: PhaseContext, upstreams: list[Upstream], cache_keys) -> PhaseResult:
-    """The pretrain tune phase on the tune seed; the best full-length trial of each upstream
-    IS its tune seed's artifact (same config, seed and epochs), so it is registered as such
-    instead of being trained again."""
+    """The pretrain tune phase on the tune seed: one tuning per upstream. The best full-length
+    trial of each upstream IS its tune seed's artifact (same config, seed and epochs), so it is
+    registered as such instead of being trained again."""
     opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
-    configs = {p.key: {**pretrain_config(p, study, budget, budget.tune_seed, opts.data_dir), "phase": PHASE_TUNE}
-               for p in upstreams}
-    params = {p.key: p.stage.search_space.resolve(configs[p.key]) for p in upstreams}
-    defaults = {p.key: schema_defaults(ctx.loaded.trainables[ref_label(p.stage.trainable)]) for p in upstreams}
+    tunings = {}
+    for p in upstreams:
+        config = {**pretrain_config(p, study, budget, budget.tune_seed, opts.data_dir), "phase": PHASE_TUNE,
+                  "tuning": p.key}
+        params = p.stage.search_space.resolve(config)
+        defaults = schema_defaults(ctx.loaded.trainables[ref_label(p.stage.trainable)])
+        tunings[p.key] = Tuning(config, params, default_point(params, defaults), budget.tune_seed)
     metric, mode = _objective(upstreams)
-    searcher = PerArmOptunaSearch(
-        configs, lambda key: space_function(params[key]), budget.pretrain_trials, metric, mode,
-        seed=budget.tune_seed, startup_trials=budget.startup_trials,
-        first_points={k: default_point(params[k], defaults[k]) for k in configs})
-    scheduler = PerArmASHA(metric, mode, budget.pretrain_epochs,
-                           min(budget.grace_period, budget.pretrain_epochs), budget.reduction_factor)
-    result = run_phase(ctx, STAGE_PRETRAIN, PHASE_TUNE, searcher, scheduler,
-                       budget.pretrain_trials * len(configs), pretrain_tags(cache_keys))
-    chosen = choose_configs(ctx, STAGE_PRETRAIN, metric, mode, {k: [q.name for q in v] for k, v in params.items()})
+    result = tune_phase(ctx, STAGE_PRETRAIN, tunings, budget.pretrain_trials, metric, mode, budget.pretrain_epochs,
+                        pretrain_tags(cache_keys), log_weights=True)
     c = tracking.client(opts.tracking_uri)
-    for key, choice in chosen.items():
+    for key, choice in result.decided_files[tuning_file(STAGE_PRETRAIN)].items():
         if choice["outcome"] == Outcome.COMPLETED:
             c.set_tag(choice["tune_run_id"], Tag.PRETRAIN_CACHE_KEY, cache_keys[(key, budget.tune_seed)])
-    result.decided = {f"{Tag.CHOSEN}{STAGE_PRETRAIN}": json.dumps(chosen)}
     return result
 
 

@@ -182,9 +182,14 @@ def set_parent_status(tracking_uri: str, parent: ParentRun, study_status: str) -
 def log_study_definition(tracking_uri: str, parent: ParentRun, definition: Mapping[str, Any]) -> None:
     """The study's definition (factors, arms, contrasts, metric) as the parent run's
     ``study.json``: analysis reads it from MLflow alone, without the code that defined it."""
-    with tempfile.TemporaryDirectory(prefix="study-definition-") as tmp:
-        path = Path(tmp) / STUDY_DEFINITION_FILE
-        path.write_text(json.dumps(definition, indent=2, sort_keys=False, default=repr))
+    log_parent_json(tracking_uri, parent, STUDY_DEFINITION_FILE, definition)
+
+
+def log_parent_json(tracking_uri: str, parent: ParentRun, name: str, content: Any) -> None:
+    """``content`` as the parent run's JSON file ``name`` (replacing an earlier one)."""
+    with tempfile.TemporaryDirectory(prefix="study-record-") as tmp:
+        path = Path(tmp) / name
+        path.write_text(json.dumps(content, indent=2, sort_keys=False, default=repr))
         client(tracking_uri).log_artifact(parent.run_id, str(path))
 
 

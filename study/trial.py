@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 # Keys the protocol adds to every trial config; an arm's artifact references (``Use.meta_key``:
 # "<into minus _checkpoint>_artifact" = "<upstream key>/<seed>/<file>") come on top.
-META_KEYS = ("arm", "stage", "phase", "trainable")
+META_KEYS = ("arm", "stage", "phase", "trainable", "tuning")
 
 
 def split_config(config: Mapping[str, Any], meta_keys=META_KEYS) -> tuple[dict, dict]:

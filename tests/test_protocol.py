@@ -71,7 +71,7 @@ def test_autoencoder_holds_out_the_classifiers_validation_split():
 
 def test_tune_seed_among_the_replicate_seeds_is_refused():
     with pytest.raises(ValueError, match="tune seed 1000"):
-        Budget(dataset="mnist-5k", epochs=1, trials_per_arm=1, seeds=(0, 1000))
+        Budget(dataset="mnist-5k", epochs=1, trials_per_tuning=1, seeds=(0, 1000))
     result = subprocess.run([sys.executable, "-m", "study.run", "ablation_dropout", "--seeds", "0,1000", "--dry-run"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "tune seed" in result.stderr
@@ -82,7 +82,8 @@ def test_every_study_has_smoke_laptop_and_full_and_laptop_answers():
         assert {"smoke", "laptop", "full"} <= set(study.budgets)
         laptop = study.budget("laptop")
         assert laptop.dataset == "mnist-5k" and len(laptop.seeds) >= 5
-        assert laptop.trials_per_arm > laptop.startup_trials     # TPE leaves its random start
+        # each arm is tuned on each seed: the first guess and at least 3 random draws, every seed
+        assert laptop.trials_per_tuning >= 4
 
 
 def test_contrasts_resolve_to_named_cells_and_reject_unknown_ones():

@@ -22,7 +22,7 @@ STUDY = "ablation_dropout"
 
 
 # Fewer trials than the smoke budget: the resume machinery, not the study, is under test.
-SMALL = ("--trials-per-arm", "1", "--seeds", "0")
+SMALL = ("--trials-per-tuning", "1", "--seeds", "0")
 
 
 def _start(results, uri, *extra):
@@ -57,9 +57,9 @@ def _wait_for_trials(proc, results, uri, n, timeout=240):
     pytest.fail(f"fewer than {n} trials finished in {timeout} s")
 
 
-def _check_complete(uri, trials_per_arm=1, seeds=(0,), epochs=None):
+def _check_complete(uri, trials_per_tuning=1, seeds=(0,), epochs=None):
     study = STUDIES[STUDY]
-    budget = replace(study.budgets["smoke"], trials_per_arm=trials_per_arm, seeds=seeds)
+    budget = replace(study.budgets["smoke"], trials_per_tuning=trials_per_tuning, seeds=seeds)
     budget = replace(budget, epochs=epochs or budget.epochs)
     runs = _trial_runs(uri)
     assert max(Counter(r.data.tags["trial_key"] for r in runs).values()) == 1, "duplicate run for a trial"
@@ -68,7 +68,7 @@ def _check_complete(uri, trials_per_arm=1, seeds=(0,), epochs=None):
     arms = study.arms()
     tune = [r for r in runs if r.data.tags["phase"] == "tune"]
     replicate = [r for r in runs if r.data.tags["phase"] == "replicate"]
-    assert len(tune) == len(arms) * budget.trials_per_arm
+    assert len(tune) == len(arms) * budget.trials_per_tuning
     assert len(replicate) == len(arms) * len(budget.seeds)
     c = tracking.client(uri)
     for run in runs:

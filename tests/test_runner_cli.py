@@ -113,7 +113,7 @@ def test_diverging_trials_fail_with_a_reason_and_the_study_goes_on(tmp_path, ray
         baseline={"lr": "sane"}, design="one_at_a_time",
         search_space=SearchSpace("bs", (Param("batch_size", choices=(128, 256), reason="test"),)),
         fixed={"model": "encoder_head"}, budgets={"smoke": SMOKE, "full": SMOKE}, trainable=CLASSIFIER, data=MNIST)
-    budget = Budget(dataset="mnist-5k", epochs=1, trials_per_arm=1, seeds=(0,))
+    budget = Budget(dataset="mnist-5k", epochs=1, trials_per_tuning=1, seeds=(0,))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     opts = RunOptions(study=study, budget_name="smoke", budget=budget, tracking_uri=uri, results_dir=tmp_path,
                       verbose=0, command="test")

@@ -78,7 +78,7 @@ def fit(config, report, *, dataset=None, resume_from=None):
 fit.schema = DEFAULTS
 
 SPACE = SearchSpace("mlp", (Param("lr", {lr_low}, 0.1, log=True, reason="Adam on standardised features"),))
-BUDGET = Budget(dataset="wine", epochs=3, trials_per_arm=2, seeds=(0, 1), grace_period=3)
+BUDGET = Budget(dataset="wine", epochs=3, trials_per_tuning=2, seeds=(0, 1), grace_period=3)
 
 STUDY = Study(
     name="{name}", description="width 8 vs 32 on wine", question="does width matter on wine?",

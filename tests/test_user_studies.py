@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mlflow_runs import study_runs
-from studies.mnist import AUTOENCODER, MNIST
+from builtin_studies.mnist import AUTOENCODER, MNIST
 from study import tracking
 from study.loader import StudyError, find
 from study.registry import ORIGINS, STUDIES
@@ -31,7 +31,7 @@ SMOKE_MIN_ACCURACY = 0.80      # 5 epochs of the digits MLP reach ~0.9; chance i
 STUDY_FILE = '''
 from study.api import Budget, Factor, Level, Param, SearchSpace, Study
 {imports}
-SMOKE = Budget(dataset="digits", epochs=1, trials_per_arm=1, seeds=(0,))
+SMOKE = Budget(dataset="digits", epochs=1, trials_per_tuning=1, seeds=(0,))
 width = Study(
     name="{name}", description="a user's study", question="does width help?",
     factors=(Factor("width", (Level("16", {{"hidden": 16}}), Level("64", {{"hidden": 64}}))),),
@@ -64,7 +64,7 @@ def run_cli(args, capsys, results: Path) -> tuple[int, str]:
 
 # -- the API ---------------------------------------------------------------------------------------
 def test_our_studies_are_study_files_written_with_the_public_api():
-    assert set(ORIGINS.values()) == {f"studies/{n}.py" for n in STUDIES}
+    assert set(ORIGINS.values()) == {f"builtin_studies/{n}.py" for n in STUDIES}
     for name, origin in ORIGINS.items():
         source = (ROOT / origin).read_text()
         assert "from study.api import" in source and "study.spec" not in source, origin
@@ -165,7 +165,7 @@ from digits_mlp import fit, load, pretrain
 from study.api import Budget, Data, Factor, Level, Param, SearchSpace, Stage, Study, Upstream, Use
 
 AE = Stage("ae", pretrain, SearchSpace("ae", (Param("lr", 1e-3, 1e-2, log=True, start=3e-3, reason="test"),)))
-SMOKE = Budget(dataset="digits", epochs=1, trials_per_arm=1, seeds=(0,), pretrain_epochs=1, pretrain_trials=1)
+SMOKE = Budget(dataset="digits", epochs=1, trials_per_tuning=1, seeds=(0,), pretrain_epochs=1, pretrain_trials=1)
 pretrained = Study(
     name="pretrained", description="a baseline on an upstream", question="?",
     factors=(Factor("init", (Level("ae", {{"hidden": 32}}, uses=(Use(Upstream(AE, {{"hidden": 32}}, name="ae32"),
@@ -266,7 +266,7 @@ def test_an_upstream_follows_the_settings_of_the_arm_that_uses_it():
     stage = Stage("s", "m:f", SearchSpace("x", (Param("lr", 1e-3, 1e-2, reason="t"),)))
     use = Use(Upstream(stage, {"depth": 2}, name="s-{width}", settings_from={"width": "hidden"}),
               file="w.pt", into="init_checkpoint", shared=("depth",))
-    budget = Budget(dataset="d", epochs=1, trials_per_arm=1, seeds=(0,))
+    budget = Budget(dataset="d", epochs=1, trials_per_tuning=1, seeds=(0,))
 
     def study(level_b: Level, baseline_uses=()) -> Study:
         return Study(name="t", description="", question="", baseline={"f": "a"}, design="one_at_a_time",
@@ -353,7 +353,7 @@ def test_example_study_end_to_end(name, example):
     for arm, values in accuracy.items():
         assert sum(values) / len(values) >= SMOKE_MIN_ACCURACY, (arm, values)
     tune = [r for r in trials if r.data.tags["stage"] == "classify" and r.data.tags["phase"] == "tune"]
-    assert Counter(r.data.tags["arm"] for r in tune) == {a.name: budget.trials_per_arm for a in study.arms()}
+    assert Counter(r.data.tags["arm"] for r in tune) == {a.name: budget.trials_per_tuning for a in study.arms()}
     if name != "digits_screening":
         return
     # the upstream stage: each autoencoder once per seed (tune seed included), and used

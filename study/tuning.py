@@ -1,0 +1,105 @@
+"""The tune phase of any stage: independent searches ("tunings") that share one Tune experiment.
+
+A tuning is one seeded Optuna search over one nuisance space with its own ASHA brackets (its
+trials are only ever compared with each other), asked for a fixed number of trials, the first
+of which is the hand-picked first guess. The classify stage runs one tuning per (arm, seed):
+each replicate seed is tuned on its own split and initialisation before its replicate, so the
+spread over seeds includes how far one tuning draw moves an arm (docs/protocol.md, "Tuning
+inside the replication"). An upstream stage runs one tuning per upstream, on the tune seed.
+
+``tune_phase`` runs the searches and returns, per tuning, what it chose and how the search went
+(``choose``): the record a resumed study reads back (``chosen``) and the report's diagnostics.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from search_spaces import Param
+from study import tracking
+from study.phases import PhaseContext, PhaseResult, phase_runs, run_phase
+from study.records import PHASE_TUNE, Outcome, Tag, tuning_file
+from study.searchers import PerArmASHA, PerArmOptunaSearch, space_function
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """One search: the trial config it starts from (with its ``tuning`` label), the nuisance
+    parameters it tunes, the first point it tries, and its Optuna sampler's seed."""
+    config: Mapping[str, Any]
+    params: tuple[Param, ...]
+    first_point: Mapping[str, Any]
+    seed: int
+
+
+def tune_phase(ctx: PhaseContext, stage: str, tunings: Mapping[str, Tuning], trials: int, metric: str, mode: str,
+               max_t: int, tags_for: Callable, log_weights: bool = False) -> PhaseResult:
+    """Runs every tuning (``trials`` each) in one Tune experiment; the result decides, per
+    tuning, what it chose (the parent's ``tuning-<stage>.json``)."""
+    budget = ctx.opts.budget
+    searcher = PerArmOptunaSearch(
+        {label: dict(t.config) for label, t in tunings.items()}, lambda label: space_function(tunings[label].params),
+        trials, metric, mode, seeds={label: t.seed for label, t in tunings.items()},
+        startup_trials=budget.startup_trials, first_points={label: dict(t.first_point) for label, t in tunings.items()})
+    scheduler = PerArmASHA(metric, mode, max_t, min(budget.grace_period, max_t), budget.reduction_factor)
+    result = run_phase(ctx, stage, PHASE_TUNE, searcher, scheduler, trials * len(tunings), tags_for,
+                       log_weights=log_weights)
+    result.decided_files = {tuning_file(stage): choose(phase_runs(ctx, stage, PHASE_TUNE), tunings, metric, mode)}
+    return result
+
+
+def choose(runs, tunings: Mapping[str, Tuning], metric: str, mode: str) -> dict[str, dict]:
+    """Per tuning that produced the metric: the tuned parameters of its best trial on the
+    validation metric, that run, and how the search went.
+
+    Trials that ran to full length are preferred over ASHA-stopped ones (an early value is not
+    comparable to a final one); failed trials never win."""
+    sign = 1.0 if mode == "max" else -1.0
+    by_tuning: dict[str, list] = {}
+    for run in runs:
+        by_tuning.setdefault(run.data.tags.get(Tag.TUNING) or run.data.tags.get(Tag.ARM), []).append(run)
+    chosen = {}
+    for label, tuning in tunings.items():
+        scored = [r for r in by_tuning.get(label, [])
+                  if r.data.tags.get(Tag.OUTCOME) in (Outcome.COMPLETED, Outcome.PRUNED) and metric in r.data.metrics]
+        if not scored:
+            continue
+        ranked = sorted(scored, key=lambda r: (r.data.tags[Tag.OUTCOME] == Outcome.COMPLETED,
+                                               sign * r.data.metrics[metric]), reverse=True)
+        chosen[label] = _entry(ranked, by_tuning[label], tuning, metric, sign)
+    return chosen
+
+
+def _entry(ranked: list, runs: list, tuning: Tuning, metric: str, sign: float) -> dict[str, Any]:
+    """What a tuning chose, and its diagnostics (the report's "tuning" table)."""
+    best = ranked[0]
+    params = {p.name: _parse(best.data.params[p.name]) for p in tuning.params if p.name in best.data.params}
+    full = [r for r in ranked if r.data.tags[Tag.OUTCOME] == Outcome.COMPLETED]
+    runner_up = next((r for r in full if r is not best), None)
+    lead = sign * (best.data.metrics[metric] - runner_up.data.metrics[metric]) if runner_up and full[0] is best else None
+    examples = best.data.metrics.get("val/examples")
+    return {"arm": tuning.config.get("arm"), "seed": tuning.config.get("seed"), "params": params,
+            "tune_run_id": best.info.run_id, "val_metric": best.data.metrics[metric],
+            "outcome": best.data.tags[Tag.OUTCOME], "epochs": best.data.metrics.get("epoch"),
+            "trials": len(runs), "full_length": len(full),
+            "failed": sum(r.data.tags.get(Tag.OUTCOME) == Outcome.FAILED for r in runs),
+            "first_guess_won": bool(tuning.first_point) and all(
+                params.get(k) == v for k, v in tuning.first_point.items()),
+            "lead": lead, "lead_examples": round(lead * examples) if lead is not None and examples else None}
+
+
+def chosen(ctx: PhaseContext, stage: str) -> dict[str, dict]:
+    """Per tuning, what the stage's tune phase chose (read back from the parent run)."""
+    with tempfile.TemporaryDirectory(prefix="study-tuning-") as tmp:
+        path = tracking.client(ctx.opts.tracking_uri).download_artifacts(ctx.parent.run_id, tuning_file(stage), tmp)
+        return json.loads(Path(path).read_text())
+
+
+def _parse(text: str):
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return text
