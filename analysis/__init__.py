@@ -8,15 +8,19 @@ figures and one self-contained report (docs/architecture.md §2 is the input con
     scores = study.scores(["test/acc"])                        # rows: one per (arm, seed, metric)
     result = build_report("ablation_pretraining", tracking_uri=tracking_uri)
 
-Modules: ``load`` (MLflow -> frames, the parent's study.json, evaluations), ``inference``
+Modules: ``load`` (MLflow -> frames, the parent's study.json, evaluations), ``definition``
+(what study.json declares: compared metrics with margins and directions, the trainable's
+schema and model, the tune phase's choices; fallbacks for older stores), ``inference``
 (one contrast: hierarchical paired bootstrap interval, TOST, MDE, seeds needed, verdict),
-``contrasts`` (the planned family from study.json, Holm, the Findings sentences), ``arms``
-(failed replicates, the best-arm rule), ``settings`` (factor, tuned and non-default settings
-per arm), ``headline`` (what the report opens with), ``stats`` (exploratory comparisons with
-the baseline, factorial effects, curves), ``bookkeeping`` (completeness, configuration, cost),
-``tables`` (formatting and rendering), ``figures`` and ``forest`` (matplotlib), ``artifacts``
-(models back from their weights), ``publish`` (models and the report in MLflow), ``report``
-(assembly), ``compare`` (the CLI).
+``contrasts`` (the planned family from study.json, each contrast on its metric, Holm, the
+Findings sentences), ``arms`` (failed replicates, the best-arm rule), ``settings`` (factor,
+tuned and non-default settings per arm), ``headline`` (what the report opens with), ``stats``
+(exploratory comparisons with the baseline, factorial effects, curves), ``overlap`` (an
+exploratory comparison a planned contrast estimates shows the planned estimate and verdict),
+``bookkeeping`` (completeness, configuration, cost), ``tables`` (formatting and rendering),
+``figures`` and ``forest`` (matplotlib), ``artifacts`` (models back from their weights),
+``publish`` (models and the report in MLflow), ``report`` (assembly), ``render`` (Markdown,
+HTML, LaTeX), ``compare`` (the CLI).
 """
 from analysis.load import AnalysisError, MetricNotFound, Study, StudyNotFound, load_study
 from analysis.report import Analysis, ReportResult, analyze, build_report, write_report

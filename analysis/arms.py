@@ -67,7 +67,7 @@ def failure_texts(failures: pd.DataFrame) -> dict[str, str]:
 
 # -- the best arm ------------------------------------------------------------------------------
 
-BEST_RULE = ("the arm with the highest mean {label} over seeds among the arms none of whose "
+BEST_RULE = ("the arm with the {best} mean {label} over seeds among the arms none of whose "
              "replicates failed (an arm that diverged on some seed cannot be best); the arms whose "
              "paired difference to it is not significant (paired t-test over seeds, Holm over the "
              "comparisons with it, α = {alpha}) are listed as not distinguishable from it; with fewer "
@@ -75,11 +75,13 @@ BEST_RULE = ("the arm with the highest mean {label} over seeds among the arms no
 
 
 def best_arm(summary: pd.DataFrame, scores: pd.DataFrame, failures: pd.DataFrame, metric: str,
-             label: str, alpha: float = stats.ALPHA) -> tuple[str | None, str]:
-    """(the arm the figures show, one paragraph: the rule and what it gave).
+             label: str, minimize: bool, alpha: float = stats.ALPHA) -> tuple[str | None, str]:
+    """(the arm the figures show, one paragraph: the rule and what it gave). ``minimize``: lower
+    is better on ``metric``.
 
     ``summary``: rows: one per (arm, metric) with mean and n (``stats.summarize_arms``)."""
-    rule = BEST_RULE.format(label=label, alpha=alpha, min_n=inference.MIN_VERDICT_N)
+    rule = BEST_RULE.format(best="lowest" if minimize else "highest", label=label, alpha=alpha,
+                            min_n=inference.MIN_VERDICT_N)
     s = summary[summary["metric"] == metric].dropna(subset=["mean"])
     if s.empty:
         return None, f"Best arm: none yet (no completed replicate). Rule: {rule}."
@@ -88,12 +90,12 @@ def best_arm(summary: pd.DataFrame, scores: pd.DataFrame, failures: pd.DataFrame
     if candidates.empty:
         candidates = s
         rule += "; here every arm has a failed replicate, so all are candidates"
-    ranked = candidates.sort_values("mean", ascending=stats.lower_is_better(metric))
+    ranked = candidates.sort_values("mean", ascending=minimize)
     best = str(ranked["arm"].iloc[0])
     n = int(ranked["n"].iloc[0])
     if n < inference.MIN_VERDICT_N:
         return best, (f"Best arm: none called at n = {n} (fewer than {inference.MIN_VERDICT_N} seeds); "
-                      f"the figures show {best}, the highest mean. Rule: {rule}.")
+                      f"the figures show {best}, the {'lowest' if minimize else 'highest'} mean. Rule: {rule}.")
     # wide: rows: one per seed; columns: one per candidate arm
     wide = scores[scores["metric"] == metric].pivot_table(index="seed", columns="arm", values="value")
     others = [str(a) for a in ranked["arm"].iloc[1:]]

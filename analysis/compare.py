@@ -26,7 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("study", help="study name (the parent run's `study` tag)")
     p.add_argument("--format", default=",".join(FORMATS),
                    help=f"comma list of table formats (default: all = {','.join(FORMATS)})")
-    p.add_argument("--metric", default="test/acc", help="primary metric (default: test/acc)")
+    p.add_argument("--metric", default=None,
+                   help="primary metric (default: the study's test_metric, test/acc unless it declares another)")
     p.add_argument("--baseline", default=None, metavar="ARM",
                    help="arm the others are compared with (default: the parent's baseline_arm tag)")
     p.add_argument("--output", default=None, metavar="DIR",

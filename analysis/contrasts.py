@@ -5,9 +5,12 @@ Frames (columns documented once)
 
 ``contrast_frame(...)``   rows: one per contrast
     family ("planned" | "baseline comparisons"), contrast (its name), formula (the cells and
-    arms it weighs, each averaged cell naming its arms), metric, n (paired seeds), seeds,
-    n_examples (paired test examples per seed; 0 = seed level only), left_out (seeds without
+    arms it weighs, each averaged cell naming its arms), metric (the one it compares, with that
+    metric's margin and direction), n (paired seeds), seeds, n_examples (paired test examples
+    per seed; 0 = seed level only), interval_over ("seeds and test examples" | "seeds"),
+    seeds_only_why (why the interval is over seeds only; "" otherwise), left_out (seeds without
     every arm, and why), failed_replicates (arms of the contrast with failed replicates),
+    pruned_choice (its arms configured from a tune trial ASHA stopped early),
     estimate, low, high (95% interval), se, se_seeds, se_examples, df, method, p, p_holm,
     t_seed, p_seed, p_seed_holm (seed-level paired t-test), d_z, p_superiority, wins (seeds
     with contrast > 0), margin, p_tost, p_tost_holm, mde, seeds_needed, estimable, verdict,
@@ -24,12 +27,11 @@ import numpy as np
 import pandas as pd
 
 from analysis import inference, stats
+from analysis.definition import MetricSpec, metric_spec
 from analysis.load import METRIC_LABELS
 
-DEFAULT_MARGIN = 0.005       # study/spec.py's default smallest effect of interest on test/acc
-MARGIN_METRIC = "test/acc"   # the metric the declared margin is on
-PER_EXAMPLE_METRIC = "test/acc"   # accuracy is a mean over test examples: pairable per example
 _PERCENT_METRICS = ("acc", "f1", "precision", "recall", "roc_auc")
+EXAMPLES, SEEDS_ONLY = "seeds and test examples", "seeds"     # what an interval resamples
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class ContrastSpec:
     name: str
     terms: tuple[Term, ...]
     weights: Mapping[str, float]     # arm -> weight (a term's weight spread over its arms)
+    metric: str                      # the metric it compares
     family: str = "planned"
 
     @property
@@ -70,52 +73,65 @@ class ContrastSpec:
         return None
 
 
-def from_definition(definition: Mapping) -> list[ContrastSpec]:
-    """The planned contrasts of a ``study.json`` (study/spec.py ``Study.definition``)."""
+def from_definition(definition: Mapping, metric: str) -> list[ContrastSpec]:
+    """The planned contrasts of a ``study.json`` (study/spec.py ``Study.definition``), each on
+    its own ``metric``; a contrast recorded before contrasts named theirs compares ``metric``
+    (the report's primary metric)."""
     out = []
     for c in definition.get("contrasts", []):
         terms = tuple(Term(dict(t["cell"]), float(t["weight"]), tuple(t["arms"])) for t in c["terms"])
         weights = {str(a): float(w) for a, w in c["weights"].items()}
-        out.append(ContrastSpec(str(c["name"]), terms, weights))
+        out.append(ContrastSpec(str(c["name"]), terms, weights, str(c.get("metric") or metric)))
     return out
 
 
-def versus_baseline(arms: Sequence[str], baseline: str) -> list[ContrastSpec]:
-    """Every arm minus the baseline: the family of a study recorded without study.json."""
+def versus_baseline(arms: Sequence[str], baseline: str, metric: str) -> list[ContrastSpec]:
+    """Every arm minus the baseline on ``metric``: the family of a study recorded without study.json."""
     return [ContrastSpec(f"{arm} vs baseline", (Term({}, 1.0, (arm,)), Term({}, -1.0, (baseline,))),
-                         {arm: 1.0, baseline: -1.0}, family="baseline comparisons")
+                         {arm: 1.0, baseline: -1.0}, metric, family="baseline comparisons")
             for arm in arms if arm != baseline]
 
 
 # -- per-example data ------------------------------------------------------------------------
 
-def correct_per_example(evaluations: Mapping[tuple[str, int], dict],
-                        logged_acc: Mapping[tuple[str, int], float]) -> tuple[dict, list[str]]:
+NO_PREDICTIONS = "no replicate logged per-example predictions (evaluation.json with predictions and targets)"
+
+
+def correct_per_example(evaluations: Mapping[tuple[str, int], dict]) -> tuple[dict, str]:
     """(arm, seed) -> bool array (prediction == target, test-set order) from each replicate's
-    evaluation.json, and notes on what could not be used.
+    evaluation.json, and, when there is none, why.
 
     Used only when every evaluation has ``predictions`` and ``targets``, all of one length
-    with the same targets (the same test set in the same order), and the accuracy they give
-    matches the run's logged test/acc; otherwise ``{}`` and the reason."""
+    with the same targets (the same test set in the same order); otherwise ``{}`` and the
+    reason. Which metrics it pairs per example: ``per_example_values``."""
     if not evaluations:
-        return {}, ["no evaluation.json with per-example predictions: intervals are seed level only"]
+        return {}, NO_PREDICTIONS
     lacking = sorted(f"{a} seed {s}" for (a, s), ev in evaluations.items()
                      if not ev or "predictions" not in ev or "targets" not in ev)
     if lacking:
-        return {}, [f"evaluation.json without per-example predictions ({', '.join(lacking[:3])}"
-                    f"{', ...' if len(lacking) > 3 else ''}; recorded before they were logged): "
-                    "intervals are seed level only"]
+        return {}, (f"evaluation.json without per-example predictions ({', '.join(lacking[:3])}"
+                    f"{', ...' if len(lacking) > 3 else ''})")
     targets = {k: np.asarray(ev["targets"]) for k, ev in evaluations.items()}
     first = next(iter(targets.values()))
     if any(t.shape != first.shape or not np.array_equal(t, first) for t in targets.values()):
-        return {}, ["the replicates' test targets differ (not the same test set): intervals are seed level only"]
-    correct = {k: np.asarray(ev["predictions"]) == targets[k] for k, ev in evaluations.items()}
-    off = sorted(f"{a} seed {s}" for (a, s), c in correct.items()
-                 if (a, s) in logged_acc and abs(c.mean() - logged_acc[(a, s)]) > 1e-6)
+        return {}, "the replicates' test targets differ (not the same test set)"
+    return {k: np.asarray(ev["predictions"]) == targets[k] for k, ev in evaluations.items()}, ""
+
+
+def per_example_values(correct: Mapping[tuple[str, int], np.ndarray], values: pd.DataFrame,
+                       metric: str) -> str:
+    """"" when every value of ``values`` (rows: one per seed; columns: one per arm) is the share
+    of correct predictions of that run (an accuracy, a mean over test examples, whatever its
+    name): then the metric is paired per example. Otherwise why it is not."""
+    missing = [f"{a} seed {s}" for s in values.index for a in values.columns if (a, int(s)) not in correct]
+    if missing:
+        return f"no per-example predictions for {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}"
+    off = [f"{a} seed {s}" for s in values.index for a in values.columns
+           if abs(correct[(a, int(s))].mean() - float(values.loc[s, a])) > 1e-6]
     if off:
-        return {}, [f"per-example predictions disagree with the logged test/acc ({', '.join(off[:3])}): "
-                    "intervals are seed level only"]
-    return correct, []
+        return (f"{metric} is not the share of correct predictions in evaluation.json ({', '.join(off[:2])}"
+                f"{', ...' if len(off) > 2 else ''}), so not a mean over test examples")
+    return ""
 
 
 # -- estimation ------------------------------------------------------------------------------
@@ -124,20 +140,22 @@ def percent_metric(metric: str) -> bool:
     return any(metric.rsplit("/", 1)[-1].startswith(p) for p in _PERCENT_METRICS)
 
 
-def contrast_frame(specs: Sequence[ContrastSpec], scores: pd.DataFrame, metric: str,
-                   correct: Mapping[tuple[str, int], np.ndarray] | None = None,
-                   margin: float | None = DEFAULT_MARGIN, failures: Mapping[str, str] | None = None,
+def contrast_frame(specs: Sequence[ContrastSpec], scores: pd.DataFrame, metrics: Mapping[str, MetricSpec],
+                   correct: Mapping[tuple[str, int], np.ndarray] | None = None, no_examples_why: str = NO_PREDICTIONS,
+                   failures: Mapping[str, str] | None = None, pruned: Mapping[str, str] | None = None,
                    alpha: float = stats.ALPHA) -> pd.DataFrame:
-    """Each contrast on ``metric``, paired by seed and (``correct``: per-example data of the
-    primary metric test/acc) by test example. Holm over each family. See the module doc.
+    """Each contrast on its own metric, with that metric's margin (``metrics``: the declared
+    ones; an undeclared metric has none), paired by seed and, where the metric is the share of
+    correct predictions in ``correct`` (``per_example_values``), by test example. Holm over
+    each family. See the module doc.
 
-    ``scores``: rows: one per (arm, seed, metric) (``Study.scores``). ``failures``: arm -> a
-    description of its failed replicates (marked, never averaged away). ``margin``: the
-    smallest effect of interest on this metric, or None (no equivalence test)."""
-    # wide: rows: one per seed; columns: one per arm
-    wide = scores[scores["metric"] == metric].pivot_table(index="seed", columns="arm", values="value",
-                                                           aggfunc="mean")
-    rows = [_estimate(spec, wide, metric, correct or {}, margin, failures or {}) for spec in specs]
+    ``scores``: rows: one per (arm, seed, metric) (``Study.scores``). ``no_examples_why``: why
+    ``correct`` is empty. ``failures``: arm -> a description of its failed replicates (marked,
+    never averaged away); ``pruned``: arm -> how its configuration came from a pruned tune trial."""
+    rows = [_estimate(spec, _wide(scores, spec.metric), metric_spec(spec.metric, metrics), correct or {},
+                      no_examples_why if not correct else "", failures or {}) for spec in specs]
+    for row, spec in zip(rows, specs):
+        row["pruned_choice"] = ", ".join(a for a in spec.weights if a in (pruned or {}))
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=COLUMNS)
@@ -148,21 +166,28 @@ def contrast_frame(specs: Sequence[ContrastSpec], scores: pd.DataFrame, metric: 
         inference.verdict(int(r.n), bool(r.estimable), r.p_holm, r.p_tost_holm,
                           None if pd.isna(r.margin) else r.margin,
                           None if pd.isna(r.seeds_needed) else int(r.seeds_needed), alpha,
-                          _margin_text(r.margin, metric))
+                          margin_text(r.margin, r.metric))
         for r in frame.itertuples(index=False)]
-    frame["finding"] = [finding(r, metric, int((frame["family"] == r.family).sum()))
+    frame["finding"] = [finding(r, int((frame["family"] == r.family).sum()), metric_spec(r.metric, metrics))
                         for r in frame.itertuples(index=False)]
     return frame[COLUMNS]
 
 
-COLUMNS = ["family", "contrast", "formula", "metric", "n", "seeds", "n_examples", "left_out",
-           "failed_replicates", "estimate", "low", "high", "se", "se_seeds", "se_examples", "df",
-           "method", "p", "p_holm", "t_seed", "p_seed", "p_seed_holm", "d_z", "p_superiority",
-           "wins", "margin", "p_tost", "p_tost_holm", "mde", "seeds_needed", "estimable",
+COLUMNS = ["family", "contrast", "formula", "metric", "n", "seeds", "n_examples", "interval_over",
+           "seeds_only_why", "left_out", "failed_replicates", "pruned_choice", "estimate", "low", "high", "se",
+           "se_seeds", "se_examples", "df", "method", "p", "p_holm", "t_seed", "p_seed", "p_seed_holm", "d_z",
+           "p_superiority", "wins", "margin", "p_tost", "p_tost_holm", "mde", "seeds_needed", "estimable",
            "verdict", "finding"]
 
 
-def _estimate(spec: ContrastSpec, wide: pd.DataFrame, metric: str, correct, margin, failures) -> dict:
+def _wide(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """rows: one per seed; columns: one per arm; the metric's values."""
+    return scores[scores["metric"] == metric].pivot_table(index="seed", columns="arm", values="value",
+                                                          aggfunc="mean")
+
+
+def _estimate(spec: ContrastSpec, wide: pd.DataFrame, metric: MetricSpec, correct, no_examples_why: str,
+              failures) -> dict:
     arms = list(spec.weights)
     absent = [a for a in arms if a not in wide.columns]
     present = wide.reindex(columns=arms)
@@ -171,32 +196,33 @@ def _estimate(spec: ContrastSpec, wide: pd.DataFrame, metric: str, correct, marg
     left_out = [f"seed {s} (no completed run of {', '.join(a for a in arms if pd.isna(present.loc[s, a]))})"
                 for s in present.index if s not in complete.index]
     if absent:
-        left_out.insert(0, f"{', '.join(absent)}: no completed replicate")
+        left_out.insert(0, f"{', '.join(absent)}: no completed replicate" if len(wide.columns)
+                        else f"{metric.name} is not logged by the replicate runs")
     weights = np.array([spec.weights[a] for a in arms])
     per_seed = complete.to_numpy(dtype=float) @ weights if len(complete) else np.array([])
-    use_examples = (metric == PER_EXAMPLE_METRIC and seeds and not absent
-                    and all((a, s) in correct for a in arms for s in seeds))
-    if use_examples:
+    why = no_examples_why or (per_example_values(correct, complete, metric.name) if seeds and not absent else "")
+    if seeds and not absent and not why:
         # c: (seeds, examples) -> the contrast per test example, arms paired by example
         c = np.stack([sum(w * correct[(a, s)].astype(float) for a, w in zip(arms, weights)) for s in seeds])
     else:
         c = per_seed
     est = inference.hierarchical_estimate(c)
     low, high = est.low, est.high
-    if percent_metric(metric) and est.estimable:
+    if percent_metric(metric.name) and est.estimable:
         # a contrast of proportions lies in [sum of negative weights, sum of positive weights]
         low, high = max(low, float(weights[weights < 0].sum())), min(high, float(weights[weights > 0].sum()))
     if absent:
-        est = inference.not_estimable(0, 0, math.nan, f"{', '.join(absent)} has no completed replicate")
+        est = inference.not_estimable(0, 0, math.nan, left_out[0])
     seed_test = stats.paired_test(per_seed, np.zeros(len(per_seed))) if len(per_seed) else None
     p_sup, wins, _ = inference.prob_superiority(per_seed)
-    margin = margin if (margin is not None and metric == MARGIN_METRIC) else None
+    margin = metric.margin
     mde = inference.mde(est.se, est.df) if est.estimable else math.nan
     needed = (inference.seeds_needed(est.se_seeds, est.n, est.se_examples, est.n_examples, margin)
               if est.estimable and margin else None)
     return {
-        "family": spec.family, "contrast": spec.name, "formula": spec.formula, "metric": metric,
+        "family": spec.family, "contrast": spec.name, "formula": spec.formula, "metric": metric.name,
         "n": est.n, "seeds": ",".join(map(str, seeds)), "n_examples": est.n_examples,
+        "interval_over": EXAMPLES if est.n_examples else SEEDS_ONLY, "seeds_only_why": "" if est.n_examples else why,
         "left_out": "; ".join(left_out),
         "failed_replicates": "; ".join(f"{a}: {failures[a]}" for a in arms if a in failures),
         "estimate": est.estimate, "low": low, "high": high, "se": est.se,
@@ -223,10 +249,19 @@ def amount(x: float, metric: str, signed: bool = True) -> str:
     return text.replace("-", "−")
 
 
-def _margin_text(margin: float, metric: str) -> str:
+def margin_text(margin: float | None, metric: str) -> str:
+    """``±0.5 pp`` (accuracy-like metrics) or ``±0.01``; "" without a margin."""
     if margin is None or not np.isfinite(margin):
         return ""
     return f"±{margin * 100:g} pp" if percent_metric(metric) else f"±{margin:g}"
+
+
+def metric_phrase(metric: MetricSpec) -> str:
+    """How a sentence names a metric: "test accuracy" for one we know by name, else its own name
+    ("test/auc"), with "(lower is better)" for a minimised one."""
+    known = METRIC_LABELS.get(metric.name)
+    text = f"test {known}" if known and metric.name.startswith("test/") else (known or metric.name)
+    return text + (" (lower is better)" if metric.minimize else "")
 
 
 def interval_text(r, metric: str) -> str:
@@ -242,9 +277,10 @@ def p_text(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
-def finding(r, metric: str, family_size: int) -> str:
-    """One sentence a reader can paste into a paper (``r``: a row of ``contrast_frame``)."""
-    label = ("test " if metric.startswith("test/") else "") + METRIC_LABELS.get(metric, metric)
+def finding(r, family_size: int, spec: MetricSpec) -> str:
+    """One sentence a reader can paste into a paper (``r``: a row of ``contrast_frame``; ``spec``:
+    its metric)."""
+    metric, label = r.metric, metric_phrase(spec)
     cells = [part.split("]")[0] for part in r.formula.split("[")[1:]]
     if len(cells) == 2 and "mean of" not in r.formula:
         what = f"{r.contrast} — {label} of [{cells[0]}] minus [{cells[1]}]"
@@ -252,9 +288,11 @@ def finding(r, metric: str, family_size: int) -> str:
         # the arms each cell averages are listed in the table; the sentence names the cells
         cells_only = re.sub(r" = mean of (\d+) arms \{[^}]*\}", r" (\1 arms)", r.formula)
         what = f"{r.contrast} — {label} contrast {cells_only}"
-    sample = f"n = {r.n} seed{'s' * (r.n != 1)}" + (f" × {r.n_examples:,} test images" if r.n_examples else "")
+    sample = f"n = {r.n} seed{'s' * (r.n != 1)}" + (f" × {r.n_examples:,} test examples" if r.n_examples
+                                                      else (", interval over seeds" if r.n else ""))
     extra = f"; left out: {r.left_out}" if r.left_out else ""
     extra += f"; failed replicates: {r.failed_replicates}" if r.failed_replicates else ""
+    extra += (f"; configured from a tune trial ASHA stopped early: {r.pruned_choice}" if r.pruned_choice else "")
     if not r.estimable:
         if r.n == 0:
             return f"{what}: no paired seeds ({r.method}{extra}). Verdict: {r.verdict}."

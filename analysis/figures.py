@@ -1,11 +1,15 @@
 """Figures of a study report: which PNG files there are and what each is drawn from.
 
 ``FIGURES`` (at the end) lists every figure: its file stem, its title, the function that draws
-it and when it applies (a figure that does not apply is not listed at all). Each drawing
-function takes the ``FigureInputs`` of the study (runs, evaluations, models, pretraining, each
-fetched once) and returns the figure and its caption; it raises ``MissingInputs`` with the
-reason when an input is not in the store. ``make_figures`` writes the PNGs and lists every
-figure, drawn or skipped with why; the drawing itself is ``analysis.plotting``'s.
+it, when it applies (a figure that does not apply is not listed at all: a pretrain tune phase
+in a study without one), and when the study's records hold the kind of input it reads, with
+one line saying what a trainable must log to get it (``needs``: the confusion matrix needs an
+evaluation.json with confusion_matrix). Each drawing function takes the ``FigureInputs`` of the
+study (runs, evaluations, models, pretraining, each fetched once) and returns the figure and
+its caption; it raises ``MissingInputs`` with the reason when an input of a kind the study
+records is not in the store (a run that logged none). ``make_figures`` writes the PNGs and
+lists every figure: drawn, skipped with why, or left out with its ``needs`` line; the drawing
+itself is ``analysis.plotting``'s.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from analysis.plotting import (FigureOptions, FigureResult, mosaic, plot_confusi
                                plot_feature_maps, plot_filters, plot_learning_curves,
                                plot_misclassified, plot_per_class_accuracy, plot_top_activating,
                                plot_tsne, plot_tune_phase, save, spread_over_classes)
+from trainables.data import DATASET_NAMES  # noqa: E402
 from trainables.seeds import stream  # noqa: E402
 from trainables.transforms import corrupt  # noqa: E402
 
@@ -41,12 +46,16 @@ def learning_curves(inputs: FigureInputs) -> Drawn:
     runs = inputs.study.comparison_runs()
     if runs.empty:
         raise MissingInputs("no completed replicate runs yet")
-    keys = ["val/acc", "train/loss"]
+    # the selection metric (the parent's ``metric`` tag) and the training loss, where logged
+    keys = [k for k in dict.fromkeys([inputs.study.parent_tags.get("metric", "val/acc"), "train/loss"])
+            if f"metrics.{k}" in runs and runs[f"metrics.{k}"].notna().any()]
+    if not keys:
+        raise MissingInputs("the replicate runs logged neither the selection metric nor train/loss")
     # rows: one per (run, key, step) -> bands: one per (arm, key, step)
     bands = stats.curve_bands(inputs.study.history(keys, runs))
     figure = plot_learning_curves(bands, keys, inputs.analysis.arms, inputs.analysis.baseline)
-    return figure, ("Validation accuracy and training loss by epoch of the completed replicate "
-                    "runs: mean over seeds, band = 95% t-interval (none where n = 1).")
+    return figure, (f"{' and '.join(keys)} by epoch of the completed replicate runs: mean over seeds, "
+                    "band = 95% t-interval (none where n = 1).")
 
 
 def tune_phase(inputs: FigureInputs, stage: str) -> Drawn:
@@ -257,12 +266,51 @@ def _always(inputs: FigureInputs) -> bool:
     return True
 
 
+def _evaluations_hold(*keys: str) -> Callable[[FigureInputs], bool]:
+    """Whether the best arm's evaluation.json files hold ``keys`` (judged once there is a best arm)."""
+    def check(inputs: FigureInputs) -> bool:
+        return inputs.analysis.best_arm is None or any(all(k in e for k in keys) for e in inputs.evaluations.values())
+    return check
+
+
+def _image_data(inputs: FigureInputs) -> bool:
+    """Whether the study ran on an image dataset of trainables.data, whose test images a figure reloads."""
+    run = inputs.representative
+    return run is None or inputs.dataset_of(run) in DATASET_NAMES
+
+
+def _classifier_model(inputs: FigureInputs) -> bool:
+    """Whether the best arm's representative run holds a model.pt of our classifier to rebuild."""
+    run = inputs.representative
+    return run is None or (_image_data(inputs) and inputs.study.artifact(run["run_id"], "model.pt") is not None)
+
+
+def _pretrained(inputs: FigureInputs) -> bool:
+    return inputs.pretraining.net is not None
+
+
+def _latent_network(inputs: FigureInputs) -> bool:
+    return _pretrained(inputs) or _classifier_model(inputs)
+
+
+def _misclassified_recorded(inputs: FigureInputs) -> bool:
+    """The misclassified images: listed in evaluation.json, drawn from our image datasets' test sets."""
+    return _evaluations_hold("misclassified", "class_names")(inputs) and _image_data(inputs)
+
+
+_IMAGES = "an image dataset of trainables.data (" + ", ".join(DATASET_NAMES) + ")"
+_CLASSIFIER = f"train with trainables.classifier on {_IMAGES}: the figure rebuilds its model.pt"
+_AUTOENCODER = "an upstream stage trained by trainables.autoencoder, whose runs log {file}"
+
+
 @dataclass(frozen=True)
 class FigureSpec:
     name: str                                     # file stem: figures/<name>.png
     title: str
     draw: Callable[[FigureInputs], Drawn]         # raises MissingInputs(why)
-    applies: Callable[[FigureInputs], bool] = _always   # False: not listed at all
+    applies: Callable[[FigureInputs], bool] = _always     # False: not listed at all
+    recorded: Callable[[FigureInputs], bool] = _always    # False: left out, with the needs line
+    needs: str = ""                               # what a trainable must log to get the figure
 
 
 FIGURES: list[FigureSpec] = [
@@ -270,19 +318,30 @@ FIGURES: list[FigureSpec] = [
     *[FigureSpec(f"tune_{stage}", f"Tune phase of the {stage} stage as ASHA saw it",
                  partial(tune_phase, stage=stage), partial(_has_tune_trials, stage))
       for stage in ("classify", "pretrain")],
-    FigureSpec("confusion_matrix", "Confusion matrix of the best arm", confusion_matrix),
-    FigureSpec("per_class_accuracy", "Per-class accuracy of the best arm", per_class_accuracy),
-    FigureSpec("misclassified", "Misclassified test images of the best arm", misclassified),
+    FigureSpec("confusion_matrix", "Confusion matrix of the best arm", confusion_matrix,
+               recorded=_evaluations_hold("confusion_matrix", "class_names"),
+               needs="log evaluation.json with confusion_matrix (rows: true class, columns: predicted) and "
+                     "class_names"),
+    FigureSpec("per_class_accuracy", "Per-class accuracy of the best arm", per_class_accuracy,
+               recorded=_evaluations_hold("per_class_accuracy", "class_names"),
+               needs="log evaluation.json with per_class_accuracy ({class name: accuracy}) and class_names"),
+    FigureSpec("misclassified", "Misclassified test images of the best arm", misclassified,
+               recorded=_misclassified_recorded,
+               needs=f"log evaluation.json with misclassified ({{indices, true, pred}}) and class_names, on {_IMAGES}"),
     FigureSpec("filters_classifier", "First-layer filters of the best arm's classifier",
-               classifier_filters),
+               classifier_filters, recorded=_classifier_model, needs=_CLASSIFIER),
     FigureSpec("feature_maps_classifier", "First-layer feature maps of the best arm's classifier",
-               classifier_feature_maps),
-    FigureSpec("reconstructions", "Autoencoder reconstructions", reconstructions),
-    FigureSpec("filters_encoder", "First-layer filters of the pretrained encoder", encoder_filters),
+               classifier_feature_maps, recorded=_classifier_model, needs=_CLASSIFIER),
+    FigureSpec("reconstructions", "Autoencoder reconstructions", reconstructions,
+               recorded=_pretrained, needs=_AUTOENCODER.format(file="autoencoder.pt")),
+    FigureSpec("filters_encoder", "First-layer filters of the pretrained encoder", encoder_filters,
+               recorded=_pretrained, needs=_AUTOENCODER.format(file="encoder.pt")),
     FigureSpec("feature_maps_encoder", "First-layer feature maps of the pretrained encoder",
-               encoder_feature_maps),
-    FigureSpec("top_activating", "Test images that most activate each latent unit", top_activating),
-    FigureSpec("tsne", "t-SNE of the latent space", tsne),
+               encoder_feature_maps, recorded=_pretrained, needs=_AUTOENCODER.format(file="encoder.pt")),
+    FigureSpec("top_activating", "Test images that most activate each latent unit", top_activating,
+               recorded=_latent_network, needs=f"{_AUTOENCODER.format(file='encoder.pt')}, or {_CLASSIFIER}"),
+    FigureSpec("tsne", "t-SNE of the latent space", tsne,
+               recorded=_latent_network, needs=f"{_AUTOENCODER.format(file='encoder.pt')}, or {_CLASSIFIER}"),
 ]
 
 
@@ -290,11 +349,22 @@ def make_figures(analysis, out: Path, options: FigureOptions = FigureOptions()) 
     """Every figure of ``FIGURES`` that applies to ``analysis`` (an ``analysis.report.Analysis``),
     as PNG in ``out``.
 
-    A figure whose inputs are missing (no pretraining in the study, an artifact not logged)
-    or whose drawing fails is returned with ``path=None`` and the reason, never dropped.
+    A figure whose kind of input the study does not record is returned with ``path=None`` and
+    its ``needs`` line; one whose inputs are missing (an artifact a run did not log) or whose
+    drawing fails, with ``path=None`` and the reason. None is dropped.
     """
     inputs = FigureInputs(analysis, options)
-    return [_draw(spec, inputs, Path(out)) for spec in FIGURES if spec.applies(inputs)]
+    return [_draw(spec, inputs, Path(out)) if _recorded(spec, inputs)
+            else FigureResult(spec.name, spec.title, "", None, needs=spec.needs)
+            for spec in FIGURES if spec.applies(inputs)]
+
+
+def _recorded(spec: FigureSpec, inputs: FigureInputs) -> bool:
+    """``spec.recorded``; a check that fails counts as recorded, so the drawing reports the error."""
+    try:
+        return spec.recorded(inputs)
+    except Exception:  # noqa: BLE001 - _draw then says what failed
+        return True
 
 
 def _draw(spec: FigureSpec, inputs: FigureInputs, out: Path) -> FigureResult:

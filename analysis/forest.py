@@ -1,8 +1,10 @@
 """The report's headline figure: a forest plot of the planned contrasts (``figures/effects.png``).
 
 One row per contrast: the estimate (dot) and its 95% interval (bar), the zero line, and the
-equivalence band (± the study's smallest effect of interest). Accuracy-like metrics are drawn
-in percentage points. Rows without an interval show the estimate as a hollow dot and say why.
+equivalence band (± the smallest effect of interest of the contrast's metric). Contrasts on
+different metrics go in panels of their own, one per metric (their units differ). Accuracy-like
+metrics are drawn in percentage points. Rows without an interval show the estimate as a hollow
+dot and say why.
 """
 from __future__ import annotations
 
@@ -30,13 +32,26 @@ def _colour(verdict: str) -> str:
     return "0.35"          # no verdict, not estimable
 
 
-def plot_effects(frame: pd.DataFrame, metric: str, title: str) -> Figure:
+def plot_effects(frame: pd.DataFrame, title: str) -> Figure:
     """``frame``: rows of ``contrasts.contrast_frame`` (one per contrast, in the plot's top-down
-    order); columns used: contrast, estimate, low, high, n, margin, verdict, estimable."""
+    order); columns used: contrast, metric, estimate, low, high, n, margin, verdict. One panel
+    per metric, in the order of first appearance."""
+    metrics = list(dict.fromkeys(frame["metric"]))
+    sizes = [int((frame["metric"] == m).sum()) for m in metrics]
+    fig, axes = plt.subplots(len(metrics), 1, squeeze=False, gridspec_kw={"height_ratios": sizes},
+                             figsize=(11, 1.3 + 0.62 * max(len(frame), 1) + 0.9 * (len(metrics) - 1)))
+    for ax, metric in zip(axes[:, 0], metrics):
+        _panel(ax, frame[frame["metric"] == metric], metric)
+    axes[0, 0].set_title(title, fontsize=10, loc="left")
+    fig.tight_layout()              # makes room for the verdicts annotated right of the axes
+    return fig
+
+
+def _panel(ax, frame: pd.DataFrame, metric: str) -> None:
+    """The contrasts of one metric on ``ax``."""
     scale = 100.0 if percent_metric(metric) else 1.0
     unit = " (pp)" if scale == 100.0 else ""
     rows = len(frame)
-    fig, ax = plt.subplots(figsize=(11, 1.3 + 0.62 * max(rows, 1)))
     y = np.arange(rows)[::-1]                     # first contrast on top
     margin = frame["margin"].dropna()
     if len(margin):
@@ -67,11 +82,8 @@ def plot_effects(frame: pd.DataFrame, metric: str, title: str) -> Figure:
     ax.set_xlim(lo, hi)
     ax.set_xlabel(f"difference in {METRIC_LABELS.get(metric, metric)}{unit}: estimate and 95% interval")
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(title, fontsize=10, loc="left")
     if len(margin):
         ax.legend(loc="lower right", fontsize=8, frameon=False)
-    fig.tight_layout()              # makes room for the verdicts annotated right of the axes
-    return fig
 
 
 def _limits(frame: pd.DataFrame, scale: float, margin: float) -> tuple[float, float]:
@@ -94,7 +106,7 @@ def _short(verdict: str) -> str:
     return textwrap.shorten(verdict, 34, placeholder="…")
 
 
-def write_effects_figure(frame: pd.DataFrame, metric: str, out: Path, title: str) -> Path:
+def write_effects_figure(frame: pd.DataFrame, out: Path, title: str) -> Path:
     from analysis.plotting import save
 
-    return save(plot_effects(frame, metric, title), Path(out) / "effects.png")
+    return save(plot_effects(frame, title), Path(out) / "effects.png")

@@ -8,24 +8,29 @@ import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
 from analysis import arms as arm_rules
 from analysis import contrasts, inference, stats
+from analysis.definition import MetricSpec, chosen_configs, metric_spec, pruned_choices
 from analysis.load import METRIC_LABELS, Study
 from analysis.tables import Table, num, pvalue
+from study import records
+from study.records import STAGE_CLASSIFY, Tag
 
 
 @dataclass
 class Headline:
     contrasts: pd.DataFrame          # rows: one per contrast (``contrasts.contrast_frame``)
+    specs: list[contrasts.ContrastSpec]   # the same contrasts: their arm weights
     source: str                      # where the family came from, in words
-    margin: float | None             # smallest effect of interest on the primary metric
+    metrics: dict[str, MetricSpec]   # the contrasts' metrics: margin and direction of each
     failures: pd.DataFrame           # rows: one per arm (``arms.replicate_failures``)
     best_arm: str | None
     best_text: str                   # the rule and what it gave
+    pruned: dict[str, str] = field(default_factory=dict)   # arm -> its configuration came from a pruned trial
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -34,79 +39,142 @@ class Headline:
 
 
 def compute(study: Study, scores: pd.DataFrame, summary: pd.DataFrame, metric: str,
-            arms: Sequence[str], seeds: Sequence[int], baseline: str,
+            declared: Mapping[str, MetricSpec], arms: Sequence[str], seeds: Sequence[int], baseline: str,
             alpha: float = stats.ALPHA) -> Headline:
-    """The planned contrasts from the parent run's study.json (or, for a run recorded before
-    it existed, every arm against the baseline), estimated on the primary metric."""
+    """The planned contrasts from the parent run's study.json, each on its own metric with that
+    metric's declared margin (or, for a run recorded before study.json existed, every arm
+    against the baseline on ``metric``), and the best arm by ``metric``."""
     notes: list[str] = []
     try:
-        never = json.loads(study.parent_tags.get("failed_arms") or "[]")
+        never = json.loads(study.parent_tags.get(Tag.FAILED_ARMS) or "[]")
     except json.JSONDecodeError:
         never = []
     failures = arm_rules.replicate_failures(study.select(stage="classify", phase="replicate"),
                                             arms, seeds, never)
-    best, best_text = arm_rules.best_arm(summary, scores, failures, metric,
-                                         METRIC_LABELS.get(metric, metric), alpha)
+    best, best_text = arm_rules.best_arm(summary, scores, failures, metric, METRIC_LABELS.get(metric, metric),
+                                         metric_spec(metric, declared).minimize, alpha)
     definition = study.definition()
     if definition and definition.get("contrasts"):
-        specs = contrasts.from_definition(definition)
-        margin = float(definition.get("equivalence_margin", contrasts.DEFAULT_MARGIN))
+        specs = contrasts.from_definition(definition, metric)
         source = (f"the {len(specs)} contrasts the study declares (its study.json on the parent "
                   "run): one Holm family")
     else:
-        specs = contrasts.versus_baseline(arms, baseline)
-        margin = contrasts.DEFAULT_MARGIN
+        specs = contrasts.versus_baseline(arms, baseline, metric)
+        margin = contrasts.margin_text(metric_spec(metric, declared).margin, metric)
         source = ("every arm against the baseline: this invocation has no study.json with planned "
                   "contrasts (recorded before they existed), so today's baseline comparisons "
-                  f"form the family; smallest effect of interest: the default ±{margin * 100:g} pp")
+                  "form the family; smallest effect of interest: "
+                  + (f"the default {margin}" if margin else f"none declared for {metric}"))
         notes.append(f"No planned contrasts recorded for this invocation: the Findings compare {source}.")
-    correct = {}
-    if metric == contrasts.PER_EXAMPLE_METRIC and len(scores):
-        ids = set(scores["run_id"])
+    pruned = pruned_texts(study)
+    correct, why = {}, contrasts.NO_PREDICTIONS
+    if len(scores):
         runs = study.comparison_runs()
-        runs = runs[runs["run_id"].isin(ids)]
-        primary = scores[scores["metric"] == metric]
-        logged = {(str(a), int(s)): float(v) for a, s, v in zip(primary["arm"], primary["seed"], primary["value"])}
-        correct, why = contrasts.correct_per_example(study.evaluations(runs), logged)
-        notes += why
-    frame = contrasts.contrast_frame(specs, scores, metric, correct, margin, failures=arm_rules.failure_texts(failures),
-                                     alpha=alpha) if len(scores) else pd.DataFrame(columns=contrasts.COLUMNS)
-    return Headline(frame, source, margin if metric == contrasts.MARGIN_METRIC else None, failures,
-                    best, best_text, notes)
+        scored = runs[runs["run_id"].isin(set(scores["run_id"]))]
+        correct, why = contrasts.correct_per_example(study.evaluations(scored))
+    frame = (contrasts.contrast_frame(specs, scores, declared, correct, why, arm_rules.failure_texts(failures),
+                                      pruned, alpha)
+             if len(scores) else pd.DataFrame(columns=contrasts.COLUMNS))
+    used = {s.metric: metric_spec(s.metric, declared) for s in specs}
+    return Headline(frame, specs, source, used, failures, best, best_text, pruned, notes)
+
+
+def pruned_texts(study: Study) -> dict[str, str]:
+    """Arm -> the tune trials ASHA stopped early that its configuration was chosen from, in words
+    (``pruned_sentence`` says what that means), for the arms configured so."""
+    tune = study.select(stage="classify", phase="tune").set_index("run_id")
+    metric = study.parent_tags.get(Tag.METRIC, "the selection metric")
+    choices = _tuning_record(study) or chosen_configs(study.parent_tags)
+    return {arm: "; ".join(_pruned_text(e, tune, metric) for e in entries)
+            for arm, entries in pruned_choices(choices).items()}
+
+
+def _tuning_record(study: Study) -> dict:
+    """The parent's record of one tuning per (arm, seed), where the runner writes one; else {}."""
+    name = getattr(records, "tuning_file", None)      # runners that tune each arm per seed
+    path = study.artifact(study.parent_run_id, name(STAGE_CLASSIFY)) if name else None
+    try:
+        return json.loads(path.read_text()) if path is not None else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _pruned_text(choice: Mapping, tune: pd.DataFrame, metric: str) -> str:
+    run_id = str(choice.get("tune_run_id", ""))
+    epoch = choice.get("epochs")
+    if epoch is None and "metrics.epoch" in tune:
+        epoch = tune["metrics.epoch"].get(run_id)
+    at = f" at epoch {int(epoch)}" if epoch is not None and pd.notna(epoch) else ""
+    seed = f" (seed {choice['seed']})" if choice.get("seed") is not None else ""
+    score = choice.get("val_metric")
+    there = f"; {metric} {score:.4g} there" if isinstance(score, (int, float)) else ""
+    return f"tune trial {run_id[:8]}{seed}, stopped by ASHA{at}{there}"
 
 
 # -- tables ------------------------------------------------------------------------------------
 
-def contrasts_table(h: Headline, metric: str) -> Table:
+def contrasts_table(h: Headline) -> Table:
     """rows: one per contrast: estimate, interval, tests, equivalence, power, verdict."""
     rows = []
     for r in h.contrasts.itertuples(index=False):
+        m = r.metric
         rows.append({
-            "contrast": r.contrast, "cells (weight [cell] = arms averaged)": r.formula,
-            "n seeds × test images": f"{r.n} × {r.n_examples:,}" if r.n_examples else f"{r.n} × (seed level)",
-            "estimate [95% CI]": (f"{contrasts.amount(r.estimate, metric)} [{contrasts.amount(r.low, metric)}, "
-                                  f"{contrasts.amount(r.high, metric)}]" if r.estimable
-                                  else f"{contrasts.amount(r.estimate, metric)} [not estimable]"),
+            "contrast": r.contrast, "metric": m, "cells (weight [cell] = arms averaged)": r.formula,
+            "n seeds × test examples": f"{r.n} × {r.n_examples:,}" if r.n_examples else f"{r.n} × (seed level)",
+            "estimate [95% CI]": (f"{contrasts.amount(r.estimate, m)} [{contrasts.amount(r.low, m)}, "
+                                  f"{contrasts.amount(r.high, m)}]" if r.estimable
+                                  else f"{contrasts.amount(r.estimate, m)} [not estimable]"),
             "p / Holm": f"{pvalue(r.p)} / {pvalue(r.p_holm)}",
             "seed t-test: p / Holm, d_z": f"{pvalue(r.p_seed)} / {pvalue(r.p_seed_holm)}, {num(r.d_z, 2)}",
             "P(A>B)": f"{num(r.p_superiority, 2)} ({r.wins}/{r.n})",
             "TOST p (Holm)": pvalue(r.p_tost_holm),
-            "MDE": contrasts.amount(r.mde, metric, signed=False),
+            "MDE": contrasts.amount(r.mde, m, signed=False),
             "verdict": r.verdict,
             "failed replicates / left out": "; ".join(x for x in (r.failed_replicates, r.left_out) if x) or "none",
         })
-    margin = f"±{h.margin * 100:g} pp" if h.margin else "none declared for this metric"
-    note = (f"Family: {h.source}. Estimate = Σ weight × mean of the cell's arms, paired by seed and by "
-            "test image; 95% CI from a hierarchical paired bootstrap (seeds and test images resampled "
-            "on their own, pairing kept, Student t with Welch-Satterthwaite df: see analysis/inference.py); "
-            "p from that interval's t statistic, Holm-adjusted over the family; the seed-level paired "
-            "t-test is shown next to it. P(A>B): share of seeds on which the contrast is positive "
-            f"(Bouthillier et al. 2021). Smallest effect of interest: {margin}; TOST = two one-sided "
-            "tests against it (Holm over the family). MDE: the effect the study could detect at its n "
+    display = pd.DataFrame(rows)
+    if len(h.metrics) == 1 and len(display):
+        display = display.drop(columns="metric")          # one metric: the note names it
+    note = (f"Family: {h.source}. Estimate = Σ weight × mean of the cell's arms, paired by seed. "
+            f"{interval_note(h)} p from that interval's t statistic, Holm-adjusted over the family; the "
+            "seed-level paired t-test is shown next to it. P(A>B): share of seeds on which the contrast is "
+            f"positive (Bouthillier et al. 2021). {margins_note(h)}; TOST = two one-sided tests against it "
+            "(Holm over the family). MDE: the effect the study could detect at its n "
             f"(α = {stats.ALPHA}, power {inference.POWER}, two-sided). No verdict below "
             f"{inference.MIN_VERDICT_N} seeds; constant differences are not estimable.")
-    return Table("planned_contrasts", "Planned contrasts: the study's questions", pd.DataFrame(rows),
-                 h.contrasts, note)
+    return Table("planned_contrasts", "Planned contrasts: the study's questions", display, h.contrasts, note)
+
+
+_EXAMPLES_NOTE = ("95% CI from a hierarchical paired bootstrap over seeds and test examples (each level "
+                  "resampled on its own, pairing kept, Student t with Welch-Satterthwaite df: see "
+                  "analysis/inference.py)")
+_SEEDS_NOTE = "95% CI from a paired bootstrap over seeds (Student t, seeds − 1 df)"
+
+
+def interval_note(h: Headline) -> str:
+    """What each contrast's interval resamples, and why some only resample seeds."""
+    frame = h.contrasts[h.contrasts["n"] > 0] if len(h.contrasts) else h.contrasts
+    if frame.empty:
+        return f"Intervals: {_EXAMPLES_NOTE} where per-example predictions pair the arms, else {_SEEDS_NOTE}."
+    over_examples = frame[frame["interval_over"] == contrasts.EXAMPLES]
+    seeds_only = frame[frame["interval_over"] != contrasts.EXAMPLES]
+    parts = []
+    if len(over_examples):
+        which = ("every contrast" if seeds_only.empty
+                 else f"contrasts on {', '.join(dict.fromkeys(over_examples['metric']))}")
+        parts.append(f"For {which}: {_EXAMPLES_NOTE}.")
+    if len(seeds_only):
+        which = "every contrast" if over_examples.empty else ", ".join(seeds_only["contrast"])
+        why = "; ".join(dict.fromkeys(w for w in seeds_only["seeds_only_why"] if w))
+        parts.append(f"Over seeds only for {which}" + (f", because {why}" if why else "") + f": {_SEEDS_NOTE}.")
+    return " ".join(parts)
+
+
+def margins_note(h: Headline) -> str:
+    """The smallest effect of interest of each metric the contrasts compare."""
+    texts = [f"{m}: {contrasts.margin_text(spec.margin, m) or 'none declared'}"
+             + (", lower is better" if spec.minimize else "") for m, spec in h.metrics.items()]
+    return "Smallest effect of interest (declared per metric in the study): " + ("; ".join(texts) or "none")
 
 
 def mark_failed_arms(tabs: Sequence[Table], h: Headline) -> list[Table]:
@@ -167,6 +235,15 @@ def failure_column(h: Headline, arms: Sequence[str]) -> list[str]:
 
 # -- the Findings --------------------------------------------------------------------------------
 
+def pruned_sentence(h: Headline) -> str:
+    """One sentence on the arms configured from a pruned tune trial ("" when none was)."""
+    if not h.pruned:
+        return ""
+    return ("Configured from a tune trial that ASHA stopped early, so never trained to full length in the tune "
+            "phase (the choice rests on a partial learning curve): "
+            + "; ".join(f"{arm} ({text})" for arm, text in h.pruned.items()) + ".")
+
+
 def findings_markdown(h: Headline, figure: str | None) -> list[str]:
     parts = []
     if figure:
@@ -175,8 +252,9 @@ def findings_markdown(h: Headline, figure: str | None) -> list[str]:
     if h.contrasts.empty:
         parts += ["No contrast can be estimated yet (no completed replicate runs).", ""]
     parts += [f"- {s}" for s in h.contrasts["finding"]]
-    parts += ["", f"_Family: {h.source}._", "", h.best_text, ""]
-    return parts
+    parts += ["", f"_Family: {h.source}._", ""]
+    parts += [pruned_sentence(h), ""] if h.pruned else []
+    return parts + [h.best_text, ""]
 
 
 def findings_html(h: Headline, figure_src: str | None) -> list[str]:
@@ -190,17 +268,25 @@ def findings_html(h: Headline, figure_src: str | None) -> list[str]:
         body.append("<p>No contrast can be estimated yet (no completed replicate runs).</p>")
     else:
         body.append("<ul>" + "".join(f"<li>{e(s)}</li>" for s in h.contrasts["finding"]) + "</ul>")
-    body.append(f'<p class="note">Family: {e(h.source)}.</p><p>{e(h.best_text)}</p></section>')
+    body.append(f'<p class="note">Family: {e(h.source)}.</p>')
+    body += [f"<p>{e(pruned_sentence(h))}</p>"] if h.pruned else []
+    body.append(f"<p>{e(h.best_text)}</p></section>")
     return body
 
 
 def effects_caption(h: Headline) -> str:
-    band = f"; green band: ±{h.margin * 100:g} pp, the smallest effect of interest" if h.margin else ""
-    return ("Each planned contrast's estimate (dot) and 95% interval (bar, hierarchical paired bootstrap "
-            f"over seeds and test images){band}; black line: no difference. Colour: the verdict.")
+    bands = [f"{m} {contrasts.margin_text(spec.margin, m)}" for m, spec in h.metrics.items() if spec.margin]
+    band = ("; green band: the smallest effect of interest (" + ", ".join(bands) + ")") if bands else ""
+    over = set(h.contrasts["interval_over"]) if len(h.contrasts) else set()
+    what = ("hierarchical paired bootstrap over seeds and test examples" if over == {contrasts.EXAMPLES}
+            else "paired bootstrap over seeds" if contrasts.EXAMPLES not in over
+            else "paired bootstrap over seeds, and over test examples where the table says so")
+    panels = "; one panel per metric" if len(h.metrics) > 1 else ""
+    return (f"Each planned contrast's estimate (dot) and 95% interval (bar, {what}){band}; black line: no "
+            f"difference{panels}. Colour: the verdict.")
 
 
-def effects_figure(h: Headline, metric: str, study_name: str, out: Path):
+def effects_figure(h: Headline, study_name: str, out: Path):
     """``figures/effects.png`` as a ``plotting.FigureResult`` (skipped, with the reason, when
     there is nothing to draw)."""
     from analysis.plotting import FigureResult
@@ -210,7 +296,8 @@ def effects_figure(h: Headline, metric: str, study_name: str, out: Path):
     if h.contrasts.empty or not h.contrasts["estimate"].notna().any():
         return FigureResult("effects", title, "", None, "no contrast can be estimated yet")
     n = sorted(set(int(x) for x in h.contrasts["n"]))
-    heading = (f"{study_name}: planned contrasts on {METRIC_LABELS.get(metric, metric)} "
+    on = ", ".join(METRIC_LABELS.get(m, m) for m in h.metrics)
+    heading = (f"{study_name}: planned contrasts on {on} "
                f"(n = {n[0] if len(n) == 1 else f'{n[0]}-{n[-1]}'} seeds)")
-    path = write_effects_figure(h.contrasts, metric, out, heading)
+    path = write_effects_figure(h.contrasts, out, heading)
     return FigureResult("effects", title, effects_caption(h), path)

@@ -47,8 +47,9 @@ class FigureResult:
     name: str                        # file stem
     title: str
     caption: str
-    path: Path | None                # None when skipped
+    path: Path | None                # None when skipped or left out
     skipped: str = ""                # why it was skipped
+    needs: str = ""                  # left out: what a trainable must log to get it
 
 
 def save(fig: Figure, path: Path) -> Path:

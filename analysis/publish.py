@@ -2,9 +2,10 @@
 
 * ``models_table(a)``: per arm, the replicate run whose primary metric is closest to the arm's
   median over seeds (ties: the lower seed), with the URI its model loads from,
-  ``runs:/<run id>/model`` (the runner logs every completed replicate run's model with
-  ``mlflow.pytorch.log_model``; see study/run_contents.py):
-  ``mlflow.pytorch.load_model("runs:/<run id>/model")``.
+  ``runs:/<run id>/model``: ``mlflow.pytorch.load_model("runs:/<run id>/model")``. The runner
+  logs a completed replicate run's model only for a trainable that declares ``mlflow_model``
+  (study.json ``trainables``; study/run_contents.py); the table says per arm what the store
+  holds, and counts the runs that hold one, never more.
 * ``log_report(result)``: logs ``report.html`` and ``comparison.md`` to the study's parent run
   (the figures are logged by ``report.write_report`` under ``figures/``), so the MLflow UI
   holds the whole study: its runs, their models and its report.
@@ -17,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import tables
+from analysis.definition import declares_mlflow_model
 from analysis.tables import Table
 from study import records
 
@@ -55,18 +57,42 @@ def _has_model(client, run_id: str) -> bool:
 
 
 def models_table(a) -> Table:
-    """rows: one per arm: its representative model."""
+    """rows: one per arm: its representative run and the model it holds (or why none)."""
     data = representative_runs(a)
+    declared = declares_mlflow_model(a.study.definition())
     display = pd.DataFrame({
         "arm": data["arm"], "seed": data["seed"],
         tables.label(a.metric): [tables.num(v) for v in data["value"]],
         "arm median": [tables.num(v) for v in data["median"]],
-        "MLflow model": [u if ok else f"none logged (run {u.split('/')[1]})"
-                         for u, ok in zip(data["model_uri"], data["has_model"])]})
-    return Table("models", "Representative model of each arm (load with mlflow.pytorch.load_model(URI))",
-                 display, data,
+        "MLflow model": [_model_text(run_id, ok, declared) for run_id, ok in zip(data["run_id"], data["has_model"])]})
+    title = ("Representative model of each arm (load with mlflow.pytorch.load_model(URI))" if data["has_model"].any()
+             else "Representative run of each arm")
+    return Table("models", title, display, data,
                  f"The replicate run whose {tables.label(a.metric)} is closest to its arm's median over seeds "
-                 "(ties: the lower seed). Every completed replicate run holds its model: runs:/<run id>/model.")
+                 f"(ties: the lower seed). {_holding(a, declared)}")
+
+
+def _model_text(run_id: str, held: bool, declared: bool | None) -> str:
+    if held:
+        return model_uri(run_id)
+    if declared is False:
+        return f"no MLflow model: the trainable declares none (run {run_id})"
+    return f"none logged (run {run_id})"
+
+
+def _holding(a, declared: bool | None) -> str:
+    """What the completed replicate runs of the report hold, counted."""
+    run_ids = sorted(set(a.scores["run_id"]))
+    held = sum(_has_model(a.study.client, run_id) for run_id in run_ids)
+    if run_ids and held == len(run_ids):
+        return f"Every completed replicate run holds its model ({held} of {len(run_ids)}): runs:/<run id>/model."
+    if declared is False:
+        which = (f"{held} of {len(run_ids)} completed replicate runs hold one" if held
+                 else "no completed replicate run holds one")
+        return ("The trainable declares no MLflow model (no mlflow_model; study.json records its declarations), "
+                f"so {which}; its runs hold the files the trainable wrote.")
+    return (f"{held} of {len(run_ids)} completed replicate runs hold an MLflow model"
+            + (" although the trainable declares one." if declared else "."))
 
 
 def log_report(result) -> list[str]:

@@ -2,7 +2,7 @@
 self-contained ``report.html``.
 
     study = load_study("ablation_pretraining")
-    analysis = analyze(study, metric="test/acc")
+    analysis = analyze(study)               # primary metric: the study's test_metric (test/acc)
     paths = write_report(analysis, Path("reports/ablation_pretraining"))
 
 or in one call (what ``python -m analysis.compare`` and the runner use):
@@ -10,10 +10,8 @@ or in one call (what ``python -m analysis.compare`` and the runner use):
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
-import html
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -22,8 +20,10 @@ from typing import Sequence
 
 import pandas as pd
 
-from analysis import headline, settings, stats, tables
-from analysis.load import (DEFAULT_METRICS, AnalysisError, Study, load_study)
+from analysis import headline, overlap, settings, stats, tables
+from analysis.definition import compared_metrics, metric_spec, primary_metric
+from analysis.load import DEFAULT_METRICS, AnalysisError, Study, load_study
+from analysis.render import render_html, render_latex, render_markdown
 from analysis.tables import Table
 from study import records
 
@@ -35,13 +35,13 @@ class Analysis:
     """Everything the tables and figures show, computed once from a ``Study``."""
     study: Study
     metric: str                          # primary metric (first column, picks the best arm)
-    metrics: list[str]                   # primary first, then the other test metrics logged
+    metrics: list[str]                   # the arms table's: primary first, declared, familiar ones logged
     baseline: str
     arms: list[str]                      # classify arms, baseline first
     seeds: list[int]
-    scores: pd.DataFrame                 # rows: one per (arm, seed, metric)
+    scores: pd.DataFrame                 # rows: one per (arm, seed, metric), every test metric logged
     summary: pd.DataFrame                # rows: one per (arm, metric)
-    comparison: pd.DataFrame             # rows: one per (metric, arm != baseline)
+    comparison: pd.DataFrame             # rows: one per (metric of ``metrics``, arm != baseline)
     effects: pd.DataFrame | None         # rows: one per (metric, effect term); factorial only
     cell_means: pd.DataFrame | None      # rows: one per (factor pair, level pair); factorial only
     completeness: dict[str, pd.DataFrame]      # stage -> arm x seed matrix
@@ -52,6 +52,7 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     headline: headline.Headline | None = None  # planned contrasts, failures, best-arm rule
     setting_roles: dict[str, dict[str, str]] = field(default_factory=dict)  # stage -> param -> role
+    other_metrics: list[str] = field(default_factory=list)   # the other test/* metrics logged
 
     @property
     def n_per_arm(self) -> dict[str, int]:
@@ -59,21 +60,58 @@ class Analysis:
         return dict(zip(s["arm"], s["n"].astype(int)))
 
 
-def analyze(study: Study, metric: str = "test/acc", baseline: str | None = None,
+def analyze(study: Study, metric: str | None = None, baseline: str | None = None,
             metrics: Sequence[str] | None = None, alpha: float = stats.ALPHA) -> Analysis:
-    """Statistics of a study. Raises ``AnalysisError`` for an unknown metric or baseline."""
-    notes: list[str] = []
-    comparison_runs = study.comparison_runs()
-    has_scores = len(comparison_runs) > 0
+    """Statistics of a study. ``metric``: the primary one (default: the study's test_metric).
+    Raises ``AnalysisError`` for an unknown metric or baseline."""
+    definition = study.definition()
+    declared = compared_metrics(definition)
+    metric = metric or primary_metric(definition)
+    has_scores = len(study.comparison_runs()) > 0
     if has_scores:
         study.check_metric(metric)
-    logged = set(study.metric_names())
-    wanted = [metric] + [m for m in (metrics or DEFAULT_METRICS) if m != metric]
-    absent = [m for m in wanted[1:] if m not in logged]
-    if has_scores and absent:
-        notes.append(f"Not logged by the comparison runs, so not shown: {', '.join(absent)}.")
-    metrics = [m for m in wanted if m in logged] if has_scores else [metric]
+    shown, other, notes = _metric_columns(study, metric, declared, metrics) if has_scores else ([metric], [], [])
+    arms, baseline = _arms(study, baseline)
+    seeds = study.seeds("classify")
+    scores = (study.scores(shown + other) if has_scores
+              else pd.DataFrame(columns=["arm", "seed", "run_id", "metric", "value"]))
+    summary = stats.summarize_arms(scores)
+    # the planned contrasts, failed replicates and the best arm by its stated rule
+    head = headline.compute(study, scores, summary, metric, declared, arms, seeds, baseline, alpha)
+    comparison, effects, cell_means, more = _exploratory(study, scores[scores["metric"].isin(shown)], metric,
+                                                         declared, baseline, head, alpha)
+    notes += more
+    completeness, hyper, roles, more = _settings(study, arms, seeds, definition)
+    notes += more
+    reused = _reused_pretraining(study)
+    if reused:
+        notes.append(f"{len(reused)} pretrained autoencoder(s) were reused from earlier runs "
+                     f"({', '.join(sorted(reused))}); their cost is not in the cost table.")
+    notes += head.notes + ([headline.pruned_sentence(head)] if head.pruned else [])
+    return Analysis(study=study, metric=metric, metrics=shown, baseline=baseline, arms=arms,
+                    seeds=seeds, scores=scores, summary=summary, comparison=comparison,
+                    effects=effects, cell_means=cell_means, completeness=completeness,
+                    hyperparameters=hyper, cost=stats.cost_table(study.runs, _pretraining_of(study)),
+                    best_arm=head.best_arm, alpha=alpha, notes=notes, headline=head, setting_roles=roles,
+                    other_metrics=other)
 
+
+def _metric_columns(study: Study, metric: str, declared, requested: Sequence[str] | None
+                    ) -> tuple[list[str], list[str], list[str]]:
+    """(the arms table's metrics: the primary, the declared ones, then ``requested`` or the
+    familiar ``DEFAULT_METRICS``, each where logged; every other test/* metric logged; notes on
+    the declared or requested metrics the comparison runs did not log)."""
+    logged = set(study.metric_names())
+    wanted = list(dict.fromkeys([metric, *declared, *(requested or DEFAULT_METRICS)]))
+    shown = [m for m in wanted if m in logged]
+    other = sorted(m for m in logged if m.startswith("test/") and m not in shown)
+    absent = [m for m in dict.fromkeys([*declared, *(requested or ())]) if m not in logged]
+    notes = [f"Declared but not logged by the comparison runs, so not shown: {', '.join(absent)}."] if absent else []
+    return shown, other, notes
+
+
+def _arms(study: Study, baseline: str | None) -> tuple[list[str], str]:
+    """The classify arms, baseline first, and the baseline (``AnalysisError`` when unknown)."""
     arms = study.arms("classify")
     baseline = baseline or study.baseline_arm
     if baseline is None:
@@ -82,62 +120,59 @@ def analyze(study: Study, metric: str = "test/acc", baseline: str | None = None,
     if baseline not in arms:
         raise AnalysisError(f"baseline arm {baseline!r} is not an arm of study {study.name!r}; "
                             f"arms: {', '.join(arms) or '(none yet)'}")
-    arms = [baseline] + [a for a in arms if a != baseline]
-    seeds = study.seeds("classify")
+    return [baseline] + [a for a in arms if a != baseline], baseline
 
-    scores = study.scores(metrics) if has_scores else pd.DataFrame(columns=["arm", "seed", "run_id", "metric", "value"])
-    summary = stats.summarize_arms(scores)
-    if has_scores and baseline in set(scores["arm"]):
-        comparison = stats.compare_to_baseline(scores, baseline, alpha)
+
+def _exploratory(study: Study, scores: pd.DataFrame, metric: str, declared, baseline: str,
+                 head: headline.Headline, alpha: float):
+    """(comparisons with the baseline, factorial effects, two-way cell means, notes), each
+    comparison a planned contrast also estimates linked to it (``overlap.link``)."""
+    notes: list[str] = []
+    minimize = {m: metric_spec(m, declared).minimize for m in scores["metric"].unique()}
+    if len(scores) and baseline in set(scores["arm"]):
+        comparison = stats.compare_to_baseline(scores, baseline, alpha, minimize=minimize)
+        comparison = overlap.link(comparison, overlap.difference_weights, head.specs, head.contrasts)
     else:
         comparison = pd.DataFrame(columns=stats.COMPARISON_COLUMNS)
         notes.append(f"The baseline arm {baseline!r} has no completed replicate run yet: no "
                      "differences to it can be computed.")
-
     effects = cell_means = None
-    if study.design == "factorial" and has_scores:
+    if study.design == "factorial" and len(scores):
         arm_levels = study.arm_levels()
         factors = [f for f in study.factors if f in arm_levels.columns]
         if factors:
             reference = study.reference_levels()
-            effects = stats.factorial_effects(scores, arm_levels, factors, reference, alpha)
+            effects = stats.factorial_effects(scores, arm_levels, factors, reference, alpha, minimize=minimize)
+            effects = overlap.link(effects, overlap.effect_weights, head.specs, head.contrasts)
             cell_means = stats.two_way_cell_means(scores, arm_levels, factors, reference, metric) \
                 if len(factors) >= 2 else None
         else:
             notes.append("The parent run says design=factorial but no trial has factor.<name> tags.")
+    return comparison, effects, cell_means, notes
 
-    completeness = {}
-    hyper, roles = {}, {}
+
+def _settings(study: Study, arms: list[str], seeds: list[int], definition):
+    """Per stage: the arm x seed completeness matrix, the settings table and its roles; notes.
+    The defaults are the study's trainable's schema as recorded (``settings.recorded_defaults``)."""
+    completeness, hyper, roles, notes = {}, {}, {}, []
     for stage in ("classify", "pretrain"):
         stage_arms = arms if stage == "classify" else study.arms("pretrain")
-        stage_seeds = seeds if stage == "classify" else study.seeds("pretrain")
         if not stage_arms:
             continue
         replicate = study.select(stage=stage, phase="replicate")
-        completeness[stage] = stats.completeness(replicate, stage_arms, stage_seeds)
+        completeness[stage] = stats.completeness(replicate, stage_arms,
+                                                 seeds if stage == "classify" else study.seeds("pretrain"))
         done = replicate[replicate["outcome"] == "completed"]
         # meta.* params are the runner's protocol keys (arm, phase, artifact references)
-        ignore = {"seed"} | {c.removeprefix("params.") for c in study.runs.columns
-                             if c.startswith("params.meta.")}
-        hyper[stage], roles[stage] = settings.settings_table(
-            done, study.select(stage=stage, phase="tune"), stage, ignore=ignore)
+        ignore = {"seed"} | {c.removeprefix("params.") for c in study.runs.columns if c.startswith("params.meta.")}
+        defaults = settings.recorded_defaults(definition, stage, replicate)
+        if defaults is None:
+            notes.append(f"The {stage} stage's trainable did not have its schema defaults recorded with this "
+                         "study (a store older than that record): its fixed settings are not compared with defaults.")
+        hyper[stage], roles[stage] = settings.settings_table(done, study.select(stage=stage, phase="tune"),
+                                                             defaults, ignore=ignore)
         hyper[stage] = hyper[stage].reindex([a for a in stage_arms if a in set(done["arm"])])
-
-    reused = _reused_pretraining(study)
-    if reused:
-        notes.append(f"{len(reused)} pretrained autoencoder(s) were reused from earlier runs "
-                     f"({', '.join(sorted(reused))}); their cost is not in the cost table.")
-
-    # the planned contrasts, failed replicates and the best arm by its stated rule
-    head = headline.compute(study, scores, summary, metric, arms, seeds, baseline, alpha)
-    notes += head.notes
-
-    return Analysis(study=study, metric=metric, metrics=metrics, baseline=baseline, arms=arms,
-                    seeds=seeds, scores=scores, summary=summary, comparison=comparison,
-                    effects=effects, cell_means=cell_means, completeness=completeness,
-                    hyperparameters=hyper, cost=stats.cost_table(study.runs, _pretraining_of(study)),
-                    best_arm=head.best_arm,
-                    alpha=alpha, notes=notes, headline=head, setting_roles=roles)
+    return completeness, hyper, roles, notes
 
 
 def _pretraining_of(study: Study) -> dict[str, list[str]]:
@@ -165,10 +200,13 @@ def build_tables(a: Analysis) -> list[Table]:
                              headline.failure_column(h, a.arms) if h is not None else None)]
     if h is not None:
         out[0] = dataclasses.replace(out[0], data=headline.with_failures(a.summary, h))
-    out += [headline.contrasts_table(h, a.metric)] if h is not None else []
-    out.append(tables.differences_table(a.comparison, a.metrics, a.alpha, a.baseline))
+    if a.other_metrics:
+        out.append(tables.other_metrics_table(a.summary, a.other_metrics, a.arms, a.baseline))
+    planned = h.contrasts if h is not None else None
+    out += [headline.contrasts_table(h)] if h is not None else []
+    out.append(tables.differences_table(a.comparison, a.metrics, a.alpha, a.baseline, planned))
     if a.effects is not None:
-        out.append(tables.effects_table(a.effects, a.metrics, a.alpha))
+        out.append(tables.effects_table(a.effects, a.metrics, a.alpha, planned))
     if a.cell_means is not None:
         out.append(tables.cell_means_table(a.cell_means, a.metric))
     for stage, matrix in a.completeness.items():
@@ -181,19 +219,6 @@ def build_tables(a: Analysis) -> list[Table]:
         from analysis.publish import models_table      # each arm's runs:/<id>/model
         out.append(models_table(a))
     return headline.mark_failed_arms(out, h) if h is not None else out
-
-
-def status_line(study: Study) -> str | None:
-    """The banner of a partial report, None for a finished study."""
-    if not study.is_partial:
-        return None
-    running = study.running_trials
-    what = {"running": "is still running", "interrupted": "was interrupted",
-            "failed": "failed before it finished"}.get(
-        study.status, f"has study_status={study.status!r}")
-    return (f"PARTIAL REPORT: study {study.name!r} {what}"
-            + (f"; {running} trial run(s) still running" if running else "")
-            + ". Numbers will change; missing cells are listed in the completeness matrix.")
 
 
 def provenance(a: Analysis, command: str | None) -> list[tuple[str, str]]:
@@ -240,96 +265,6 @@ def _git_commit() -> str:
     """The analysis code's commit, short, and whether its tree had changes."""
     commit, dirty = records.git_state()
     return commit[:7] + (" (dirty tree)" if dirty else "")
-
-
-# -- rendering ----------------------------------------------------------------------------------
-
-def render_markdown(a: Analysis, tabs: Sequence[Table], footer: Sequence[tuple[str, str]],
-                    figures: Sequence = ()) -> str:
-    s = a.study
-    parts = [f"# Study report: {s.name}", ""]
-    banner = status_line(s)
-    if banner:
-        parts += [f"> **{banner}**", ""]
-    if a.headline is not None:
-        effects = next((f for f in figures if f.name == "effects" and f.path is not None), None)
-        parts += headline.findings_markdown(a.headline, f"figures/{effects.path.name}" if effects else None)
-    parts += [f"Primary metric {a.metric}; baseline arm {a.baseline}; best arm by "
-              f"{tables.label(a.metric)}: {a.best_arm or 'n/a'}.", ""]
-    for note in a.notes:
-        parts += [f"- {note}"]
-    if a.notes:
-        parts.append("")
-    for t in tabs:
-        parts += [tables.table_markdown(t), ""]
-    shown = [f for f in figures if f.path is not None]
-    if shown:
-        parts += ["### Figures", ""]
-        parts += [f"- `figures/{f.path.name}`: {f.title}" for f in shown]
-        parts.append("")
-    skipped = [f for f in figures if f.path is None]
-    if skipped:
-        parts += ["Figures skipped:", ""] + [f"- {f.title}: {f.skipped}" for f in skipped] + [""]
-    parts += ["### Provenance", ""] + [f"- **{k}**: {v}" for k, v in footer]
-    return "\n".join(parts) + "\n"
-
-
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}
-th{background:#f0f0f0}.note{color:#555;font-size:12px;max-width:1000px}.banner{background:#fff3cd;border:1px solid #e0b000;padding:.7em}
-figure{margin:1.5em 0}figcaption{font-size:13px;color:#444;max-width:1000px}img{max-width:100%;border:1px solid #ddd}
-dl.prov dt{font-weight:bold}dl.prov dd{margin:0 0 .4em 1.5em;font-family:monospace;font-size:12px}"""
-
-
-def render_html(a: Analysis, tabs: Sequence[Table], footer: Sequence[tuple[str, str]],
-                figures: Sequence = (), embed: bool = True) -> str:
-    """One page. ``embed``: figures as base64 data URIs (no file next to it is needed)."""
-    s = a.study
-    e = html.escape
-    body = [f"<h1>Study report: {e(s.name)}</h1>"]
-    banner = status_line(s)
-    if banner:
-        body.append(f'<p class="banner"><strong>{e(banner)}</strong></p>')
-    effects = next((f for f in figures if f.name == "effects" and f.path is not None), None)
-    if a.headline is not None:
-        body += headline.findings_html(a.headline, _img_src(effects.path, embed) if effects else None)
-    body.append(f"<p>Primary metric <code>{e(a.metric)}</code>; baseline arm <code>{e(a.baseline)}</code>; "
-                f"best arm by {e(tables.label(a.metric))}: <code>{e(a.best_arm or 'n/a')}</code>.</p>")
-    if a.notes:
-        body.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in a.notes) + "</ul>")
-    body += [tables.table_html(t) for t in tabs]
-    shown = [f for f in figures if f.path is not None and f is not effects]   # effects: at the top
-    if shown:
-        body.append("<h2>Figures</h2>")
-    for f in shown:
-        src = _img_src(f.path, embed)
-        body.append(f'<figure id="fig-{e(f.name)}"><img src="{src}" alt="{e(f.title)}">'
-                    f"<figcaption><strong>{e(f.title)}.</strong> {e(f.caption)}</figcaption></figure>")
-    skipped = [f for f in figures if f.path is None]
-    if skipped:
-        body.append("<h3>Figures skipped</h3><ul>"
-                    + "".join(f"<li>{e(f.title)}: {e(f.skipped)}</li>" for f in skipped) + "</ul>")
-    body.append("<h2>Provenance</h2><dl class=\"prov\">"
-                + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in footer) + "</dl>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{e(s.name)}: study report</title><style>{_CSS}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
-
-
-def _img_src(path: Path, embed: bool) -> str:
-    if embed:
-        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-    return f"figures/{path.name}"
-
-
-def render_latex(a: Analysis, tabs: Sequence[Table], footer: Sequence[tuple[str, str]]) -> str:
-    """Table environments to ``\\input`` (needs booktabs), provenance as a comment block."""
-    head = [f"% Study report tables: {a.study.name} (generated; do not edit). Needs \\usepackage{{booktabs}}.",
-            *[f"% {k}: {v}" for k, v in footer]]
-    banner = status_line(a.study)
-    if banner:
-        head.append(f"% {banner}")
-    return "\n".join(head) + "\n\n" + "\n".join(tables.table_latex(t) for t in tabs)
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -399,7 +334,7 @@ def _effects(a: Analysis, fig_dir: Path):
     from analysis.plotting import FigureResult
 
     try:
-        return headline.effects_figure(a.headline, a.metric, a.study.name, fig_dir)
+        return headline.effects_figure(a.headline, a.study.name, fig_dir)
     except Exception as err:  # noqa: BLE001 - as figures._draw: the report goes on
         return FigureResult("effects", "Planned contrasts (forest plot)", "", None,
                             f"failed: {type(err).__name__}: {err}")
@@ -411,11 +346,11 @@ def _write(path: Path, text: str) -> Path:
 
 
 def default_output_dir(name: str) -> Path:
-    return records.PROJECT_ROOT / "reports" / name
+    return records.mark_output_folder(records.default_dir("reports")) / name
 
 
 def build_report(name: str, *, tracking_uri: str | None = None, output_dir: Path | None = None,
-                 metric: str = "test/acc", baseline: str | None = None,
+                 metric: str | None = None, baseline: str | None = None,
                  formats: Sequence[str] = FORMATS, figures: bool = True,
                  log_figures: bool = True, parent_run_id: str | None = None,
                  budget: str | None = None, command: str | None = None,

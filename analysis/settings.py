@@ -4,7 +4,13 @@ reader would assume: the trainable's schema default, or, for the optimizer's own
 (momentum, weight_decay, ...), PyTorch's default for the arm's optimizer (RMSprop runs with
 momentum 0 in PyTorch; AdamW decays by 0.01 there).
 
-``settings_table(runs, tune_runs, stage)``   rows: one per arm (index ``arm``); columns: the
+The schema defaults are those the study recorded for its own trainable (study.json
+``trainables``: ``analysis.definition.trainable_schema``). A store recorded before trainables
+were recorded falls back to our classifier's or autoencoder's schema (``our_defaults``) only
+when the stage's trainable was ours; for another trainable the defaults are unknown and no
+fixed setting is compared with one (``recorded_defaults``).
+
+``settings_table(runs, tune_runs, defaults)``   rows: one per arm (index ``arm``); columns: the
     param keys shown, values as MLflow stores them (strings), "unused by <optimizer>" where an
     optimizer argument does not apply to the arm's optimizer. ``roles``: key -> "factor",
     "tuned", "fixed; default <value>" or "fixed; differs from PyTorch's default".
@@ -12,11 +18,12 @@ momentum 0 in PyTorch; AdamW decays by 0.01 there).
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
 from analysis.bookkeeping import tuned_hyperparameters
+from analysis.definition import trainable_labels, trainable_schema
 
 # Run plumbing, not a setting of the experiment: where data and weights come from, the device,
 # the seed (varies within an arm), test evaluation (on for every replicate).
@@ -24,8 +31,26 @@ IGNORE = {"seed", "dataset", "data_dir", "device", "encoder_checkpoint", "denois
           "evaluate_test", "bf16", "channels_last"}
 
 
-def trainable_defaults(stage: str) -> dict[str, Any]:
-    """Schema defaults of the stage's trainable (classifier or autoencoder); {} if unavailable."""
+# our trainables, by the label the runner records (``meta.trainable``, study.json "trainable")
+OUR_TRAINABLES = {"trainables.classifier:train_classifier", "trainables.autoencoder:train_autoencoder"}
+
+
+def recorded_defaults(definition: Mapping | None, stage: str, runs: pd.DataFrame) -> dict[str, Any] | None:
+    """The schema defaults of the stage's trainable: as study.json records them; for an older
+    store, ours when the stage's trainables (study.json "trainable", else the runs'
+    ``meta.trainable`` params) are ours or not recorded at all; None when unknown."""
+    schema = trainable_schema(definition, stage)
+    if schema is not None:
+        return schema
+    labels = set(trainable_labels(definition, stage))
+    if not labels and "params.meta.trainable" in runs:
+        labels = set(runs["params.meta.trainable"].dropna())
+    return our_defaults(stage) if labels <= OUR_TRAINABLES else None
+
+
+def our_defaults(stage: str) -> dict[str, Any]:
+    """Schema defaults of our trainable of the stage (classifier or autoencoder): what a store
+    recorded before study.json named its trainables' schemas ran; {} if unavailable."""
     try:
         from trainables.config import AUTOENCODER_SCHEMA, CLASSIFIER_SCHEMA
     except ImportError:          # analysis of a store without the trainables' code
@@ -71,10 +96,11 @@ def same(value: Any, default: Any) -> bool:
     return str(value) == str(default)
 
 
-def settings_table(runs: pd.DataFrame, tune_runs: pd.DataFrame | None, stage: str,
+def settings_table(runs: pd.DataFrame, tune_runs: pd.DataFrame | None, defaults: Mapping[str, Any] | None,
                    ignore: set[str] = frozenset()) -> tuple[pd.DataFrame, dict[str, str]]:
     """See the module doc. ``runs``: the completed replicate runs of the stage (rows: one per
-    run; ``arm`` and ``params.<key>``); ``tune_runs``: that stage's tune trials."""
+    run; ``arm`` and ``params.<key>``); ``tune_runs``: that stage's tune trials; ``defaults``:
+    the schema defaults of the stage's trainable (None: unknown, no fixed setting shown)."""
     skip = IGNORE | set(ignore)
     shown = tuned_hyperparameters(runs, tune_runs, ignore=skip)
     searched = set()
@@ -87,7 +113,6 @@ def settings_table(runs: pd.DataFrame, tune_runs: pd.DataFrame | None, stage: st
         return shown, roles
     # rows: one per arm: each param's value (constant within the arm)
     per_arm = runs.groupby("arm", sort=False).first()
-    defaults = trainable_defaults(stage)
     optimizers = per_arm["params.optimizer"] if "params.optimizer" in per_arm else pd.Series(dtype=object)
     torch_defaults = {arm: optimizer_defaults(o) for arm, o in optimizers.items()}
     # an optimizer argument: one that some optimizer the trainable offers takes (momentum is
@@ -119,7 +144,7 @@ def settings_table(runs: pd.DataFrame, tune_runs: pd.DataFrame | None, stage: st
             if differs:
                 extra[key] = pd.Series(cells)
                 roles[key] = "fixed; differs from PyTorch's default"
-        elif key in defaults and not all(same(v, defaults[key]) for v in values.dropna()):
+        elif key in (defaults or {}) and not all(same(v, defaults[key]) for v in values.dropna()):
             extra[key] = values
             roles[key] = f"fixed; default {defaults[key]}"
     if extra:

@@ -16,6 +16,7 @@ Conventions
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -168,13 +169,14 @@ COMPARISON_COLUMNS = ["metric", "arm", "baseline", "n", "diff", "low", "high", "
 
 
 def compare_to_baseline(scores: pd.DataFrame, baseline: str, alpha: float = ALPHA,
-                        confidence: float = CONFIDENCE) -> pd.DataFrame:
+                        confidence: float = CONFIDENCE, minimize: Mapping[str, bool] | None = None) -> pd.DataFrame:
     """Every non-baseline arm against ``baseline``, paired by seed, per metric.
 
     rows: one per (metric, arm != baseline). ``diff`` = arm - baseline (its mean over paired
     seeds), ``low``/``high`` its t-interval. ``significant``: Holm-adjusted paired t-test
-    p < alpha (never with n < 2). ``verdict``: "better"/"worse" (direction-aware: lower
-    is better for losses), "n.s.", or "n/a (n=1)" / "n/a (n=0)".
+    p < alpha (never with n < 2). ``verdict``: "better"/"worse" (direction-aware: lower is
+    better for a metric ``minimize`` says so of, else for losses), "n.s.", or "n/a (n=1)" /
+    "n/a (n=0)".
     """
     if baseline not in set(scores["arm"]):
         raise KeyError(f"baseline arm {baseline!r} has no scores; arms: {sorted(set(scores['arm']))}")
@@ -194,11 +196,12 @@ def compare_to_baseline(scores: pd.DataFrame, baseline: str, alpha: float = ALPH
                          "p_wilcoxon": r.p_wilcoxon})
     out = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS
                                       if c not in ("p_t_holm", "p_wilcoxon_holm", "significant", "verdict")])
-    return _adjust_and_judge(out, "diff", alpha)
+    return _adjust_and_judge(out, "diff", alpha, minimize or {})
 
 
-def _adjust_and_judge(frame: pd.DataFrame, estimate: str, alpha: float) -> pd.DataFrame:
-    """Adds Holm-adjusted p-values per metric, ``significant`` and ``verdict``."""
+def _adjust_and_judge(frame: pd.DataFrame, estimate: str, alpha: float, minimize: Mapping[str, bool]) -> pd.DataFrame:
+    """Adds Holm-adjusted p-values per metric, ``significant`` and ``verdict`` (``minimize``:
+    metric -> lower is better; a metric not in it: ``lower_is_better``)."""
     frame = frame.copy()
     frame["p_t_holm"] = np.nan
     frame["p_wilcoxon_holm"] = np.nan
@@ -206,11 +209,12 @@ def _adjust_and_judge(frame: pd.DataFrame, estimate: str, alpha: float) -> pd.Da
         frame.loc[idx, "p_t_holm"] = holm(frame.loc[idx, "p_t"])
         frame.loc[idx, "p_wilcoxon_holm"] = holm(frame.loc[idx, "p_wilcoxon"])
     frame["significant"] = (frame["n"] >= MIN_VERDICT_N) & (frame["p_t_holm"] < alpha)
-    frame["verdict"] = [_verdict(row, estimate) for row in frame.itertuples(index=False)]
+    frame["verdict"] = [_verdict(row, estimate, minimize.get(row.metric, lower_is_better(row.metric)))
+                        for row in frame.itertuples(index=False)]
     return frame
 
 
-def _verdict(row, estimate: str) -> str:
+def _verdict(row, estimate: str, minimized: bool) -> str:
     if row.n < 2:
         return f"n/a (n={row.n})"
     if pd.isna(row.p_t):
@@ -219,8 +223,12 @@ def _verdict(row, estimate: str) -> str:
         return f"no verdict (n={row.n} < {MIN_VERDICT_N})"
     if not row.significant:
         return "n.s."
+    if getattr(row, "effect", "") == "interaction":
+        # a difference of differences is not better or worse: its sign depends on which level
+        # each factor is coded against (the contrast column says), so only that it is not zero
+        return "different"
     value = getattr(row, estimate)
-    improved = value < 0 if lower_is_better(row.metric) else value > 0
+    improved = value < 0 if minimized else value > 0
     return "better" if improved else "worse"
 
 
@@ -292,12 +300,12 @@ def cells_text(combos: Sequence[Mapping[str, str]]) -> str:
 
 EFFECT_COLUMNS = ["metric", "effect", "factor", "level", "reference", "n", "estimate", "low",
                   "high", "d_z", "p_t", "p_t_holm", "p_wilcoxon", "p_wilcoxon_holm",
-                  "averaged_over", "averaged_cells", "significant", "verdict"]
+                  "averaged_over", "averaged_cells", "weights", "significant", "verdict"]
 
 
 def factorial_effects(scores: pd.DataFrame, arm_levels: pd.DataFrame, factors: Sequence[str],
                       reference: Mapping[str, str], alpha: float = ALPHA,
-                      confidence: float = CONFIDENCE) -> pd.DataFrame:
+                      confidence: float = CONFIDENCE, minimize: Mapping[str, bool] | None = None) -> pd.DataFrame:
     """Main effects and two-way interactions, with t-intervals and tests over seeds.
 
     ``arm_levels``: rows: one per arm; columns ``arm`` and one per factor (its level).
@@ -309,19 +317,25 @@ def factorial_effects(scores: pd.DataFrame, arm_levels: pd.DataFrame, factors: S
     are replaced by the first levels (in design order) that complete a valid 2 x 2; an
     interaction equal to one already listed is not repeated. Each per-seed contrast is then a
     paired difference: t-interval, one-sample t-test and Wilcoxon against 0, d_z; Holm over all
-    effects of a metric. ``averaged_cells`` names the other factors' levels each effect averaged.
+    effects of a metric; an interaction's verdict is "different" (from zero) or "n.s.", never
+    better or worse. ``averaged_cells`` names the other factors' levels each effect averaged;
+    ``weights`` (JSON) is the effect as arm -> weight (what a planned contrast is matched on).
     rows: one per (metric, effect term).
     """
     factors = list(factors)
     levels = factor_levels(arm_levels, factors, reference)
+    # design cell (levels in ``factors`` order) -> its arm
+    cell_arms = {tuple(str(r[f]) for f in factors): str(r["arm"]) for _, r in arm_levels.iterrows()}
     rows = []
     for metric in scores["metric"].unique():
         wide = _cell_table(scores, arm_levels, factors, metric)
         for f in factors:
             ref = levels[f][0]
             for level in levels[f][1:]:
-                d, combos = _contrast(wide, factors, {(level,): 1.0, (ref,): -1.0}, [f])
-                rows.append(_effect_row(metric, "main", f, level, ref, d, combos, confidence))
+                terms = {(level,): 1.0, (ref,): -1.0}
+                d, combos = _contrast(wide, factors, terms, [f])
+                rows.append(_effect_row(metric, "main", f, level, ref, d, combos, confidence,
+                                        _arm_weights(cell_arms, factors, [f], terms, combos)))
         for fa, fb in itertools.combinations(factors, 2):
             seen: set[frozenset] = set()
             for la, lb in itertools.product(levels[fa][1:], levels[fb][1:]):
@@ -330,11 +344,26 @@ def factorial_effects(scores: pd.DataFrame, arm_levels: pd.DataFrame, factors: S
                 if k and cells in seen:
                     continue                       # the same 2 x 2, already listed
                 seen.add(cells)
+                terms = {(la, lb): 1.0, (ra, lb): -1.0, (la, rb): -1.0, (ra, rb): 1.0}
                 rows.append(_effect_row(metric, "interaction", f"{fa} x {fb}", f"{la} x {lb}",
-                                        f"{ra} x {rb}", d, k, confidence))
+                                        f"{ra} x {rb}", d, k, confidence,
+                                        _arm_weights(cell_arms, factors, [fa, fb], terms, k)))
     out = pd.DataFrame(rows, columns=[c for c in EFFECT_COLUMNS
                                       if c not in ("p_t_holm", "p_wilcoxon_holm", "significant", "verdict")])
-    return _adjust_and_judge(out, "estimate", alpha)[EFFECT_COLUMNS]
+    return _adjust_and_judge(out, "estimate", alpha, minimize or {})[EFFECT_COLUMNS]
+
+
+def _arm_weights(cell_arms: Mapping[tuple, str], factors: Sequence[str], on: Sequence[str],
+                 terms: Mapping[tuple, float], combos: Sequence[Mapping[str, str]]) -> str:
+    """The effect as JSON arm -> weight: each term's weight, spread over the other factors'
+    combinations it was averaged over (``combos``); "{}" when it was averaged over none."""
+    weights: dict[str, float] = {}
+    for combo in combos:
+        for assign, weight in terms.items():
+            values = {**dict(zip(on, assign)), **combo}
+            arm = cell_arms[tuple(str(values[f]) for f in factors)]
+            weights[arm] = weights.get(arm, 0.0) + weight / len(combos)
+    return json.dumps({a: w for a, w in sorted(weights.items()) if abs(w) > 1e-12})
 
 
 def _interaction(wide, factors, fa, fb, la, lb, levels):
@@ -350,13 +379,13 @@ def _interaction(wide, factors, fa, fb, la, lb, levels):
     return np.array([]), [], refs[0]
 
 
-def _effect_row(metric, effect, factor, level, reference, d, combos, confidence) -> dict:
+def _effect_row(metric, effect, factor, level, reference, d, combos, confidence, weights: str) -> dict:
     ci = t_interval(d, confidence)
     r = paired_test(d, np.zeros(len(d)), confidence)
     return {"metric": metric, "effect": effect, "factor": factor, "level": level,
             "reference": reference, "n": ci.n, "estimate": ci.mean, "low": ci.low,
             "high": ci.high, "d_z": r.d_z, "p_t": r.p_t, "p_wilcoxon": r.p_wilcoxon,
-            "averaged_over": len(combos), "averaged_cells": cells_text(combos)}
+            "averaged_over": len(combos), "averaged_cells": cells_text(combos), "weights": weights}
 
 
 def two_way_cell_means(scores: pd.DataFrame, arm_levels: pd.DataFrame, factors: Sequence[str],

@@ -12,6 +12,7 @@ import pandas as pd
 
 from analysis.inference import MIN_VERDICT_N
 from analysis.load import METRIC_LABELS
+from analysis.overlap import planned_estimate
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,57 @@ def arms_table(summary: pd.DataFrame, metrics: Sequence[str], arms: Sequence[str
                  "an arm's failed (diverged) replicates are counted next to its mean, not averaged away.")
 
 
+def other_metrics_table(summary: pd.DataFrame, metrics: Sequence[str], arms: Sequence[str],
+                        baseline: str) -> Table:
+    """rows: one per metric the comparison runs logged beyond the arms table's; columns: one per
+    arm, ``mean ± CI (n)``."""
+    by = summary.set_index(["arm", "metric"])
+    display = pd.DataFrame({"metric": [label(m) for m in metrics]})
+    for a in arms:
+        display[_arm_name(a, baseline)] = [
+            mean_ci(*by.loc[(a, m), ["mean", "low", "high"]], int(by.loc[(a, m), "n"]))
+            if (a, m) in by.index else "no data (n=0)" for m in metrics]
+    return Table("comparison_arms_other", "Other test metrics per arm: mean ± 95% CI over seeds (t-interval)",
+                 display, summary[summary["metric"].isin(metrics)],
+                 "Every other test/* metric the replicate runs logged, as the arms table shows its metrics. "
+                 "The study declares no smallest effect of interest for these and no contrast on them: no "
+                 "verdict.")
+
+
+def _linked(r) -> bool:
+    """A row ``overlap.link`` tied to a planned contrast."""
+    return bool(getattr(r, "planned_contrast", ""))
+
+
+def _planned_cells(r, planned: pd.DataFrame, estimate: str, tests: Sequence[str]) -> dict[str, str]:
+    """The statistics cells of an exploratory row a planned contrast estimates: its estimate."""
+    return {estimate: planned_estimate(r.planned_contrast, r.planned_sign, planned),
+            **{t: "see planned" for t in tests}}
+
+
+def _effect_cells(r, alpha: float) -> dict[str, str]:
+    """The statistics cells of a factorial effect: estimate, d_z, Holm-adjusted p of each test."""
+    def holm_p(p):
+        return pvalue(p, p < alpha if r.n >= MIN_VERDICT_N else None) if r.n >= 2 else "n/a"
+    return {"estimate ± 95% CI": (mean_ci(r.estimate, r.low, r.high, r.n, signed=True) if r.averaged_over
+                                  else "not estimable: a cell of the contrast is not in the design"),
+            "d_z": num(r.d_z, 2) if r.n >= 2 else f"n/a (n={r.n})",
+            "paired t: Holm p": holm_p(r.p_t_holm), "Wilcoxon: Holm p": holm_p(r.p_wilcoxon_holm)}
+
+
 def differences_table(comparison: pd.DataFrame, metrics: Sequence[str], alpha: float,
-                      baseline: str) -> Table:
-    """rows: one per (metric, arm != baseline)."""
+                      baseline: str, planned: pd.DataFrame | None = None) -> Table:
+    """rows: one per (metric, arm != baseline); a row that a planned contrast estimates too
+    (``overlap.link``) shows that contrast's estimate and verdict."""
     rows = []
     for m in metrics:
         for r in comparison[comparison["metric"] == m].itertuples(index=False):
+            if _linked(r):
+                rows.append({"metric": label(m), "arm": r.arm,
+                             **_planned_cells(r, planned, "Δ vs baseline ± 95% CI",
+                                              ("d_z", "paired t: p / Holm", "Wilcoxon: p / Holm")),
+                             "verdict": r.verdict})
+                continue
             if r.n < 2:
                 p_t = p_w = dz = f"n/a (n={r.n})"
             else:
@@ -105,14 +151,22 @@ def differences_table(comparison: pd.DataFrame, metrics: Sequence[str], alpha: f
                  f"Δ = arm − baseline over the seeds both completed. d_z = mean(Δ)/sd(Δ). Holm's "
                  f"correction runs over the arms compared on one metric, separately per test; "
                  f"verdict from the Holm-adjusted paired t-test at α = {alpha} "
-                 f"(lower is better for losses); n.s. = not significant; no verdict below 3 pairs; "
+                 f"(lower is better for a metric the study declares so, and, undeclared, for losses); n.s. = "
+                 f"not significant; no verdict below 3 pairs; "
                  f"constant differences are not estimable. Exploratory: not the study's planned "
                  f"questions (those are in the planned contrasts). With n ≤ 5 pairs the "
-                 f"exact two-sided Wilcoxon test cannot reach p < 0.05 (its smallest p is 2/2^n).")
+                 f"exact two-sided Wilcoxon test cannot reach p < 0.05 (its smallest p is 2/2^n)."
+                 + _LINKED_NOTE * bool(comparison.get("planned_contrast", pd.Series(dtype=str)).astype(bool).any()))
 
 
-def effects_table(effects: pd.DataFrame, metrics: Sequence[str], alpha: float) -> Table:
-    """rows: one per (metric, main effect or two-way interaction term)."""
+_LINKED_NOTE = (" A row marked '= planned' is a difference a planned contrast estimates: it shows that "
+                "contrast's estimate, interval and verdict (one computation; see the planned contrasts).")
+
+
+def effects_table(effects: pd.DataFrame, metrics: Sequence[str], alpha: float,
+                  planned: pd.DataFrame | None = None) -> Table:
+    """rows: one per (metric, main effect or two-way interaction term); an effect that a planned
+    contrast estimates too (``overlap.link``) shows that contrast's estimate and verdict."""
     rows = []
     for m in metrics:
         for r in effects[effects["metric"] == m].itertuples(index=False):
@@ -121,16 +175,9 @@ def effects_table(effects: pd.DataFrame, metrics: Sequence[str], alpha: float) -
                 contrast = f"({la} − {ra}) × ({lb} − {rb})"
             else:
                 contrast = f"{r.level} − {r.reference}"
-            estimate = (mean_ci(r.estimate, r.low, r.high, r.n, signed=True) if r.averaged_over
-                        else "not estimable: a cell of the contrast is not in the design")
-            rows.append({"metric": label(m), "effect": r.effect, "factor": r.factor,
-                         "contrast": contrast, "estimate ± 95% CI": estimate,
-                         "d_z": num(r.d_z, 2) if r.n >= 2 else f"n/a (n={r.n})",
-                         "paired t: Holm p": (pvalue(r.p_t_holm, r.p_t_holm < alpha if r.n >= MIN_VERDICT_N else None)
-                                              if r.n >= 2 else "n/a"),
-                         "Wilcoxon: Holm p": (pvalue(r.p_wilcoxon_holm,
-                                                     r.p_wilcoxon_holm < alpha if r.n >= MIN_VERDICT_N else None)
-                                              if r.n >= 2 else "n/a"),
+            numbers = (_planned_cells(r, planned, "estimate ± 95% CI", ("d_z", "paired t: Holm p", "Wilcoxon: Holm p"))
+                       if _linked(r) else _effect_cells(r, alpha))
+            rows.append({"metric": label(m), "effect": r.effect, "factor": r.factor, "contrast": contrast, **numbers,
                          "averaged over": (("none (no other factor)" if r.averaged_cells == "no other factor"
                                             else f"{r.averaged_over} cell(s): {r.averaged_cells}")
                                            if r.averaged_over else "nothing: not in design"),
@@ -143,7 +190,10 @@ def effects_table(effects: pd.DataFrame, metrics: Sequence[str], alpha: float) -
                  "means. Only combinations of the other factors where every cell of the contrast "
                  "exists are averaged over (declared-invalid cells are skipped) and named; an "
                  "interaction whose reference cell is invalid is coded against the first levels "
-                 "that complete a valid 2 × 2. CIs and tests over seeds; Holm over all effects of one metric.")
+                 "that complete a valid 2 × 2. CIs and tests over seeds; Holm over all effects of one metric. "
+                 f"Verdict from the Holm-adjusted paired t-test at α = {alpha}: better or worse for a main effect, "
+                 "different (from zero) for an interaction, whose sign depends on the levels it is coded against."
+                 + _LINKED_NOTE * bool(effects.get("planned_contrast", pd.Series(dtype=str)).astype(bool).any()))
 
 
 def cell_means_table(cells: pd.DataFrame, metric: str) -> Table:

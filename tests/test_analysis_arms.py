@@ -45,7 +45,7 @@ def test_best_arm_rule_skips_failed_arms_and_lists_ties():
         replicate_runs([(a, s, "failed" if (a, s) == ("diverged", 2) else "completed", "nan loss")
                         for a in ("base", "close", "worse", "diverged") for s in range(4)]),
         ["base", "close", "worse", "diverged"], range(4))
-    best, text = arms.best_arm(stats.summarize_arms(sc), sc, failures, "test/acc", "accuracy")
+    best, text = arms.best_arm(stats.summarize_arms(sc), sc, failures, "test/acc", "accuracy", False)
     assert best == "close"
     assert "not distinguishable from it: base" in text and "worse" not in text.split("Rule:")[0]
     assert "cannot be best" in text                             # the rule is stated
@@ -54,7 +54,7 @@ def test_best_arm_rule_skips_failed_arms_and_lists_ties():
 def test_no_best_arm_called_at_two_seeds():
     sc = scores({"a": [0.9, 0.91], "b": [0.95, 0.96]})
     failures = arms.replicate_failures(replicate_runs([]), ["a", "b"], [0, 1])
-    best, text = arms.best_arm(stats.summarize_arms(sc), sc, failures, "test/acc", "accuracy")
+    best, text = arms.best_arm(stats.summarize_arms(sc), sc, failures, "test/acc", "accuracy", False)
     assert best == "b" and text.startswith("Best arm: none called at n = 2")
 
 
@@ -74,7 +74,7 @@ def optimizer_runs() -> pd.DataFrame:
 def test_every_non_default_optimizer_setting_is_shown():
     runs = optimizer_runs()
     tune = pd.concat([runs.assign(**{"params.lr": "0.01"}), runs])        # the tune phase searched lr
-    table, roles = settings.settings_table(runs, tune, "classify")
+    table, roles = settings.settings_table(runs, tune, settings.our_defaults("classify"))
     assert roles["optimizer"] == "factor" and roles["lr"] == "tuned"
     # momentum 0.9 is the trainable's default, but not PyTorch's for SGD and RMSprop (0), and
     # Adam/AdamW have none: shown, with "unused" where it does not apply
@@ -92,6 +92,6 @@ def test_every_non_default_optimizer_setting_is_shown():
 def test_settings_equal_to_every_default_are_not_shown():
     runs = optimizer_runs()
     runs = runs[runs["params.optimizer"] == "adam"].assign(**{"params.dropout": "0.0"})
-    table, roles = settings.settings_table(runs, None, "classify")
+    table, roles = settings.settings_table(runs, None, settings.our_defaults("classify"))
     assert "momentum" not in table.columns and "weight_decay" not in table.columns
     assert "dropout" not in table.columns

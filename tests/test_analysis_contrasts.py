@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 import test_analysis_report as runner_store     # the runner-shaped store writer (same folder)
-from analysis import contrasts, stats
+from analysis import contrasts, overlap, stats
+from analysis.definition import MetricSpec
 from analysis.report import build_report
 from study.registry import get_study
 
@@ -20,6 +21,7 @@ STUDY = get_study("ablation_noise")
 SEEDS = (0, 1, 2, 3, 4)
 N_TEST = 2000
 DIVERGED = ("noise=gaussian,training=noisy", 4)
+ACC_ONLY = {"test/acc": MetricSpec("test/acc", 0.005, "max")}
 VERDICT_WORDS = re.compile(r"\b(different|equivalent|inconclusive|better|worse|n\.s\.)\b")
 # Known effects (accuracy, in the whole test set): the denoiser adds 5 pp under gaussian noise
 # and nothing under salt-and-pepper (the two arms disagree on 0.4% of the images, both ways).
@@ -93,13 +95,13 @@ def report(noise_store, tmp_path_factory):
 
 
 def test_definition_names_every_averaged_cell():
-    specs = contrasts.from_definition(get_study("ablation_pretraining").definition())
+    specs = contrasts.from_definition(get_study("ablation_pretraining").definition(), "test/acc")
     frozen = next(s for s in specs if s.name.startswith("frozen vs fine-tuned"))
     # the frozen cells average 2 arms each (10% and 100% labels): the formula names them
     assert frozen.formula.count("mean of 2 arms") == 4 and "labels=10%" in frozen.formula
     assert sum(frozen.weights.values()) == pytest.approx(0) and len(frozen.weights) == 8
     assert frozen.difference is None
-    noise = contrasts.from_definition(STUDY.definition())
+    noise = contrasts.from_definition(STUDY.definition(), "test/acc")
     assert [s.difference for s in noise][0] == ("noise=gaussian,training=denoised", "noise=gaussian,training=noisy")
 
 
@@ -125,7 +127,7 @@ def test_findings_answer_the_noise_question(report):
     # Findings come first, one sentence per contrast with estimate, CI, adjusted p, n, verdict
     assert md.index("## Findings") < md.index("### Test metrics per arm") < md.index("### Planned contrasts")
     sentence = next(line for line in md.splitlines() if line.startswith("- denoiser vs training on noisy inputs, gaussian"))
-    for part in ("+5.", "95% CI", "Holm-adjusted p", "n = 4 seeds × 2,000 test images", "Verdict: different",
+    for part in ("+5.", "95% CI", "Holm-adjusted p", "n = 4 seeds × 2,000 test examples", "Verdict: different",
                  "minimum detectable effect"):
         assert part in sentence, part
     assert "Best arm: noise=clean,training=clean (n = 5)" in md
@@ -166,7 +168,8 @@ def test_two_seeds_give_no_verdict():
     correct = {(a, s): rng.random(500) < ACC[a] for a in ACC for s in (0, 1)}
     scores = pd.DataFrame([{"arm": a, "seed": s, "metric": "test/acc", "value": c.mean()}
                            for (a, s), c in correct.items()])
-    frame = contrasts.contrast_frame(contrasts.from_definition(STUDY.definition()), scores, "test/acc", correct)
+    specs = contrasts.from_definition(STUDY.definition(), "test/acc")
+    frame = contrasts.contrast_frame(specs, scores, ACC_ONLY, correct)
     assert set(frame["verdict"]) == {"no verdict (n=2 < 3)"}
     assert frame["low"].notna().all()
     for sentence in frame["finding"]:
@@ -177,8 +180,8 @@ def test_two_seeds_give_no_verdict():
 def test_identical_arms_are_not_estimable():
     same = {(a, s): np.ones(300, bool) for a in ("x", "y") for s in range(4)}
     scores = pd.DataFrame([{"arm": a, "seed": s, "metric": "test/acc", "value": 1.0} for a, s in same])
-    spec = contrasts.versus_baseline(["y", "x"], "y")
-    row = contrasts.contrast_frame(spec, scores, "test/acc", same).iloc[0]
+    spec = contrasts.versus_baseline(["y", "x"], "y", "test/acc")
+    row = contrasts.contrast_frame(spec, scores, ACC_ONLY, same).iloc[0]
     assert row["verdict"] == "not estimable" and not row["estimable"]
     assert math.isnan(row["p"]) and math.isnan(row["d_z"]) and math.isnan(row["p_seed"])
     assert "not estimable" in row["finding"] and "p = 0" not in row["finding"]
@@ -188,18 +191,66 @@ def test_without_per_example_data_the_interval_is_seed_level():
     scores = pd.DataFrame([{"arm": a, "seed": s, "metric": "test/acc", "value": v}
                            for a, vals in {"b": [0.90, 0.91, 0.92, 0.90], "a": [0.93, 0.95, 0.94, 0.95]}.items()
                            for s, v in enumerate(vals)])
-    row = contrasts.contrast_frame(contrasts.versus_baseline(["b", "a"], "b"), scores, "test/acc").iloc[0]
+    row = contrasts.contrast_frame(contrasts.versus_baseline(["b", "a"], "b", "test/acc"), scores, ACC_ONLY).iloc[0]
     d = np.array([0.03, 0.04, 0.02, 0.05])
     assert row["n_examples"] == 0 and row["df"] == 3 and row["estimate"] == pytest.approx(d.mean())
     assert row["method"] == "paired bootstrap over seeds"
+    assert row["interval_over"] == "seeds" and row["seeds_only_why"] == contrasts.NO_PREDICTIONS
     assert row["p_superiority"] == 1.0 and row["wins"] == 4
 
 
-def test_per_example_data_must_match_the_logged_accuracy():
-    ev = {("a", 0): {"predictions": [1, 2, 3], "targets": [1, 2, 0]}}
-    correct, notes = contrasts.correct_per_example(ev, {("a", 0): 2 / 3})
-    assert correct[("a", 0)].tolist() == [True, True, False] and not notes
-    correct, notes = contrasts.correct_per_example(ev, {("a", 0): 0.9})
-    assert correct == {} and "disagree" in notes[0]
-    correct, notes = contrasts.correct_per_example({("a", 0): {"confusion_matrix": []}}, {})
-    assert correct == {} and "seed level only" in notes[0]
+def test_per_example_data_pairs_only_a_metric_that_is_their_accuracy():
+    """A metric is paired per example only where its logged value is the share of correct
+    predictions, run by run (an accuracy under any name); any other metric (AUC, a loss), or an
+    accuracy that disagrees with the predictions, is paired by seed, and the frame says why."""
+    rng = np.random.default_rng(3)
+    correct = {(a, s): rng.random(400) < p for a, p in (("a", 0.9), ("b", 0.8)) for s in range(4)}
+    scores = pd.DataFrame([{"arm": a, "seed": s, "metric": m, "value": v}
+                           for (a, s), c in correct.items()
+                           for m, v in (("test/accuracy", c.mean()), ("test/auc", 0.9 + 0.01 * s + 0.02 * (a == "a")))])
+    specs = [contrasts.versus_baseline(["b", "a"], "b", m)[0] for m in ("test/accuracy", "test/auc")]
+    frame = contrasts.contrast_frame(specs, scores, {}, correct).set_index("metric")
+    assert frame.loc["test/accuracy", "interval_over"] == "seeds and test examples"
+    assert frame.loc["test/accuracy", "n_examples"] == 400
+    auc = frame.loc["test/auc"]
+    assert auc["interval_over"] == "seeds" and auc["n_examples"] == 0
+    assert "not the share of correct predictions" in auc["seeds_only_why"]
+    # an accuracy that disagrees with the predictions: paired by seed, and why
+    off = scores.assign(value=np.where(scores["metric"] == "test/accuracy", scores["value"] + 0.01, scores["value"]))
+    row = contrasts.contrast_frame(specs[:1], off, {}, correct).iloc[0]
+    assert row["interval_over"] == "seeds" and "a seed 0" in row["seeds_only_why"]
+    # evaluation.json files without predictions, or with another test set: none is paired per example
+    assert contrasts.correct_per_example({("a", 0): {"confusion_matrix": []}})[0] == {}
+    ev = {("a", 0): {"predictions": [1, 2, 3], "targets": [1, 2, 0]}, ("b", 0): {"predictions": [1], "targets": [1]}}
+    correct, why = contrasts.correct_per_example(ev)
+    assert correct == {} and "targets differ" in why
+
+
+def test_exploratory_comparisons_a_planned_contrast_estimates_are_linked_to_it():
+    """ablation_pretraining (a factorial with invalid cells): its planned "frozen vs fine-tuned"
+    contrast is the exploratory main effect of the encoder, and "AE pretraining vs none, 100%
+    labels" the exploratory difference of that arm to the baseline: each shows one estimate and
+    the planned verdict; the effects no planned contrast estimates keep their own."""
+    study = get_study("ablation_pretraining")
+    specs = contrasts.from_definition(study.definition(), "test/acc")
+    arm_levels = pd.DataFrame([{"arm": a.name, **a.levels} for a in study.arms()])
+    rng = np.random.default_rng(0)
+    scores = pd.DataFrame([{"arm": a, "seed": s, "metric": "test/acc", "value": 0.9 + rng.normal(0, 0.01)}
+                           for a in arm_levels["arm"] for s in range(5)])
+    planned = contrasts.contrast_frame(specs, scores, ACC_ONLY).set_index("contrast")
+    effects = stats.factorial_effects(scores, arm_levels, [f.name for f in study.factors], dict(study.baseline))
+    effects = overlap.link(effects, overlap.effect_weights, specs, planned.reset_index())
+    encoder = effects[(effects["effect"] == "main") & (effects["factor"] == "encoder")].iloc[0]
+    assert encoder["planned_contrast"].startswith("frozen vs fine-tuned") and encoder["planned_sign"] == 1
+    assert encoder["estimate"] == pytest.approx(planned.loc[encoder["planned_contrast"], "estimate"])
+    assert encoder["verdict"] == planned.loc[encoder["planned_contrast"], "verdict"]
+    assert (effects["planned_contrast"] == "").sum() >= 1            # the others keep their own verdict
+    baseline = next(a.name for a in study.arms() if a.is_baseline)
+    diffs = overlap.link(stats.compare_to_baseline(scores, baseline), overlap.difference_weights, specs,
+                         planned.reset_index()).set_index("arm")
+    ae = diffs.loc["pretraining=ae,encoder=finetuned,labels=100%"]
+    assert ae["planned_contrast"] == "AE pretraining vs none, fine-tuned, 100% labels" and ae["planned_sign"] == 1
+    assert ae["diff"] == pytest.approx(planned.loc[ae["planned_contrast"], "estimate"])
+    # a planned contrast on another metric estimates something else
+    assert overlap.same_contrast(dict(specs[0].weights), specs, "test/f1_macro") is None
+    assert overlap.same_contrast({a: -w for a, w in specs[0].weights.items()}, specs, "test/acc") == (specs[0], -1)

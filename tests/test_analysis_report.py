@@ -212,7 +212,7 @@ def classifier_config(levels: dict[str, str] | None, seed: int, phase: str, lr: 
         "label_fraction": 0.1 if levels.get("labels") == "10%" else 1.0,
         "evaluate_test": phase == "replicate", **extra})
     meta = {"meta.arm": arm_name(levels) if levels else extra.get("model", "?"), "meta.stage": "classify",
-            "meta.phase": phase, "meta.trainable": "classifier"}
+            "meta.phase": phase, "meta.trainable": "trainables.classifier:train_classifier"}
     if levels.get("pretraining") == "dae":
         meta["meta.encoder_artifact"] = f"{PRETRAIN_KEY}/{seed}"
     return {**cfg, **meta}
@@ -244,7 +244,7 @@ def write_factorial_study(w: Writer, trained: dict[str, Path] | None) -> None:
     from trainables.config import resolve_autoencoder_config
 
     pre_cfg = {**resolve_autoencoder_config({**AE_CONFIG, "epochs": EPOCHS}), "meta.arm": PRETRAIN_KEY,
-               "meta.stage": "pretrain", "meta.trainable": "autoencoder"}
+               "meta.stage": "pretrain", "meta.trainable": "trainables.autoencoder:train_autoencoder"}
     ptags = {"pretraining": PRETRAIN_KEY}
     # pretrain stage: tune (one trial pruned), then one autoencoder per seed (and the tune seed)
     for i, outcome in enumerate(("completed", "pruned")):
@@ -412,14 +412,16 @@ def test_report_files_and_statistics(factorial_report):
     acc = diff[diff["metric"] == "test/acc"].set_index("arm")
     few = acc.loc["pretraining=none,encoder=finetuned,labels=10%"]
     assert few["diff"] == pytest.approx(EFFECT["10%"], abs=0.005)
-    assert few["verdict"] == "worse" and few["n"] == 3
+    # the same difference as the baseline-comparisons family's contrast: its verdict (one wording)
+    assert few["planned_contrast"] == "pretraining=none,encoder=finetuned,labels=10% vs baseline"
+    assert few["verdict"] == "different" and few["n"] == 3
     # the failed seed is not paired: 2 pairs
     assert acc.loc[FAILED_CELL[0], "n"] == 2
     # Holm within a metric over the 5 comparisons
     assert acc["p_t_holm"].to_numpy() == pytest.approx(stats.holm(acc["p_t"]))
     # log-loss: lower is better, so the 10% arm is worse with a positive difference
     ll = diff[(diff["metric"] == "test/log_loss")].set_index("arm").loc["pretraining=none,encoder=finetuned,labels=10%"]
-    assert ll["diff"] > 0 and ll["verdict"] == "worse"
+    assert ll["diff"] > 0 and ll["verdict"] == "worse" and pd.isna(ll["planned_contrast"])
 
     eff = pd.read_csv(out / "factorial_effects.csv")
     eff = eff[eff["metric"] == "test/acc"]
@@ -428,7 +430,7 @@ def test_report_files_and_statistics(factorial_report):
     assert labels["estimate"] == pytest.approx(EFFECT["10%"] + EFFECT["dae x 10%"] * 2 / 3, abs=0.006)
     inter = eff[(eff["effect"] == "interaction") & (eff["factor"] == "pretraining x labels")].iloc[0]
     assert inter["estimate"] == pytest.approx(EFFECT["dae x 10%"], abs=0.006)
-    assert inter["verdict"] == "better"
+    assert inter["verdict"] == "different"          # an interaction is not better or worse
     # the encoder main effect exists only where pretraining = dae (none x frozen is invalid)
     enc = eff[(eff["effect"] == "main") & (eff["factor"] == "encoder")].iloc[0]
     assert enc["averaged_over"] == 2 and enc["estimate"] == pytest.approx(EFFECT["frozen"], abs=0.006)
@@ -479,10 +481,11 @@ def test_history_figures_without_model_artifacts(factorial_report):
     by_name = {f.name: f for f in factorial_report.figures}
     for name in ("learning_curves", "tune_classify", "tune_pretrain"):
         assert by_name[name].path is not None and by_name[name].path.is_file()
-    # model figures are listed as skipped with the reason, not silently dropped
+    # model figures whose inputs the store does not hold are left out, each with what a trainable
+    # must log to get it, not silently dropped
     assert by_name["confusion_matrix"].path is None
-    assert "evaluation.json" in by_name["confusion_matrix"].skipped
-    assert "Figures skipped" in factorial_report.markdown
+    assert "evaluation.json with confusion_matrix" in by_name["confusion_matrix"].needs
+    assert "Figures left out" in factorial_report.markdown
 
 
 def test_html_references_only_existing_files(factorial_report):
@@ -504,8 +507,9 @@ def test_single_seed_claims_nothing(store, tmp_path):
     md = r.markdown
     assert "n/a (n=1)" in md
     diff = pd.read_csv(tmp_path / "comparison_differences.csv")
-    assert set(diff["verdict"]) == {"n/a (n=1)"} and not diff["significant"].any()
-    assert "better" not in set(diff["verdict"]) | set(diff["verdict"])
+    # test/acc: the baseline-comparisons family's verdict; the other metrics: the exploratory one
+    assert set(diff.loc[diff["metric"] == "test/acc", "verdict"]) == {"no verdict (n=1 < 3)"}
+    assert set(diff.loc[diff["metric"] != "test/acc", "verdict"]) == {"n/a (n=1)"} and not diff["significant"].any()
 
 
 def test_running_study_gives_partial_report(store, tmp_path):
