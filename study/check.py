@@ -71,15 +71,16 @@ class DryTrial:
 
 def check(study: Study, budget: Budget, origin: str, data_dir: str | None, epochs: int = 1) -> tuple[Loaded, DryTrial]:
     """Steps 1-4; ``epochs`` = 2 times an epoch apart from the trial's set-up (cost estimates)."""
-    loaded = prepare(study, budget, origin, data_dir)
-    return loaded, dry_trial(study, budget, loaded, origin, data_dir, epochs)
+    return check_data(study, budget, origin, data_dir, check_code(study, origin), epochs)
 
 
-def prepare(study: Study, budget: Budget, origin: str, data_dir: str | None) -> Loaded:
-    """Steps 1-3: the trainables, their keys, the data."""
-    trainables = check_code(study, origin)
+def check_data(study: Study, budget: Budget, origin: str, data_dir: str | None, trainables: Mapping[str, Callable],
+               epochs: int = 1) -> tuple[Loaded, DryTrial]:
+    """Steps 3-4, for trainables that passed steps 1-2 (``check_code``): the data, the dry trial.
+    The seconds-long part: a study runs it while Ray starts."""
     data, sha = load_data(study, budget, origin, data_dir)
-    return Loaded(trainables, data, sha)
+    loaded = Loaded(dict(trainables), data, sha)
+    return loaded, dry_trial(study, budget, loaded, origin, data_dir, epochs)
 
 
 def check_code(study: Study, origin: str) -> dict[str, Callable]:

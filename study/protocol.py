@@ -23,13 +23,14 @@ import os
 import signal
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import replace
 from typing import Any, Mapping
 
 from search_spaces import default_point
 from study import cluster, records, terminal, tracking
-from study.check import check
+from study.check import check_code, check_data
 from study.declared import schema_defaults
 from study.cluster import TrialResources, UsageError
 from study.configs import artifact_ref, classify_config
@@ -62,7 +63,7 @@ def run_study(opts: RunOptions) -> int:
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 
     tracking.check_reachable(opts.tracking_uri)
-    loaded, dry = check(study, budget, opts.origin or study.name, opts.data_dir)
+    ray, loaded, dry = _check_while_ray_starts(opts)
     log(f"checked: the trainables, the study's keys, the data ({budget.dataset}); one epoch of {dry.arm} "
         f"in {dry.seconds:.1f} s reported {study.metric}")
     version = study_version(study, budget, loaded.trainables, opts.origin or study.name)
@@ -75,7 +76,6 @@ def run_study(opts: RunOptions) -> int:
         print_epilogue(opts, previous)
         return 0
 
-    ray = cluster.connect(opts.address, opts.verbose)
     ship_user_code()
     resources = cluster.plan_trials(ray.cluster_resources(), opts)
     base_tags = {**_base_tags(opts, loaded.data_sha256, resources), **_version_tags(version, number)}
@@ -112,6 +112,21 @@ def run_study(opts: RunOptions) -> int:
         return EXIT_TRAINABLE_FAILED
     print_epilogue(opts, parent)
     return 0
+
+
+def _check_while_ray_starts(opts: RunOptions):
+    """The check (study.check), with its seconds-long part (the data and the dry trial) on a
+    thread while Ray starts (seconds too) on this one: ``ray``, what the check loaded, the dry
+    trial. The quick part (code, keys) comes first: a study that cannot run starts nothing."""
+    origin = opts.origin or opts.study.name
+    trainables = check_code(opts.study, origin)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="study-check") as pool:
+        checking = pool.submit(check_data, opts.study, opts.budget, origin, opts.data_dir, trainables)
+        try:
+            ray = cluster.connect(opts.address, opts.verbose)
+        finally:
+            loaded, dry = checking.result()          # its StudyError, if any, first
+    return ray, loaded, dry
 
 
 def _previous_run(opts: RunOptions, experiment_id: str, version: Version) -> tuple[ParentRun | None, int]:
