@@ -91,6 +91,7 @@ def make_client(tracking_uri: str | None = None):
     if missing is not None:
         raise StudyNotFound(f"no MLflow store at {missing} (tracking URI {uri}); "
                             "run a study first or pass --tracking-uri")
+    records.prepare_store(uri)       # a study starting on the same new store at this moment
     return MlflowClient(tracking_uri=uri), uri
 
 
