@@ -16,7 +16,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis import inference, stats
+from analysis import stats
+from study import inference
 
 MARK = "†"     # appended to the name of an arm with failed replicates, in every table
 

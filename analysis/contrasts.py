@@ -26,7 +26,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis import inference, stats
+from analysis import stats
+from study import inference
 from analysis.definition import MetricSpec, metric_spec
 from analysis.load import METRIC_LABELS
 

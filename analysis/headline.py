@@ -13,7 +13,8 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from analysis import arms as arm_rules
-from analysis import contrasts, inference, stats
+from analysis import contrasts, stats
+from study import inference
 from analysis.definition import MetricSpec, chosen_configs, metric_spec, pruned_choices
 from analysis.load import METRIC_LABELS, Study
 from analysis.tables import Table, num, pvalue
@@ -147,7 +148,7 @@ def contrasts_table(h: Headline) -> Table:
 
 _EXAMPLES_NOTE = ("95% CI from a hierarchical paired bootstrap over seeds and test examples (each level "
                   "resampled on its own, pairing kept, Student t with Welch-Satterthwaite df: see "
-                  "analysis/inference.py)")
+                  "study/inference.py)")
 _SEEDS_NOTE = "95% CI from a paired bootstrap over seeds (Student t, seeds − 1 df)"
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from analysis.bookkeeping import completeness, cost_table, run_costs, tuned_hyperparameters  # noqa: F401
-from analysis.inference import MIN_VERDICT_N, is_constant
+from study.inference import MIN_VERDICT_N, is_constant
 
 ALPHA = 0.05
 CONFIDENCE = 0.95

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from analysis.inference import MIN_VERDICT_N
+from study.inference import MIN_VERDICT_N
 from analysis.load import METRIC_LABELS
 from analysis.overlap import planned_estimate
 

@@ -1,4 +1,4 @@
-"""analysis.inference against scipy and hand computations: interval coverage on a simulated
+"""study.inference against scipy and hand computations: interval coverage on a simulated
 paired design with a known effect, TOST, MDE, seeds needed, P(A>B), degenerate inputs."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from analysis import inference
+from study import inference
 
 
 # -- coverage on a simulated paired design ------------------------------------------------------

@@ -1,4 +1,4 @@
-"""analysis.spending and analysis.sequential (issue 23): boundaries against published values
+"""study.spending and study.sequential (issue 23): boundaries against published values
 and scipy, the t boundaries' level at our n, the sequential design's error rates, power and
 seeds by simulation (seeded, vectorised), and the runner's call ``decide``."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from analysis import sequential as seq
-from analysis import spending
+from study import sequential as seq
+from study import spending
 
 ALPHA = 0.05
 LOOKS = (5, 8, 11, 14, 17, 20)          # start 5, batches of 3, cap 20

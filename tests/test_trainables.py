@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainables import models
+from trainables import common, models
 from trainables.autoencoder import train_autoencoder
 from trainables.checkpoint import CheckpointError
 from trainables.classifier import train_classifier
@@ -30,7 +30,7 @@ from trainables.data import ImageDataset, load_dataset
 from trainables.splits import stratified_split
 
 ROOT = Path(__file__).resolve().parents[1]
-EPOCH_KEYS = {"epoch", "train/loss", "val/loss", "final"}
+EPOCH_KEYS = {"epoch", "train/loss", "val/loss", "final", "precision"}
 TEST_KEYS = {"test/acc", "test/precision_macro", "test/recall_macro", "test/f1_macro", "test/roc_auc",
              "test/log_loss"}
 COST_KEYS = {"model/trainable_params", "cost/wall_seconds", "cost/images_per_second"}
@@ -72,7 +72,9 @@ class Recorder:
         self.dirs: list[Path] = []
 
     def __call__(self, metrics: dict, checkpoint_dir: str) -> None:
-        assert all(isinstance(v, float) for v in metrics.values()), metrics
+        # floats, and the precision the run trained in as a string (the runner makes it a tag)
+        assert metrics["precision"] in ("fp32", "bf16"), metrics
+        assert all(isinstance(v, float) for k, v in metrics.items() if k != "precision"), metrics
         kept = self.root / f"epoch-{int(metrics['epoch'])}"
         shutil.copytree(checkpoint_dir, kept)
         self.reports.append(dict(metrics))
@@ -120,7 +122,9 @@ def test_cnn_learns_mnist5k_far_above_chance(full, tmp_path):
     with open(recorder.dirs[-1] / "history.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [float(r["epoch"]) for r in rows] == [1.0, 2.0, 3.0]
+    assert [r["precision"] for r in rows] == ["fp32"] * 3   # the default
     meta = json.loads((recorder.dirs[-1] / "meta.json").read_text())
+    assert meta["precision"] == "fp32"
     assert meta["trainable"] == "classifier" and meta["config"] == resolve_classifier_config(
         {"model": "cnn", "epochs": 3, "batch_size": 64, "lr": 3e-3})
     assert meta["data_sha256"] == full.sha256
@@ -142,7 +146,7 @@ def test_autoencoder_validation_loss_falls_and_writes_encoder(pretrained):
 def test_autoencoder_report_keys(tiny, tmp_path):
     recorder = Recorder(tmp_path)
     result = train_autoencoder({"epochs": 1, "val_fraction": 0.5}, recorder, dataset=tiny)
-    assert set(recorder.reports[0]) == {"epoch", "train/loss", "val/loss", "val/psnr", "final",
+    assert set(recorder.reports[0]) == {"epoch", "train/loss", "val/loss", "val/psnr", "final", "precision",
                                         "val/best_epoch"} | COST_KEYS
     assert result["final"] == 1.0 and result["checkpoint"] is None
 
@@ -314,9 +318,11 @@ RESUME_CASES = {
 }
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("name", sorted(RESUME_CASES))
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny, tmp_path, name):
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny, tmp_path, name, precision):
     train, config = RESUME_CASES[name]
+    config = {**config, "precision": precision}   # bf16: emulated, with a warning, on CPUs without it
     straight = Recorder(tmp_path / "straight")
     expected = train(config, straight, dataset=tiny)
     interrupted = Recorder(tmp_path / "interrupted", stop_after=1)
@@ -338,6 +344,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny, tmp_path, name):
     for key in ("train/loss", "val/loss"):
         assert result[key] == expected[key]
     assert [r["val/loss"] for r in b["progress"]["history"]] == [r["val/loss"] for r in a["progress"]["history"]]
+    assert {r["precision"] for r in straight.reports + resumed.reports} == {precision}
     # resuming a final checkpoint has nothing left to do and returns its metrics
     again = train(config, Recorder(tmp_path / "again"), dataset=tiny, resume_from=str(resumed.dirs[-1]))
     assert again["epoch"] == 3.0 and again["val/loss"] == expected["val/loss"]
@@ -355,6 +362,7 @@ def test_unknown_config_key_is_named():
     ("lr", -1.0, "(0, 10]"), ("batch_size", 0, "[2, 65536]"), ("optimizer", "lbfgs", "'adam'"),
     ("dropout", 1.0, "[0, 1)"), ("cnn_kernel_size", 4, "3, 5, 7"), ("epochs", 2.5, "int"),
     ("augment", "yes", "true or false"), ("dataset", "cifar", "'mnist-5k'"), ("device", "tpu", "cuda"),
+    ("precision", "fp16", "'fp32', 'bf16', 'auto'"),
 ])
 def test_out_of_range_value_names_key_and_range(key, value, allowed):
     with pytest.raises(ConfigError) as err:
@@ -419,14 +427,14 @@ def test_resume_with_another_model_shape_names_both_shapes(tiny, tmp_path):
         train_autoencoder({"epochs": 2}, dataset=tiny, resume_from=str(recorder.dirs[0]))
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallbacks")
-def test_cuda_only_options_warn_on_cpu_and_cuda_must_exist(tiny):
-    with pytest.warns(UserWarning, match="is ignored on cpu") as caught:
-        result = train_classifier({"model": "cnn", "epochs": 1, "bf16": True, "channels_last": True,
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU paths")
+def test_bf16_without_native_support_warns_and_cuda_must_exist(tiny, monkeypatch):
+    monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: False)   # a CPU without AVX512_BF16/AMX
+    with pytest.warns(UserWarning, match="'precision' = 'bf16' on cpu without native bf16") as caught:
+        result = train_classifier({"model": "cnn", "epochs": 1, "precision": "bf16", "channels_last": True,
                                    "evaluate_test": False}, lambda m, d: None, dataset=tiny)
-    messages = " ".join(str(w.message) for w in caught)
-    assert "'bf16'" in messages and "'channels_last'" not in messages   # a layout: fine on CPU
-    assert result["final"] == 1.0
+    assert "channels_last" not in " ".join(str(w.message) for w in caught)   # a layout: fine on CPU
+    assert result["final"] == 1.0 and result["precision"] == "bf16"      # asked for: honoured
     with pytest.raises(ConfigError, match="CUDA is not available"):
         train_classifier({"device": "cuda"}, dataset=tiny)
 

@@ -11,13 +11,13 @@ order). The true effect is the difference of the arms' means over tuning draws a
 * tuned on every seed (now): each seed's contrast carries its own tuning draws, so the seeds
   are independent draws of the whole procedure, tuning included.
 
-Both are analysed by the report's interval (``analysis.inference.hierarchical_estimate``).
+Both are analysed by the report's interval (``study.inference.hierarchical_estimate``).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from analysis.inference import hierarchical_estimate
+from study.inference import hierarchical_estimate
 
 STUDIES = 1000
 SEEDS = 5

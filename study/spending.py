@@ -1,6 +1,6 @@
 """Group-sequential boundaries by alpha spending (Lan & DeMets 1983): the look schedule of a
 study that adds seeds until its planned contrasts are decided, and the critical values of each
-look. The decisions that use them live in ``analysis/sequential.py``.
+look. The decisions that use them live in ``study/sequential.py``.
 
 A look k analyses n_k paired seeds; its information fraction is t_k = n_k / cap (the last
 planned look has t = 1). Under H0 the standardised statistics Z_k of a mean over nested seed

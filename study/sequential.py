@@ -1,6 +1,6 @@
 """Sequential seeds (issue 23): add paired seeds to every arm until each planned contrast is
 decided, with the family-wise error of the "different" and of the "equivalent" verdicts held
-at alpha across all looks. Pure numpy/scipy; boundaries from ``analysis/spending.py``.
+at alpha across all looks. Pure numpy/scipy; boundaries from ``study/spending.py``.
 
 The design (docs/protocol.md, "Sequential seeds (--until-decided)", has the formulas):
 * Looks at ``planned_looks(start, batch, cap)`` seeds, e.g. 5, 8, 11, 14, 17, 20.
@@ -32,7 +32,7 @@ The design (docs/protocol.md, "Sequential seeds (--until-decided)", has the form
 Hand-written where scipy has no equivalent: the vectorised Holm step over thousands of
 simulated studies (``_holm``; ``stats.holm`` adjusts one vector of p-values, while here the
 local levels change with the rejections of the same look), and the boundary recursion
-(``analysis/spending.py`` says why).
+(``study/spending.py`` says why).
 """
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats as sps
 
-from analysis import inference
-from analysis.spending import SPENDING, planned_looks, t_critical, t_nominal_levels
+from study import inference
+from study.spending import SPENDING, planned_looks, t_critical, t_nominal_levels
 
 ALPHA = 0.05
 DECISIONS = ("undecided", "different", "equivalent", "inconclusive")   # codes 0..3
@@ -279,7 +279,7 @@ def plan(start_seeds: int, seed_batch: int, max_seeds: int, n_contrasts: int, al
                                   for n, p in zip(looks, equiv)]})
 
 
-# -- simulation (tests/test_sequential.py; `python -m analysis.sequential` prints the table) ------
+# -- simulation (tests/test_sequential.py; `python -m study.sequential` prints the table) ------
 
 def simulate(effects: Sequence[float], sd: float, margin: float = 0.005, n_studies: int = 10_000,
              start: int = 5, batch: int = 3, cap: int = 20, alpha: float = ALPHA,
