@@ -1,8 +1,8 @@
 """The contract between the runner (``study/``) and the analysis (``analysis/``): where a study's
 record lives, the tags its runs are found by, and how the links between runs are written and
-read back. The analysis imports this module and nothing else of ``study/``; it imports no Ray,
-MLflow or torch. docs/architecture.md §2 lists
-the record in prose.
+read back. Of ``study/`` the analysis imports this module and the pure statistics
+(``study.inference``, ``study.spending``, ``study.sequential``); this one imports no Ray, MLflow
+or torch at import time. docs/architecture.md §2 lists the record in prose.
 
     where        the default results folder and tracking URI, the files a study logs
     tags         the names runs are found by; run kinds, stages, phases, statuses, outcomes
