@@ -68,7 +68,8 @@ def pretrain_cache_key(upstream: Upstream, study: Study, budget: Budget, data_sh
         "config": {k: v for k, v in config.items() if k not in META_KEYS + RUN_ONLY_KEYS},
         "trials": budget.pretrain_trials, "startup": budget.startup_trials, "space": space.name,
         "params": [q.describe() for q in space.params],
-        "grace": budget.grace_period, "rf": budget.reduction_factor, "code": code_version(upstream)})
+        "grace": budget.pretrain_grace_period or budget.grace_period, "rf": budget.reduction_factor,
+        "code": code_version(upstream)})
 
 
 def code_version(upstream: Upstream) -> str:

@@ -253,7 +253,7 @@ def _tune_arms(ctx: PhaseContext, tunings: Mapping[str, Tuning]) -> PhaseResult:
     """The classify tune phase: every arm's tuning on every seed, in one Tune experiment."""
     study, budget = ctx.opts.study, ctx.opts.budget
     result = tune_phase(ctx, STAGE_CLASSIFY, tunings, budget.trials_per_tuning, study.metric, study.mode,
-                        budget.epochs, _arm_tags(study))
+                        budget.epochs, budget.grace_period, _arm_tags(study))
     picked = result.decided_files[tuning_file(STAGE_CLASSIFY)]
     unchosen = sorted(set(tunings) - set(picked))
     if unchosen:

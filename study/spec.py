@@ -142,6 +142,8 @@ class Budget:
     pretrain_epochs: int = 0         # autoencoder epochs at most (early stopping may end sooner)
     pretrain_trials: int = 0
     pretrain_patience: int = 3       # autoencoder early stopping on val/loss; best epoch kept
+    pretrain_grace_period: int = 0   # ASHA's grace in an upstream's tuning (0: grace_period): epochs every
+                                     # trial gets, so that more than one runs to its end and they compare
     grace_period: int = 1            # ASHA: epochs every trial gets before it can be stopped
     reduction_factor: int = 2        # ASHA: keep the top 1/rf at each rung
     startup_trials: int = 10         # TPE's random start per tuning (Optuna's default: 10)

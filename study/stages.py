@@ -107,7 +107,7 @@ def _tune(ctx: PhaseContext, upstreams: list[Upstream], cache_keys) -> PhaseResu
         tunings[p.key] = Tuning(config, params, default_point(params, defaults), budget.tune_seed)
     metric, mode = _objective(upstreams)
     result = tune_phase(ctx, STAGE_PRETRAIN, tunings, budget.pretrain_trials, metric, mode, budget.pretrain_epochs,
-                        pretrain_tags(cache_keys), log_weights=True)
+                        budget.pretrain_grace_period or budget.grace_period, pretrain_tags(cache_keys), log_weights=True)
     c = tracking.client(opts.tracking_uri)
     for key, choice in result.decided_files[tuning_file(STAGE_PRETRAIN)].items():
         if choice["outcome"] == Outcome.COMPLETED:

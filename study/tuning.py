@@ -36,7 +36,7 @@ class Tuning:
 
 
 def tune_phase(ctx: PhaseContext, stage: str, tunings: Mapping[str, Tuning], trials: int, metric: str, mode: str,
-               max_t: int, tags_for: Callable, log_weights: bool = False) -> PhaseResult:
+               max_t: int, grace: int, tags_for: Callable, log_weights: bool = False) -> PhaseResult:
     """Runs every tuning (``trials`` each) in one Tune experiment; the result decides, per
     tuning, what it chose (the parent's ``tuning-<stage>.json``)."""
     budget = ctx.opts.budget
@@ -44,7 +44,7 @@ def tune_phase(ctx: PhaseContext, stage: str, tunings: Mapping[str, Tuning], tri
         {label: dict(t.config) for label, t in tunings.items()}, lambda label: space_function(tunings[label].params),
         trials, metric, mode, seeds={label: t.seed for label, t in tunings.items()},
         startup_trials=budget.startup_trials, first_points={label: dict(t.first_point) for label, t in tunings.items()})
-    scheduler = PerArmASHA(metric, mode, max_t, min(budget.grace_period, max_t), budget.reduction_factor)
+    scheduler = PerArmASHA(metric, mode, max_t, min(grace, max_t), budget.reduction_factor)
     result = run_phase(ctx, stage, PHASE_TUNE, searcher, scheduler, trials * len(tunings), tags_for,
                        log_weights=log_weights)
     result.decided_files = {tuning_file(stage): choose(phase_runs(ctx, stage, PHASE_TUNE), tunings, metric, mode)}
