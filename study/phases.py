@@ -87,6 +87,12 @@ class PhaseContext:
     base_tags: dict[str, str]            # tags every trial run shares
     artifacts: Mapping[str, bytes] = field(default_factory=dict)   # upstream files by ArtifactRef.path
     estimates: Mapping[tuple[str, str], float] = field(default_factory=dict)   # (stage, phase) -> s per trial
+    look: int = 1                        # the sequential look whose seeds the phases train (study.looks)
+
+    def experiment(self, stage: str, phase: str) -> str:
+        """The Tune experiment of a phase of this study run (and look)."""
+        look = f"-look{self.look}" if self.look > 1 else ""
+        return f"{self.opts.study.name}-{self.parent.run_id[:8]}-{stage}-{phase}{look}"
 
     @property
     def datasets(self) -> dict[str, Any]:
@@ -103,7 +109,7 @@ class PhaseContext:
 def phase_once(ctx: PhaseContext, stage: str, phase: str, run: Callable[[], PhaseResult]) -> list[PhaseResult]:
     """``[run()]``, with what it decided and the mark that it is done written to the parent run
     in one go; ``[]`` for a phase the parent run marks done (a resumed study)."""
-    done_tag = f"{Tag.PHASE_DONE}{stage}.{phase}"
+    done_tag = f"{Tag.PHASE_DONE}{stage}.{phase}" + (f".look{ctx.look}" if ctx.look > 1 else "")
     if ctx.parent.tags.get(done_tag) == "true":
         return []
     result = run()
@@ -122,7 +128,7 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
 
     opts, feeds, resources = ctx.opts, ctx.feeds, ctx.resources
     terminal.quiet_libraries(opts.verbose)
-    name = f"{opts.study.name}-{ctx.parent.run_id[:8]}-{stage}-{phase}"
+    name = ctx.experiment(stage, phase)
     path = f"{opts.storage_path.rstrip('/')}/{name}"
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, datasets=ctx.datasets, artifacts=dict(ctx.artifacts),
@@ -144,7 +150,8 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
     else:
         logger = tracking.MlflowTrialLogger(
             opts.tracking_uri, ctx.experiment_id, ctx.parent.run_id, experiment_key=name,
-            base_tags={**ctx.base_tags, Tag.STAGE: stage, Tag.PHASE: phase}, tags_for_config=tags_for_config,
+            base_tags={**ctx.base_tags, Tag.STAGE: stage, Tag.PHASE: phase, Tag.LOOK: str(ctx.look)},
+            tags_for_config=tags_for_config,
             meta_keys=META_KEYS + tuple(feeds), resources=resources.tune, log_weights=log_weights,
             stop_reason=stopper.reason,
             datasets={n: run_contents.dataset_entities(d, opts.data_dir) for n, d in _image_datasets(ctx).items()},
@@ -191,7 +198,7 @@ def _model_builder(ctx: PhaseContext, stage: str, phase: str):
 def _outcomes(ctx: PhaseContext, grid, stage: str, phase: str, expected: int) -> PhaseResult:
     """How the phase's trials ended, read from MLflow (the record). Raises StudyInterrupted when
     the fit stopped before every trial ended."""
-    label = f"{stage}/{phase}"
+    label = f"{stage}/{phase}" + (f" (look {ctx.look})" if ctx.look > 1 else "")
     started = len(grid)
     tune_trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
     runs = phase_runs(ctx, stage, phase)
@@ -263,6 +270,7 @@ def _drop_orphans(ctx: PhaseContext, runs, trial_ids: set[str]):
 
 
 def phase_runs(ctx: PhaseContext, stage: str, phase: str):
-    """The trial runs of one phase of this study run."""
+    """The trial runs of one phase of this study run (and look)."""
     return tracking.client(ctx.opts.tracking_uri).search_runs([ctx.experiment_id], filter_string=run_filter(
-        {Tag.PARENT: ctx.parent.run_id, Tag.STAGE: stage, Tag.PHASE: phase}), max_results=50000)
+        {Tag.PARENT: ctx.parent.run_id, Tag.STAGE: stage, Tag.PHASE: phase, Tag.LOOK: str(ctx.look)}),
+        max_results=50000)

@@ -167,6 +167,27 @@ def print_plan(opts: RunOptions, cost: CostModel) -> None:
               f"trained for seeds {pretrain_seeds(budget)}, at most {budget.pretrain_epochs} epochs{stops}")
     print()
     print_cost(opts, estimate_phases(study, budget, cost), cost)
+    if budget.max_seeds:
+        print_sequential(opts, cost)
+
+
+def print_sequential(opts: RunOptions, cost: CostModel) -> None:
+    """What ``--until-decided`` may cost: its looks, and the study at the cap."""
+    from dataclasses import replace
+
+    from study import sequential
+    from study.looks import seeds_for
+
+    study, budget = opts.study, opts.budget
+    design = sequential.plan(len(budget.seeds), budget.seed_batch, budget.max_seeds, max(1, len(study.contrasts)))
+    steps = ", ".join(f"{d['n']}: p < {d['nominal_p']:.2g}" for d in design["difference"])
+    print(f"\n  sequential seeds (--until-decided): looks at {design['looks']} seeds per arm, at most "
+          f"{budget.max_seeds} ({design['extra_seeds']} more than the budget's), O'Brien-Fleming spending with Holm "
+          f"over {len(study.contrasts)} planned contrasts; a difference is decided at the first Holm step when "
+          f"({steps})")
+    print("  at the cap, if some contrast stays undecided to the end:")
+    capped = replace(budget, seeds=seeds_for(budget, budget.max_seeds), max_seeds=0)
+    print_cost(opts, estimate_phases(study, capped, cost), cost)
 
 
 def print_cost(opts: RunOptions, rows: list[PhaseEstimate], cost: CostModel) -> None:

@@ -34,6 +34,7 @@ from study.check import check_code, check_data
 from study.declared import schema_defaults
 from study.cluster import TrialResources, UsageError
 from study.configs import artifact_ref, classify_config
+from study.looks import run_looks
 from study.options import RunOptions
 from study.plan import CostModel, estimate_phases, per_trial_estimates
 from study.phases import PhaseContext, PhaseResult, StudyInterrupted, TrainableFailed, phase_once, run_phase
@@ -55,7 +56,6 @@ def run_study(opts: RunOptions) -> int:
     """Runs (or resumes) a whole study; returns the process exit code. A study that cannot run
     raises ``study.loader.StudyError`` before any MLflow record or trial (``study.check``)."""
     from study.loader import ship_user_code
-    from study.stages import pretrain_stage
 
     study, budget = opts.study, opts.budget
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")   # diverged trials omit it
@@ -88,8 +88,9 @@ def run_study(opts: RunOptions) -> int:
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT)) \
         if threading.current_thread() is threading.main_thread() else None
     try:
-        pretrain_phases, shipped = pretrain_stage(ctx)
-        phases = pretrain_phases + classify_stage(replace(ctx, artifacts=shipped))
+        phases = train_seeds(ctx)
+        if budget.max_seeds:
+            phases += run_looks(ctx, train_seeds)
     except StudyInterrupted as e:
         tracking.set_parent_status(opts.tracking_uri, parent, StudyStatus.INTERRUPTED)
         log(f"interrupted ({e}). Continue with: {opts.resume_command or _resume_command(opts)}")
@@ -214,6 +215,15 @@ def _open_parent(opts: RunOptions, experiment_id: str, previous: ParentRun | Non
         log(f"MLflow parent run {parent.run_id} in experiment {study.name!r}")
     tracking.log_study_definition(opts.tracking_uri, parent, {**version.definition, "version": version.record()})
     return parent
+
+
+def train_seeds(ctx: PhaseContext) -> list[PhaseResult]:
+    """Both stages for the seeds of ``ctx.opts.budget``: the upstreams the arms build on, then
+    every arm's tuning and replicate on each seed."""
+    from study.stages import pretrain_stage
+
+    pretrain_phases, shipped = pretrain_stage(ctx)
+    return pretrain_phases + classify_stage(replace(ctx, artifacts=shipped))
 
 
 # -- stage classify ------------------------------------------------------------------------

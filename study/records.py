@@ -28,6 +28,9 @@ MODEL_NAME = "model"                   # a replicate run's MLflow model: runs:/<
 ERROR_TRACEBACK_FILE = "error_traceback.txt"   # a run the trainable's own code failed: the traceback
 
 
+SEQUENTIAL_FILE = "sequential.json"    # the parent's: each look's analysis (study.looks)
+
+
 def tuning_file(stage: str) -> str:
     """The parent run's record of what each tuning of a stage chose (study.tuning.choose)."""
     return f"tuning-{stage}.json"
@@ -122,13 +125,15 @@ class Tag:
                                            # tuning inside the replication; now the file tuning_file(stage))
     FAILED_ARMS = "failed_arms"            # JSON list: arms no tune trial of which produced the metric
     PRETRAINED_RUNS = "pretrained_runs"    # see pretrained_runs()
-    PHASE_DONE = "phase_done."             # + "<stage>.<phase>" = "true": what --resume skips
+    PHASE_DONE = "phase_done."             # + "<stage>.<phase>[.look<k>]" = "true": what --resume skips
+    SEQUENTIAL_LOOK = "sequential_look"    # the last look a sequential study analysed (study.looks)
     # a trial run (one per Tune trial, a child of the parent run)
     PARENT = "mlflow.parentRunId"
     STAGE = "stage"
     PHASE = "phase"
     ARM = "arm"                            # for an upstream stage: the upstream's key
     TUNING = "tuning"                      # the search a trial belongs to, or whose choice a replicate trains
+    LOOK = "look"                          # 1, 2, ...: the sequential look whose seeds a trial trained (study.looks)
     SEED = "seed"
     FACTOR = "factor."                     # + factor name: the arm's level
     IS_BASELINE = "is_baseline"            # "true" | "false"

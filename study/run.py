@@ -102,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(default: STUDY_STORAGE, else <results-dir>/tune; multi-node clusters need shared storage)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run of this study")
     parser.add_argument("--fresh", action="store_true", help="start over even if a run exists (old runs are kept)")
+    parser.add_argument("--until-decided", action="store_true",
+                        help="after the budget's seeds, add --seed-batch new paired seeds to every arm (each tuned "
+                             "on its own) and look again, until every planned contrast is decided or --max-seeds "
+                             "is reached; the error rates hold across the looks (docs/protocol.md)")
+    parser.add_argument("--max-seeds", type=_positive("--max-seeds", int),
+                        help="with --until-decided: the most seeds per arm (default: the budget's max_seeds, else 20)")
+    parser.add_argument("--seed-batch", type=_positive("--seed-batch", int),
+                        help="with --until-decided: seeds added at each look (default: the budget's, 3)")
     parser.add_argument("--max-failures", type=_positive("--max-failures", int), default=2,
                         help="stop a phase once one error raised by the trainable's own code (same type, file and "
                              "line) has failed this many trials (default: 2); such trials are never retried. Lost "
@@ -162,6 +170,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[s
     names = study.data.names if study.data else ()
     if args.dataset and names and args.dataset not in names:
         parser.error(f"--dataset {args.dataset!r} is unknown; datasets: {', '.join(names)}")
+    if args.until_decided:
+        overrides["max_seeds"] = args.max_seeds or budget.max_seeds or 20
+        overrides["seed_batch"] = args.seed_batch or budget.seed_batch
+    elif args.max_seeds or args.seed_batch:
+        parser.error("--max-seeds and --seed-batch go with --until-decided")
     try:
         budget = replace(budget, **overrides)
     except ValueError as e:

@@ -149,6 +149,8 @@ class Budget:
     startup_trials: int = 10         # TPE's random start per tuning (Optuna's default: 10)
     tune_seed: int = 1000            # upstream stages are tuned on it (never a replicate seed); each arm's
                                      # tuning on seed s seeds its Optuna sampler with tune_seed + s
+    max_seeds: int = 0               # > 0: sequential seeds up to this cap (--until-decided; study.looks)
+    seed_batch: int = 3              # seeds added to every arm at each sequential look
 
     def __post_init__(self):
         object.__setattr__(self, "seeds", tuple(self.seeds))
@@ -156,6 +158,9 @@ class Budget:
             raise ValueError("a budget needs epochs >= 1, trials_per_tuning >= 1 and at least one seed")
         if self.grace_period > self.epochs:
             raise ValueError(f"grace_period {self.grace_period} exceeds epochs {self.epochs}")
+        if self.max_seeds and (self.max_seeds < len(self.seeds) or self.seed_batch < 1):
+            raise ValueError(f"sequential seeds need max_seeds >= the {len(self.seeds)} seeds to start from and "
+                             f"seed_batch >= 1, got max_seeds {self.max_seeds}, seed_batch {self.seed_batch}")
         if self.tune_seed in self.seeds:
             # the tuned configuration was selected on the tune seed's split and initialisation:
             # replicating on that seed would score the winner on the draw it was chosen for

@@ -13,6 +13,7 @@ a user's study declares its own stages the same way.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,8 +23,8 @@ from study import tracking
 from study.declared import schema_defaults
 from study.configs import artifact_ref, pretrain_cache_key, pretrain_config, pretrain_seeds
 from study.phases import PhaseContext, PhaseResult, phase_once, run_phase
-from study.records import (PHASE_REPLICATE, PHASE_TUNE, STAGE_PRETRAIN, Outcome, Tag, pretrained_runs_tag, run_filter,
-                           tuning_file)
+from study.records import (PHASE_REPLICATE, PHASE_TUNE, STAGE_PRETRAIN, Outcome, Tag, pretrained_runs, pretrained_runs_tag,
+                           run_filter, tuning_file)
 from study.searchers import ListSearcher
 from study.tuning import Tuning, chosen, tune_phase
 from study.terminal import log
@@ -50,7 +51,8 @@ def pretrain_stage(ctx: PhaseContext) -> tuple[list[PhaseResult], dict[str, byte
     if missing:
         raise RuntimeError(f"pretraining produced no usable artifact for {', '.join(missing)}; "
                            "see the failed pretrain runs in MLflow")
-    tracking.set_parent_tags(ctx.opts.tracking_uri, ctx.parent, {Tag.PRETRAINED_RUNS: pretrained_runs_tag(runs)})
+    used = {**pretrained_runs(ctx.parent.tags), **runs}        # with the earlier looks' seeds
+    tracking.set_parent_tags(ctx.opts.tracking_uri, ctx.parent, {Tag.PRETRAINED_RUNS: pretrained_runs_tag(used)})
     return phases, _ship(ctx, runs)
 
 
@@ -59,7 +61,9 @@ def _train(ctx: PhaseContext, upstreams: list[Upstream], cache_keys) -> list[Pha
     seeds the tune phase did not train."""
     opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
     log(f"pretrain: training {', '.join(p.key for p in upstreams)}")
-    phases = phase_once(ctx, STAGE_PRETRAIN, PHASE_TUNE, lambda: _tune(ctx, upstreams, cache_keys))
+    # an upstream is tuned once, on the tune seed, whatever look's seeds it is trained for
+    tune_ctx = replace(ctx, look=1)
+    phases = phase_once(tune_ctx, STAGE_PRETRAIN, PHASE_TUNE, lambda: _tune(tune_ctx, upstreams, cache_keys))
     picked = {key: entry["params"] for key, entry in chosen(ctx, STAGE_PRETRAIN).items()}
     failed = [p.key for p in upstreams if p.key not in picked]
     if failed:

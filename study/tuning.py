@@ -47,7 +47,9 @@ def tune_phase(ctx: PhaseContext, stage: str, tunings: Mapping[str, Tuning], tri
     scheduler = PerArmASHA(metric, mode, max_t, min(grace, max_t), budget.reduction_factor)
     result = run_phase(ctx, stage, PHASE_TUNE, searcher, scheduler, trials * len(tunings), tags_for,
                        log_weights=log_weights)
-    result.decided_files = {tuning_file(stage): choose(phase_runs(ctx, stage, PHASE_TUNE), tunings, metric, mode)}
+    earlier = _recorded(ctx, stage) if ctx.look > 1 else {}     # the tunings of the earlier looks' seeds
+    result.decided_files = {tuning_file(stage): {**earlier, **choose(phase_runs(ctx, stage, PHASE_TUNE), tunings,
+                                                                       metric, mode)}}
     return result
 
 
@@ -96,6 +98,12 @@ def chosen(ctx: PhaseContext, stage: str) -> dict[str, dict]:
     with tempfile.TemporaryDirectory(prefix="study-tuning-") as tmp:
         path = tracking.client(ctx.opts.tracking_uri).download_artifacts(ctx.parent.run_id, tuning_file(stage), tmp)
         return json.loads(Path(path).read_text())
+
+
+def _recorded(ctx: PhaseContext, stage: str) -> dict[str, dict]:
+    """``chosen``, or {} before the stage's first tune phase wrote its record."""
+    names = {f.path for f in tracking.client(ctx.opts.tracking_uri).list_artifacts(ctx.parent.run_id)}
+    return chosen(ctx, stage) if tuning_file(stage) in names else {}
 
 
 def _parse(text: str):
