@@ -3,7 +3,8 @@ figures and one self-contained report (docs/architecture.md §2 is the input con
 
     python -m analysis.compare ablation_pretraining            # reports/ablation_pretraining/
 
-    from analysis import load_study, analyze, write_report, build_report
+    from analysis.load import load_study
+    from analysis.report import analyze, build_report, write_report
     study = load_study("ablation_pretraining", tracking_uri)   # Study: parent tags + runs frame
     scores = study.scores(["test/acc"])                        # rows: one per (arm, seed, metric)
     result = build_report("ablation_pretraining", tracking_uri=tracking_uri)
@@ -22,8 +23,3 @@ exploratory comparison a planned contrast estimates shows the planned estimate a
 ``publish`` (models and the report in MLflow), ``report`` (assembly), ``render`` (Markdown,
 HTML, LaTeX), ``compare`` (the CLI).
 """
-from analysis.load import AnalysisError, MetricNotFound, Study, StudyNotFound, load_study
-from analysis.report import Analysis, ReportResult, analyze, build_report, write_report
-
-__all__ = ["AnalysisError", "Analysis", "MetricNotFound", "ReportResult", "Study", "StudyNotFound",
-           "analyze", "build_report", "load_study", "write_report"]

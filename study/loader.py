@@ -1,4 +1,4 @@
-"""Finding a study: one of ours by name, a study file, or a module.
+"""Loading study files and modules (``study.registry.find`` names them):
 
     python -m study.run ablation_dropout                 # a built-in study (builtin_studies/)
     python -m study.run my_studies/width.py              # the study a file defines
@@ -48,32 +48,6 @@ class Found:
     attr: str = ""       # the module-level name it is bound to
 
 
-def find(target: str) -> list[Found]:
-    """The studies ``target`` names: one, or every study of a file or module named without
-    ``:NAME``. Raises ``StudyError``."""
-    from study.registry import ORIGINS, STUDIES
-
-    if target in STUDIES:
-        return [Found(STUDIES[target], ORIGINS[target])]
-    spec, sep, name = target.rpartition(":")
-    if not sep or "/" in name:
-        spec, name = target, ""
-    if spec.endswith(".py") or "/" in spec or Path(spec).is_file():
-        module, origin = _load_file(spec)
-    elif sep:
-        module, origin = _import(spec)
-    else:
-        raise StudyError(target, f"no such study. Built-in studies: {', '.join(sorted(STUDIES))}; or give a study "
-                                 "file (path/to/file.py[:NAME]) or a module (package.module:NAME)")
-    found = _pick(studies_in(module, origin), name, origin)
-    for f in found:
-        if f.study.name in STUDIES and STUDIES[f.study.name] is not f.study:
-            raise StudyError(origin, f"two studies are named {f.study.name!r}: this one and the built-in "
-                                     f"{ORIGINS[f.study.name]}; the name is the MLflow experiment, so rename yours",
-                             f.study.name)
-    return found
-
-
 def studies_in(module: ModuleType, origin: str) -> list[Found]:
     """The public module-level ``Study`` objects of ``module``, in definition order."""
     studies: dict[int, tuple[str, Study]] = {}
@@ -92,7 +66,7 @@ def studies_in(module: ModuleType, origin: str) -> list[Found]:
     return [Found(s, origin, a) for a, s in studies.values()]
 
 
-def _pick(found: list[Found], name: str, origin: str) -> list[Found]:
+def pick(found: list[Found], name: str, origin: str) -> list[Found]:
     if not name:
         return found
     chosen = [f for f in found if name in (f.study.name, f.attr)]
@@ -101,7 +75,7 @@ def _pick(found: list[Found], name: str, origin: str) -> list[Found]:
     raise StudyError(origin, f"has no study {name!r}; its studies: {', '.join(sorted(f.study.name for f in found))}")
 
 
-def _load_file(spec: str) -> tuple[ModuleType, str]:
+def load_file(spec: str) -> tuple[ModuleType, str]:
     path = Path(spec)
     if not path.is_file():
         raise StudyError(spec, f"no such study file (the working directory is {Path.cwd()})")
@@ -143,7 +117,7 @@ def _refuse_shadowing(folder: Path, spec: str) -> None:
                                        f"of the runner's: rename it (e.g. my_{name})")
 
 
-def _import(name: str) -> tuple[ModuleType, str]:
+def import_module(name: str) -> tuple[ModuleType, str]:
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as error:

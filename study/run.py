@@ -25,7 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from study import records, terminal, tracking
-from study.loader import Found, StudyError, find
+from study.loader import Found, StudyError
+from study.registry import find
 
 EXIT_USAGE = 2
 

@@ -199,9 +199,9 @@ def log_missing_models(tracking_uri: str, experiment_id: str, runs, build, datas
     """Logs the model of every completed run in ``runs`` that has none: the callback's thread
     had not got to it when the driver was killed. ``build``: the trainable's declared
     ``mlflow_model``; ``say`` prints a line."""
-    from study.tracking import client as make_client
+    from mlflow.tracking import MlflowClient
 
-    c = make_client(tracking_uri)
+    c = MlflowClient(tracking_uri=tracking_uri)
     missing = [r for r in runs if r.data.tags.get(Tag.OUTCOME) == Outcome.COMPLETED and not has_model(c, r.info.run_id)]
     if missing:
         say(f"logging the models of {len(missing)} replicate runs a stopped driver left without one")

@@ -18,7 +18,8 @@ import pytest
 from mlflow_runs import study_runs
 from builtin_studies.mnist import AUTOENCODER, MNIST
 from study import tracking
-from study.loader import StudyError, find
+from study.loader import StudyError
+from study.registry import find
 from study.registry import ORIGINS, STUDIES
 from study.run import main
 from study.trial import normalize
