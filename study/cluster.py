@@ -57,6 +57,17 @@ def connect(address: str | None, verbose: int):
     return ray
 
 
+def expected_resources(address: str | None) -> dict[str, float]:
+    """What the cluster a run would use has, without starting one (``--dry-run``, ``--check``):
+    the cluster at ``address`` / ``RAY_ADDRESS`` (joined: it is running), else this machine, as a
+    private local Ray would see it."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        import ray
+        return dict(connect(address, terminal.QUIET).cluster_resources())
+    import torch
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
 def _object_store_default() -> int:
     try:
         pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")

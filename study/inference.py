@@ -1,5 +1,7 @@
-"""Inference for one contrast: hierarchical paired bootstrap interval, equivalence (TOST),
-minimum detectable effect, seeds needed, P(A>B) and the verdict. Pure numpy/scipy.
+"""Inference for one contrast: hierarchical paired bootstrap interval, equivalence (TOST), the
+minimal-effect test, minimum detectable effect, seeds needed, P(A>B) and the four verdicts
+("different, at least the SESOI", "different, smaller than the SESOI", "equivalent within
+±SESOI", "inconclusive"; defined where ``VERDICTS`` is). Pure numpy/scipy.
 
 Input of ``hierarchical_estimate``: the contrast's value per (seed, test example),
 ``c[s, i] = sum_a w_a * correct[a, s, i]`` (arms paired by seed and by test example), shape
@@ -186,24 +188,77 @@ def mde(se: float, df: float, alpha: float = ALPHA, power: float = POWER) -> flo
     return float((sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(power, df)) * se)
 
 
-def seeds_needed(se_seeds: float, n: int, se_examples: float, n_examples: int, margin: float,
-                 alpha: float = ALPHA, power: float = POWER) -> int | None:
-    """About how many seeds make the minimum detectable effect no larger than ``margin``
-    (the smallest effect of interest): with that many, an effect of that size would be found
-    with the given power, and a zero effect would show as equivalent about as often.
+@dataclass(frozen=True)
+class SeedsNeeded:
+    """About how many paired seeds the decision a contrast's estimate points to needs
+    (``seeds_needed``); ``n`` None with the reason in ``why`` when no number is given."""
+    target: str              # EQUIVALENCE (|estimate| < margin) or AT_LEAST_TARGET
+    n: int | None            # at the estimated seed variance
+    low: int | None = None   # at the low end of the seed variance's PLAN_COVERAGE interval
+    high: int | None = None  # at its high end; None: more than MAX_SEEDS
+    why: str = ""
+
+
+EQUIVALENCE, AT_LEAST_TARGET = "equivalence", "at least the SESOI"
+PLAN_COVERAGE = 0.8         # the seed variance's chi-square interval behind the seeds-needed range
+MIN_PLAN_DF = 4             # fewer degrees of freedom of the seed variance: no seeds needed given
+
+
+def seeds_needed(estimate: float, se_seeds: float, n: int, se_examples: float, n_examples: int,
+                 margin: float | None, level: float = ALPHA, power: float = POWER) -> SeedsNeeded | None:
+    """About how many seeds give the decision the estimate points to ``power``, at the level
+    ``level`` (the study passes its Holm-adjusted one, alpha / m): equivalence within +-margin
+    (TOST) when |estimate| < margin, else "at least the SESOI" (the minimal-effect test), the
+    true contrast taken to be the estimate. The range reruns the same sum at the ends of the
+    ``PLAN_COVERAGE`` chi-square interval of the seed-level variance (n - 1 df); with fewer
+    than ``MIN_PLAN_DF`` df no number is given (``why`` says so).
 
     The seed part of the variance (``se_seeds``, residual included) shrinks as 1/n, the test
-    set's own part (``se_examples``) does not: every seed uses the same test images. At the
-    current n the MDE is the reported one, so the answer exceeds n whenever that MDE exceeds
-    the margin. None when the test set alone keeps the MDE above the margin."""
-    if not (np.isfinite(se_seeds) and np.isfinite(se_examples) and margin > 0 and n >= 2):
+    set's own part (``se_examples``) does not: every seed uses the same test images. None when
+    there is no margin or no finite standard error."""
+    if not (margin and np.isfinite(estimate) and np.isfinite(se_seeds) and np.isfinite(se_examples) and n >= 2):
         return None
+    target = EQUIVALENCE if abs(estimate) < margin else AT_LEAST_TARGET
+    df_seeds = n - 1
+    if df_seeds < MIN_PLAN_DF:
+        return SeedsNeeded(target, None, why=f"the seed-level variance has {df_seeds} degrees of freedom "
+                                              f"(fewer than {MIN_PLAN_DF})")
+    var_seed = se_seeds ** 2 * n                                   # one seed's variance
+    args = (estimate, se_examples, n_examples, margin, level, power, target)
+    needed = _needed_at(var_seed, *args)
+    if needed is None:
+        return SeedsNeeded(target, None, why=_why_none(*args))
+    chi_low, chi_high = sps.chi2.ppf([(1 - PLAN_COVERAGE) / 2, (1 + PLAN_COVERAGE) / 2], df_seeds)
+    low = _needed_at(var_seed * df_seeds / chi_high, *args)
+    high = _needed_at(var_seed * df_seeds / chi_low, *args)
+    return SeedsNeeded(target, needed, low, high)
+
+
+def _power(se, df, estimate, margin, level, target):
+    """Power of the target's test where the true contrast is ``estimate`` (shifted-t
+    approximation, as ``mde``): TOST at ``level`` per side, or the minimal-effect test,
+    two-sided at ``level``. Vectorised over ``se`` and ``df``."""
+    d = abs(estimate)
+    if target == EQUIVALENCE:
+        crit = sps.t.ppf(1 - level, df)
+        return sps.t.cdf((margin - d) / se - crit, df) + sps.t.cdf((margin + d) / se - crit, df) - 1
+    return sps.t.cdf((d - margin) / se - sps.t.ppf(1 - level / 2, df), df)
+
+
+def _needed_at(var_seed, estimate, se_examples, n_examples, margin, level, power, target) -> int | None:
+    """The smallest n in 2..MAX_SEEDS whose power reaches ``power`` at seed variance ``var_seed``."""
     ns = np.arange(2, MAX_SEEDS + 1)
-    var_s = se_seeds ** 2 * n / ns
+    var_s = var_seed / ns
     df = satterthwaite_df(var_s, ns, se_examples ** 2, n_examples)
-    mdes = (sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(power, df)) * np.sqrt(var_s + se_examples ** 2)
-    ok = np.flatnonzero(mdes <= margin)
+    ok = np.flatnonzero(_power(np.sqrt(var_s + se_examples ** 2), df, estimate, margin, level, target) >= power)
     return int(ns[ok[0]]) if len(ok) else None
+
+
+def _why_none(estimate, se_examples, n_examples, margin, level, power, target) -> str:
+    df = max(n_examples - 1, 1) if n_examples else math.inf
+    if se_examples > 0 and _power(se_examples, min(df, 1e6), estimate, margin, level, target) < power:
+        return "the test set limits the precision"
+    return f"more than {MAX_SEEDS} seeds: the estimate lies close to the margin"
 
 
 def prob_superiority(per_seed) -> tuple[float, int, int]:
@@ -220,23 +275,85 @@ def prob_superiority(per_seed) -> tuple[float, int, int]:
 
 
 # -- the verdict -------------------------------------------------------------------------------
+# Four verdicts for a contrast whose metric declares a smallest effect of interest (SESOI, the
+# margin), each from tests at the study's Holm-adjusted level (p values Holm-adjusted over the
+# family, compared with alpha): D, the difference test (H0: contrast = 0); E, the equivalence
+# test (TOST, H0: |contrast| >= margin); M, the minimal-effect test (H0: |contrast| <= margin).
+# M implies D (its p is never smaller), and M and E exclude each other, so these are exhaustive
+# and mutually exclusive (docs/protocol.md, "Inference"):
+AT_LEAST = "different, at least the SESOI"        # M: the interval lies wholly beyond the margin
+SMALLER = "different, smaller than the SESOI"     # D and E: not zero, and inside the margin
+EQUIVALENT = "equivalent within ±SESOI"           # E, not D
+INCONCLUSIVE = "inconclusive"                     # neither M nor E (D alone: a sign, not a size)
+VERDICTS = (AT_LEAST, SMALLER, EQUIVALENT, INCONCLUSIVE)
+DIFFERENT = "different"                           # D, for a metric without a margin (size not judged)
+NO_VERDICT, NOT_ESTIMABLE = "no verdict", "not estimable"
+
+
+def minimal_effect(estimate: float, se: float, df: float, margin: float) -> float:
+    """p of the minimal-effect test of H0: |contrast| <= margin against |contrast| > margin,
+    two-sided: 2 P(T > (|estimate| - margin) / se), capped at 1. p < alpha is the same as the
+    (1 - alpha) interval lying wholly beyond +-margin (on the estimate's side); at a true
+    contrast of +-margin it rejects with probability alpha / 2. NaN when not estimable."""
+    if not (np.isfinite(estimate) and np.isfinite(se) and se > 0 and margin > 0):
+        return math.nan
+    return float(min(1.0, 2 * sps.t.sf((abs(estimate) - margin) / se, df)))
+
+
+def verdict_kind(n: int, estimable: bool, p_holm: float, p_tost_holm: float, p_minimal_holm: float,
+                 has_margin: bool, alpha: float = ALPHA) -> str:
+    """One of ``VERDICTS``, ``DIFFERENT`` / ``INCONCLUSIVE`` without a margin, ``NO_VERDICT``
+    (n < MIN_VERDICT_N) or ``NOT_ESTIMABLE``; the p values are Holm-adjusted."""
+    if n >= 2 and not estimable:
+        return NOT_ESTIMABLE
+    if n < MIN_VERDICT_N:
+        return NO_VERDICT
+    different = _below(p_holm, alpha)
+    if not has_margin:
+        return DIFFERENT if different else INCONCLUSIVE
+    if _below(p_minimal_holm, alpha):
+        return AT_LEAST
+    if _below(p_tost_holm, alpha):
+        return SMALLER if different else EQUIVALENT
+    return INCONCLUSIVE
+
+
+def _below(p: float, alpha: float) -> bool:
+    return p is not None and bool(np.isfinite(p)) and p < alpha
+
 
 def verdict(n: int, estimable: bool, p_holm: float, p_tost_holm: float, margin: float | None,
-            n_seeds_needed: int | None, alpha: float = ALPHA, margin_text: str = "") -> str:
-    """One of: "not estimable", "no verdict (n=2 < 3)", "different",
-    "equivalent within ±0.5 pp", "inconclusive — needs about N seeds" (or why seeds alone
-    cannot settle it). ``margin`` None: no smallest effect of interest for this metric."""
-    if n >= 2 and not estimable:
-        return "not estimable"
-    if n < MIN_VERDICT_N:
+            needed: SeedsNeeded | None = None, alpha: float = ALPHA, margin_text: str = "",
+            p_minimal_holm: float = math.nan) -> str:
+    """The verdict in words: "different, at least the SESOI (0.5 pp)", "different, smaller than
+    the SESOI (0.5 pp)", "equivalent within ±0.5 pp", "inconclusive — needs about 14 seeds
+    (9–33) to show equivalence" (or why no number is given), "no verdict (n=2 < 3)", "not
+    estimable"; without a margin "different (...)" or "inconclusive (...)"."""
+    kind = verdict_kind(n, estimable, p_holm, p_tost_holm, p_minimal_holm, margin is not None, alpha)
+    size = margin_text.lstrip("±")
+    if kind == NO_VERDICT:
         return f"no verdict (n={n} < {MIN_VERDICT_N})"
-    if margin is not None and np.isfinite(p_tost_holm) and p_tost_holm < alpha:
+    if kind == NOT_ESTIMABLE:
+        return kind
+    if kind in (AT_LEAST, SMALLER):
+        return f"{kind} ({size})"
+    if kind == EQUIVALENT:
         return f"equivalent within {margin_text}"
-    if np.isfinite(p_holm) and p_holm < alpha:
-        return "different"
     if margin is None:
-        return "inconclusive (no smallest effect of interest declared for this metric)"
-    if n_seeds_needed is None:
-        return (f"inconclusive — more seeds alone would not resolve {margin_text}: "
-                "the test set limits the precision")
-    return f"inconclusive — needs about {n_seeds_needed} seeds"
+        return f"{kind} (no smallest effect of interest declared for this metric)"
+    sign = (f"different from zero, but neither at least {size} nor within {margin_text} is shown; "
+            if _below(p_holm, alpha) else "")
+    return f"inconclusive — {sign}{needed_text(needed, size)}"
+
+
+def needed_text(needed: SeedsNeeded | None, size: str = "the SESOI") -> str:
+    """"needs about 14 seeds (9–33) to show equivalence", or why no number is given."""
+    if needed is None:
+        return "seeds needed not estimated"
+    goal = "equivalence" if needed.target == EQUIVALENCE else f"at least {size}"
+    if needed.n is None:
+        if needed.why == "the test set limits the precision":
+            return f"more seeds alone would not show {goal}: the test set limits the precision"
+        return f"seeds needed not given: {needed.why}"
+    high = f"{needed.high}" if needed.high is not None else f"more than {MAX_SEEDS}"
+    return f"needs about {needed.n} seeds ({needed.low}–{high}) to show {goal}"

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 
 from study import declared
 from study.check import DryTrial, Timing
+from study.cluster import TrialResources
 from study.configs import classify_config, pretrain_config, pretrain_seeds
 from study.options import RunOptions
 from study.records import PHASE_TUNE
@@ -116,14 +117,7 @@ def wall_seconds(rows: list[PhaseEstimate], concurrency: int) -> float:
     return STUDY_OVERHEAD_S + sum(PHASE_OVERHEAD_S + r.expected_s / max(1, min(concurrency, r.trials)) for r in rows)
 
 
-def local_concurrency(opts: RunOptions) -> int:
-    """Trials at a time on a private local Ray on this machine (what the runner would use)."""
-    if opts.max_concurrent:
-        return opts.max_concurrent
-    return max(1, int((os.cpu_count() or 1) // max(opts.cpus_per_trial, 1e-9)))
-
-
-def print_plan(opts: RunOptions, cost: CostModel) -> None:
+def print_plan(opts: RunOptions, cost: CostModel, resources: TrialResources) -> None:
     study, budget = opts.study, opts.budget
     claims = set(declared.claims(cost.trainables[ref_label(study.trainable)]))
     arms = study.arms()
@@ -166,12 +160,12 @@ def print_plan(opts: RunOptions, cost: CostModel) -> None:
               f"{', '.join(p.describe() for p in stage.search_space.params)} on {stage.metric} ({stage.mode}); "
               f"trained for seeds {pretrain_seeds(budget)}, at most {budget.pretrain_epochs} epochs{stops}")
     print()
-    print_cost(opts, estimate_phases(study, budget, cost), cost)
+    print_cost(opts, estimate_phases(study, budget, cost), cost, resources)
     if budget.max_seeds:
-        print_sequential(opts, cost)
+        print_sequential(opts, cost, resources)
 
 
-def print_sequential(opts: RunOptions, cost: CostModel) -> None:
+def print_sequential(opts: RunOptions, cost: CostModel, resources: TrialResources) -> None:
     """What ``--until-decided`` may cost: its looks, and the study at the cap."""
     from dataclasses import replace
 
@@ -187,24 +181,24 @@ def print_sequential(opts: RunOptions, cost: CostModel) -> None:
           f"({steps})")
     print("  at the cap, if some contrast stays undecided to the end:")
     capped = replace(budget, seeds=seeds_for(budget, budget.max_seeds), max_seeds=0)
-    print_cost(opts, estimate_phases(study, capped, cost), cost)
+    print_cost(opts, estimate_phases(study, capped, cost), cost, resources)
 
 
-def print_cost(opts: RunOptions, rows: list[PhaseEstimate], cost: CostModel) -> None:
-    """The phases with their estimated cost, and the study's wall time on this machine."""
+def print_cost(opts: RunOptions, rows: list[PhaseEstimate], cost: CostModel, resources: TrialResources) -> None:
+    """The phases with their estimated cost, and the study's wall time on ``resources``'s slots."""
     print(f"  {'stage':<9}{'phase':<10}{'what':<34}{'trials':>7}{'epochs':>7}  {'est. trial-seconds':>20}")
     for r in rows:
         bound = f"  (bound {r.bound_s:,.0f})" if r.bound_s != r.expected_s else ""
         print(f"  {r.stage:<9}{r.phase:<10}{r.what:<34}{r.trials:>7}{r.epochs:>7}  {r.expected_s:>20,.0f}{bound}")
     total = sum(r.expected_s for r in rows)
-    unit = "GPU" if cost.device == "cuda" else "CPU"
-    share = opts.gpus_per_trial if cost.device == "cuda" else opts.cpus_per_trial
+    unit = "GPU" if resources.device == "cuda" else "CPU"
+    share = resources.gpus if resources.device == "cuda" else resources.cpus
     print(f"  total: {sum(r.trials for r in rows)} trials, about {total:,.0f} trial-seconds = "
           f"{total * share:,.0f} {unit}-seconds ({math.ceil(total * share / 60)} {unit}-minutes)")
-    if cost.device == "cpu" and not opts.address:
-        concurrency = local_concurrency(opts)
-        print(f"  on this machine ({os.cpu_count()} CPUs, {concurrency} trials at a time): about "
-              f"{_minutes(wall_seconds(rows, concurrency))} of wall time, the runner's start and phases included")
+    where = "on the cluster" if opts.address or os.environ.get("RAY_ADDRESS") else "on this machine"
+    print(f"  {where} ({resources.max_concurrent} trials at a time, {resources.cpus:g} CPU and {resources.gpus:g} GPU "
+          f"each): about {_minutes(wall_seconds(rows, resources.max_concurrent))} of wall time, the runner's start "
+          "and phases included")
     print(f"  (estimates from {cost.source()}; budget {opts.budget_name})")
 
 

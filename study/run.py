@@ -215,12 +215,13 @@ def _dry_run(opts) -> int:
     from study.check import check, check_code
     from study.plan import CostModel, print_plan
 
-    cost = CostModel(_device(opts), check_code(opts.study, opts.origin))
+    resources = _resources(opts)
+    cost = CostModel(resources.device, check_code(opts.study, opts.origin))
     if cost.needs_timing():
         print("(timing two epochs of the baseline arm: its trainable declares no epoch_seconds)", flush=True)
         cost = CostModel(cost.device, cost.trainables, check(opts.study, opts.budget, opts.origin, opts.data_dir,
                                                              epochs=2)[1])
-    print_plan(opts, cost)
+    print_plan(opts, cost, resources)
     return 0
 
 
@@ -235,16 +236,18 @@ def _check(opts) -> int:
     print(f"check {opts.origin}: study {study.name!r}, budget {opts.budget_name} ({opts.budget.dataset})")
     for line in describe(study, loaded, dry):
         print(line)
-    cost = CostModel(_device(opts), loaded.trainables, dry)
-    print_cost(opts, estimate_phases(study, opts.budget, cost), cost)
+    resources = _resources(opts)
+    cost = CostModel(resources.device, loaded.trainables, dry)
+    print_cost(opts, estimate_phases(study, opts.budget, cost), cost, resources)
     print(f"ok: python -m study.run {opts.target} --budget {opts.budget_name} runs it")
     return 0
 
 
-def _device(opts) -> str:
-    """The device the estimate is for, from the request (no cluster is joined for it): a GPU
-    share asked for means GPUs (study.cluster.plan_trials decides it for a run)."""
-    return "cuda" if opts.gpus_per_trial else "cpu"
+def _resources(opts):
+    """What a run would give each trial (study.cluster.plan_trials, the one device decision), on
+    the cluster it would use: the estimates are for that device and share."""
+    from study.cluster import expected_resources, plan_trials
+    return plan_trials(expected_resources(opts.address), opts)
 
 
 if __name__ == "__main__":
