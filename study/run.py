@@ -245,9 +245,14 @@ def _check(opts) -> int:
 
 def _resources(opts):
     """What a run would give each trial (study.cluster.plan_trials, the one device decision), on
-    the cluster it would use: the estimates are for that device and share."""
+    the cluster it would use: the estimates are for that device and share. A GPU share asked for
+    on a machine without GPUs (planning a GPU run from a laptop) is estimated for one GPU."""
     from study.cluster import expected_resources, plan_trials
-    return plan_trials(expected_resources(opts.address), opts)
+    cluster = expected_resources(opts.address)
+    if opts.gpus_per_trial and not cluster.get("GPU") and not (opts.address or os.environ.get("RAY_ADDRESS")):
+        print(f"(no GPU here: estimated for one GPU, {opts.gpus_per_trial:g} GPU per trial)")
+        cluster = {**cluster, "GPU": 1.0}
+    return plan_trials(cluster, opts)
 
 
 if __name__ == "__main__":
