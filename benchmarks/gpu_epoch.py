@@ -6,7 +6,7 @@ batch 128). Levers, each optional and each measured against the trainables' defa
 fp32, batch 128) in the same process:
 
   batch size     128 (the trainables' default), 512, 2048
-  bf16           autocast to bf16 (losses in fp32), as the trainables' `bf16` key does
+  bf16           autocast to bf16 (losses in fp32), as the trainables' `precision` = "bf16" does
   channels_last  model and inputs in channels_last, as the trainables' `channels_last` key does
   graph          the whole step (gather by index, forward, backward, Adam, loss sum) captured
                  once in a CUDA graph and replayed: one launch per step instead of ~60-90
@@ -105,7 +105,7 @@ class EpochRunner:
         self.kind, self.batch, self.lever, self.device = kind, batch, lever, device
         self.x_all, self.y_all = x_all, y_all
         cuda = device.type == "cuda"
-        self.backend = Backend(device, lever.bf16 and cuda, lever.channels_last and cuda)
+        self.backend = Backend(device, "bf16" if lever.bf16 and cuda else "fp32", lever.channels_last and cuda)
         self.model = self.backend.prepare_model(build_model(kind))
         self.model.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -209,9 +209,9 @@ def trainable_epoch_seconds(kind: str, dataset, device: torch.device, batch: int
         stamps.append(time.perf_counter())
 
     config = {"dataset": dataset.name, "device": str(device), "epochs": 2, "batch_size": batch,
-              "bf16": bf16, "channels_last": channels_last, "seed": 0}
+              "precision": "bf16" if bf16 else "fp32", "channels_last": channels_last, "seed": 0}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # bf16 / channels_last ignored on CPU
+        warnings.simplefilter("ignore")          # bf16 emulated on a CPU without native bf16
         if kind == "autoencoder":
             train_autoencoder(config, reporter, dataset=dataset)
         else:

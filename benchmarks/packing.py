@@ -56,7 +56,8 @@ def _trial(rank: int, opts: dict, barrier, results) -> None:
     cuda = opts["device"].startswith("cuda")
     dataset, _ = benchmark_dataset(opts["data"], opts["data_dir"])
     config = {"dataset": dataset.name, "device": opts["device"], "model": opts["model"], "seed": rank,
-              "batch_size": opts["batch"], "bf16": opts["bf16"], "channels_last": opts["channels_last"],
+              "batch_size": opts["batch"], "precision": "bf16" if opts["bf16"] else "fp32",
+              "channels_last": opts["channels_last"],
               "evaluate_test": False}
     n_train = make_splits(dataset, seed=rank, val_fraction=0.1).train_y.numel()
     quiet = lambda metrics, checkpoint_dir: None  # noqa: E731
@@ -190,8 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", default=None, help="comma-separated k (default on CUDA 1,2,4,8; CPU 1,2)")
     parser.add_argument("--model", default="encoder_head", choices=("encoder_head", "cnn"))
     parser.add_argument("--batch", type=int, default=128, help="trial batch size (default 128, the trainables')")
-    parser.add_argument("--bf16", action="store_true", help="trainable key bf16 (CUDA)")
-    parser.add_argument("--channels-last", action="store_true", help="trainable key channels_last (CUDA)")
+    parser.add_argument("--bf16", action="store_true", help="trainable key precision='bf16' (default fp32)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="trainable key channels_last=true (default here: false, NCHW)")
     parser.add_argument("--epochs", type=int, default=None, help="timed epochs per trial (default CUDA 3, CPU 1)")
     parser.add_argument("--data", default=None, choices=DATA_CHOICES,
                         help=f"default CUDA auto, CPU mnist-5k. {DATA_HELP}")

@@ -16,10 +16,11 @@ Both paths train the same freshly initialised model (same seed) with Adam, batch
     python -m benchmarks.throughput --device cuda --images 19200 --dataset auto
     python -m benchmarks.throughput --device cuda --images 19200 --dataset auto --bf16 --channels-last
 
-On CUDA, --bf16 (autocast) and --channels-last apply to both paths alike, exactly as the
-trainables apply them (trainables.common.select_backend: also cudnn.benchmark), so the
-comparison stays fair: only the data path differs. On CPU they are ignored with a warning, as
-in the trainables. The last line printed is the speed-up (ours / baseline).
+--bf16 (autocast) and --channels-last apply to both paths alike, exactly as the trainables
+apply them (trainables.common.select_backend: also cudnn.benchmark on CUDA), so the comparison
+stays fair: only the data path differs. Without them both paths run fp32 in NCHW, the
+trainables' path before issue 21 (benchmarks/precision.py measures those levers themselves).
+The last line printed is the speed-up (ours / baseline).
 """
 
 from __future__ import annotations
@@ -163,15 +164,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed runs per path, interleaved; the median is reported (default 3)")
     parser.add_argument("--bf16", action="store_true",
-                        help="bf16 autocast in both paths (CUDA only; ignored with a warning on CPU)")
+                        help="bf16 autocast in both paths (the trainables' precision='bf16')")
     parser.add_argument("--channels-last", action="store_true",
-                        help="channels_last model and inputs in both paths (CUDA only)")
+                        help="channels_last model and inputs in both paths")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: CUDA is not available on this machine")
-    # the trainables' own device logic (bf16 / channels_last only on CUDA, cudnn.benchmark)
-    backend = select_backend({"device": args.device, "bf16": args.bf16, "channels_last": args.channels_last})
+    # the trainables' own device logic (precision resolved on this node, cudnn.benchmark)
+    backend = select_backend({"device": args.device, "precision": "bf16" if args.bf16 else "fp32",
+                              "channels_last": args.channels_last})
     device = backend.device
 
     dataset, data_line = benchmark_dataset(args.dataset)

@@ -10,7 +10,8 @@ pixels. The product is `encoder.pt`, which the classifier fine-tunes or freezes,
 
 Report per epoch: epoch, train/loss (MSE on training batches), val/loss (MSE of the
 reconstruction of the corrupted validation images against the clean ones), val/psnr (mean
-per-image PSNR in dB, peak 1.0), final; the last report adds model/trainable_params and cost/*.
+per-image PSNR in dB, peak 1.0), final, precision (the string "fp32" or "bf16": what the run
+trained in); the last report adds model/trainable_params and cost/*.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from trainables.checkpoint import (
 )
 from trainables.common import (
     LossMeter, check_finite, close_training_pass, epoch_batches, final_costs, make_optimizer,
-    optimizer_step, predict, print_reporter, run_cli, seed_init, select_backend, set_lr, trial_data,
+    keep_run_precision, optimizer_step, predict, print_reporter, run_cli, seed_init, select_backend, set_lr,
+    trial_data,
 )
 from trainables.config import AUTOENCODER_SCHEMA, resolve_autoencoder_config
 from trainables.data import ImageDataset
@@ -70,12 +72,13 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
     optimizer = make_optimizer(cfg, model.parameters())
     progress, clock = start_or_resume(resume_from, TRAINABLE, model, optimizer, generators, description,
                                       cfg["patience"], clock)
+    backend = keep_run_precision(backend, cfg, progress.last_metrics)  # a resumed run keeps its precision
     if progress.finished:  # the checkpoint is already the final one: nothing left to do
         return {**progress.last_metrics, "checkpoint": None}
-    meta = checkpoint_meta(TRAINABLE, cfg, description, dataset)
+    meta = checkpoint_meta(TRAINABLE, cfg, description, dataset, precision=backend.precision)
 
     # ============================================================================ train
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float | str] = {}
     n_train = splits.train_x.shape[0]
     for epoch in range(progress.epoch + 1, cfg["epochs"] + 1):
         model.train()
@@ -102,7 +105,7 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
         keep_if_best(progress, model, epoch, (-val_loss,))  # delivers the best validation epoch
         final = progress.epoch_done(epoch, val_loss, cfg["epochs"])
         metrics = {"epoch": float(epoch), "train/loss": train_loss, "val/loss": val_loss,
-                   "val/psnr": val_psnr, "final": float(final)}
+                   "val/psnr": val_psnr, "final": float(final), "precision": backend.precision}
         weights = cpu_state(model)  # this epoch's, in state.pt: what a resumed run continues from
         files: dict[str, Any] = {}
         if final:

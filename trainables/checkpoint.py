@@ -38,7 +38,10 @@ class CheckpointError(ValueError):
 
 
 class Reporter(Protocol):
-    def __call__(self, metrics: dict[str, float], checkpoint_dir: str) -> None: ...
+    """Called once per epoch: the report (floats, and the string "precision") and a checkpoint
+    directory that is deleted when the call returns."""
+
+    def __call__(self, metrics: dict[str, float | str], checkpoint_dir: str) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,7 +86,7 @@ class Progress:
     images_seen: int = 0
     train_seconds: float = 0.0  # time in training steps only (for images/s)
     wall_seconds: float = 0.0  # whole-run wall time up to the last checkpoint
-    last_metrics: dict[str, float] | None = None  # what resuming a finished run returns
+    last_metrics: dict[str, float | str] | None = None  # what resuming a finished run returns
     finished: bool = False
 
     def state_dict(self) -> dict:
@@ -196,7 +199,7 @@ def checkpoint_meta(trainable: str, cfg: Mapping[str, Any], description: str, da
             "data_sha256": dataset.sha256, **extra, "torch": torch.__version__}
 
 
-def end_epoch(progress: Progress, metrics: Mapping[str, float], final: bool, clock: Stopwatch,
+def end_epoch(progress: Progress, metrics: Mapping[str, float | str], final: bool, clock: Stopwatch,
               weights: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
               generators: Mapping[str, torch.Generator]) -> dict:
     """Close epoch `progress.epoch`: append its history row, record its metrics, wall time and
@@ -212,7 +215,7 @@ def end_epoch(progress: Progress, metrics: Mapping[str, float], final: bool, clo
             "rng": rng_state(generators), "progress": progress.state_dict()}
 
 
-def report_checkpoint(reporter: Reporter, metrics: dict[str, float], state: Mapping, meta: Mapping,
+def report_checkpoint(reporter: Reporter, metrics: dict[str, float | str], state: Mapping, meta: Mapping,
                       files: Mapping[str, Any] | None = None, json_files: Mapping[str, Any] | None = None) -> None:
     """Write a complete checkpoint into a fresh temporary directory, hand it to the reporter,
     then delete it (the reporter copies what it keeps, as Tune's Checkpoint.from_directory does).
@@ -282,7 +285,7 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     model.load_state_dict(dict(state_dict))
 
 
-def write_history(path: str | Path, history: list[Mapping[str, float]]) -> None:
+def write_history(path: str | Path, history: list[Mapping[str, float | str]]) -> None:
     columns: list[str] = []
     for row in history:
         columns += [k for k in row if k not in columns]

@@ -11,8 +11,9 @@ frozen denoising autoencoder in front of the classifier (seed 004's "trained on 
     python -m trainables.classifier --encoder-checkpoint /tmp/ae/encoder.pt --encoder-mode frozen \\
         --label-fraction 0.1 --epochs 3
 
-Report per epoch: epoch, train/loss, val/loss, val/acc, final. The last report adds the test
-metrics (when evaluate_test), model/trainable_params and cost/*. The test set is only looked at
+Report per epoch: epoch, train/loss, val/loss, val/acc, final, and precision (the string "fp32" or
+"bf16": what the run trained in). The last report adds the test metrics (when evaluate_test),
+model/trainable_params and cost/*. The test set is only looked at
 after training ends: model selection (early stopping) uses the validation split.
 """
 
@@ -35,7 +36,8 @@ from trainables.checkpoint import (
 )
 from trainables.common import (
     LossMeter, check_finite, close_training_pass, epoch_batches, final_costs, make_optimizer,
-    optimizer_step, predict, print_reporter, run_cli, seed_init, select_backend, set_lr, trial_data,
+    keep_run_precision, optimizer_step, predict, print_reporter, run_cli, seed_init, select_backend, set_lr,
+    trial_data,
 )
 from trainables.config import CLASSIFIER_SCHEMA, resolve_classifier_config
 from trainables.data import ImageDataset
@@ -94,10 +96,11 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
     optimizer = make_optimizer(cfg, model.parameters())
     progress, clock = start_or_resume(resume_from, TRAINABLE, model, optimizer, generators, description,
                                       cfg["early_stopping_patience"], clock)
+    backend = keep_run_precision(backend, cfg, progress.last_metrics)  # a resumed run keeps its precision
     if progress.finished:  # the checkpoint is already the final one: nothing left to do
         return {**progress.last_metrics, "checkpoint": None}
     meta = checkpoint_meta(TRAINABLE, cfg, description, dataset, class_names=list(class_names),
-                           n_train=int(train_y.numel()), n_val=int(val_y.numel()))
+                           n_train=int(train_y.numel()), n_val=int(val_y.numel()), precision=backend.precision)
 
     def loss_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if binary:
@@ -105,7 +108,7 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
         return F.cross_entropy(logits.float(), target)
 
     # ============================================================================ train
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float | str] = {}
     for epoch in range(progress.epoch + 1, cfg["epochs"] + 1):
         model.train()
         started = time.perf_counter()
@@ -133,7 +136,7 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
             keep_if_best(progress, model, epoch, (val_acc, -val_loss))
         final = progress.epoch_done(epoch, val_loss, cfg["epochs"])  # early stopping watches val/loss
         metrics = {"epoch": float(epoch), "train/loss": train_loss, "val/loss": val_loss,
-                   "val/acc": val_acc, "final": float(final)}
+                   "val/acc": val_acc, "final": float(final), "precision": backend.precision}
         weights = cpu_state(model)  # this epoch's, in state.pt: what a resumed run continues from
         files: dict[str, Any] = {}
         json_files: dict[str, Any] = {}

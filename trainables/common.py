@@ -5,20 +5,21 @@ checkpoints are trainables.checkpoint. Nothing here knows which model or task it
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import shutil
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
 from trainables.checkpoint import CheckpointError, Progress, Stopwatch
-from trainables.config import ConfigError, Schema, build_arg_parser
+from trainables.config import PRECISIONS, ConfigError, Schema, build_arg_parser
 from trainables.data import DatasetError, DatasetUnavailableError, ImageDataset, load_dataset
 from trainables.models import count_trainable
 from trainables.seeds import sub_seed
@@ -41,11 +42,19 @@ class TrainingDiverged(RuntimeError):
 @dataclass(frozen=True)
 class Backend:
     device: torch.device
-    bf16: bool  # effective: only on CUDA
+    precision: str  # what this run trains in: "fp32" or "bf16" ("auto" is resolved on the node)
     channels_last: bool
 
+    @property
+    def bf16(self) -> bool:
+        return self.precision == "bf16"
+
     def autocast(self):
-        """bf16 autocast on CUDA when asked for (BatchNorm and losses stay fp32 under autocast)."""
+        """bf16 autocast of the training forward pass when the run trains in bf16.
+
+        Under autocast convolutions and matmuls compute in bf16 from fp32 master weights;
+        BatchNorm keeps fp32 weights and running statistics and reduces in fp32 (on CPU it reads
+        and writes bf16 activations); the trainables compute every loss on `.float()` outputs."""
         if not self.bf16:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -57,9 +66,13 @@ class Backend:
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def with_precision(self, precision: str) -> "Backend":
+        return replace(self, precision=precision)
+
 
 def select_backend(config: Mapping[str, Any]) -> Backend:
-    """CUDA when present (device='auto'), else CPU; bf16 only on CUDA."""
+    """CUDA when present (device='auto'), else CPU; the precision the config asks for, resolved
+    on this node (see resolve_precision); channels_last as configured (default on)."""
     name = config["device"]
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -69,18 +82,71 @@ def select_backend(config: Mapping[str, Any]) -> Backend:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("config key 'device' = 'mps' but MPS is not available here; allowed: 'auto' or 'cpu'")
     device = torch.device(name)
-    bf16, channels_last = config["bf16"], config["channels_last"]
-    if device.type != "cuda":
-        # channels_last stays allowed on CPU: it is only a memory layout, and oneDNN's NHWC
-        # convolutions ran seed 003's autoencoder 1.4x faster on one core here.
-        if bf16:
-            warnings.warn(f"config key 'bf16' = True is ignored on {device.type}: it only pays on CUDA",
-                          stacklevel=3)
-        bf16 = False
-    else:
+    if device.type == "cuda":
         # conv shapes are fixed within a trial, so autotuning the algorithms pays after one step
         torch.backends.cudnn.benchmark = True
-    return Backend(device, bf16, channels_last)
+    return Backend(device, resolve_precision(config["precision"], device), config["channels_last"])
+
+
+def resolve_precision(asked: str, device: torch.device) -> str:
+    """The precision a run trains in on `device`: "fp32" or "bf16".
+
+    "auto" is bf16 where this node computes bf16 natively (native_bf16), fp32 elsewhere: it
+    is decided where the trial runs, since a cluster's nodes can differ. An explicit "bf16"
+    is honoured everywhere (a precision study needs bf16's numbers on every node), with a
+    warning where bf16 is emulated (no speed-up to expect there)."""
+    if asked not in PRECISIONS:
+        raise ConfigError(f"config key 'precision' = {asked!r} is not allowed; allowed: "
+                          + ", ".join(map(repr, PRECISIONS)))
+    if asked == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if asked == "bf16" and not native_bf16(device):
+        warnings.warn(f"config key 'precision' = 'bf16' on {device.type} without native bf16 instructions "
+                      "here: bf16 is emulated, expect no speed-up over fp32 (the numbers are bf16's all the same)",
+                      stacklevel=3)
+    return asked
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 convolutions and matmuls in hardware: CUDA GPUs of compute
+    capability 8.0 and up; CPUs with AVX512_BF16 or AMX-BF16 (cpu_has_native_bf16)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return cpu_has_native_bf16()
+    return False  # MPS and others: not measured, so not assumed
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bf16() -> bool:
+    """AVX512_BF16 or AMX-BF16 on this node's CPU (x86): oneDNN then runs bf16 convolutions and
+    matmuls with bf16 dot-product instructions (measured on an AVX512_BF16 EPYC:
+    benchmarks/RESULTS.md, section 7). Without them bf16 is emulated and not expected to pay
+    (not measured here), so "auto" keeps fp32; ARM's bf16 extension is not counted either, for
+    the same reason. Read from the kernel's CPU flags, else from torch's own CPU probes."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch API: guarded
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+
+
+def keep_run_precision(backend: Backend, config: Mapping[str, Any], last_metrics: Mapping[str, Any] | None
+                       ) -> Backend:
+    """A resumed "auto" run keeps the precision its checkpoint was trained in, so every run
+    has one precision (its "precision" report value), whichever node it continues on; an
+    explicit "fp32" or "bf16" in the config always wins."""
+    done = (last_metrics or {}).get("precision")
+    if config["precision"] != "auto" or done is None or done == backend.precision:
+        return backend
+    if done == "bf16" and not native_bf16(backend.device):
+        warnings.warn(f"resuming a bf16 run on {backend.device.type} without native bf16 instructions: "
+                      "it stays bf16 (emulated, expect no speed-up over fp32)", stacklevel=3)
+    return backend.with_precision(done)
 
 
 def seed_init(seed: int) -> None:
@@ -211,13 +277,15 @@ def close_training_pass(meter: LossMeter, progress: Progress, started: float, ep
 
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, backend: Backend, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Model outputs for all of `x` in large batches, in eval mode, as float32 on the device."""
+    """Model outputs for all of `x` in large batches, in eval mode, computed in fp32 on the device.
+
+    Evaluation runs without autocast whatever the training precision: the run delivers fp32
+    weights and they are used in fp32 (model.pt, the MLflow model), and argmax, losses and
+    probabilities then come from fp32 logits (bf16 logits keep 8 bits of mantissa: ties and
+    a coarser log-loss). It is a small share of a trial: one pass over validation per epoch."""
     was_training = model.training
     model.eval()
-    outputs = []
-    for part in x.split(batch_size):
-        with backend.autocast():
-            outputs.append(model(backend.prepare_input(part)).float())
+    outputs = [model(backend.prepare_input(part)).float() for part in x.split(batch_size)]
     model.train(was_training)
     return torch.cat(outputs)
 
@@ -237,8 +305,10 @@ _LINE_KEYS = ("train/loss", "val/loss", "val/acc", "val/psnr", "test/acc", "test
               "cost/wall_seconds", "cost/images_per_second")
 
 
-def format_metrics(metrics: Mapping[str, float]) -> str:
+def format_metrics(metrics: Mapping[str, float | str]) -> str:
     parts = [f"epoch {int(metrics['epoch']):3d}"]
+    if "precision" in metrics:
+        parts.append(str(metrics["precision"]))
     for key in _LINE_KEYS:
         if key in metrics:
             value = metrics[key]
@@ -248,7 +318,7 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
     return "  ".join(parts)
 
 
-def print_reporter(metrics: dict[str, float], checkpoint_dir: str) -> None:
+def print_reporter(metrics: dict[str, float | str], checkpoint_dir: str) -> None:
     """Default reporter: one line per epoch on stdout."""
     print(format_metrics(metrics), flush=True)
 
@@ -259,7 +329,7 @@ def run_cli(train: Callable[..., dict], schema: Schema, description: str, argv: 
     args = vars(build_arg_parser(schema, description).parse_args(argv))
     output = args.pop("output")
 
-    def reporter(metrics: dict[str, float], checkpoint_dir: str) -> None:
+    def reporter(metrics: dict[str, float | str], checkpoint_dir: str) -> None:
         print_reporter(metrics, checkpoint_dir)
         if output and metrics.get("final"):
             shutil.copytree(checkpoint_dir, output, dirs_exist_ok=True)

@@ -63,6 +63,7 @@ Schema = Mapping[str, Field]
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta")
 CORRUPTIONS = ("none", "gaussian", "salt_pepper")
+PRECISIONS = ("fp32", "bf16", "auto")
 _DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?|mps"
 
 # Keys both trainables share. The ranges are sanity bounds (what can run at all), not the
@@ -85,8 +86,16 @@ _COMMON: dict[str, Field] = {
                       low=0.0, high=1.0, high_open=True),
     "batch_size": Field(128, "int", "training batch size", low=2, high=65536),
     "device": Field("auto", "str", "auto = cuda when present, else cpu", pattern=_DEVICE_PATTERN),
-    "bf16": Field(False, "bool", "bf16 autocast (CUDA only; ignored with a warning on CPU)"),
-    "channels_last": Field(False, "bool", "channels_last memory format (faster convolutions on CUDA and oneDNN CPUs)"),
+    # fp32 stays the default until a precision study shows bf16 gives the same answers; every
+    # report says what the run used ("precision": "fp32" | "bf16")
+    "precision": Field("fp32", "str", "fp32 = full precision (default); bf16 = bf16 autocast of the training "
+                       "forward pass (BatchNorm statistics, losses and evaluation stay fp32; emulated, with a "
+                       "warning, where the node has no native bf16); auto = bf16 on nodes with native bf16 "
+                       "(AVX512_BF16/AMX CPUs, CUDA compute capability >= 8), else fp32",
+                       choices=PRECISIONS),
+    "channels_last": Field(True, "bool", "channels_last (NHWC) memory format for model and inputs: oneDNN's "
+                           "NHWC convolutions make a CPU train step up to 1.4x faster (the CNN; benchmarks/"
+                           "RESULTS.md section 7); false = the NCHW layout used before issue 21"),
 }
 
 AUTOENCODER_SCHEMA: dict[str, Field] = {
