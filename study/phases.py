@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable, Mapping
 
 from study import declared, run_contents, terminal, tracking
@@ -100,7 +101,7 @@ class PhaseContext:
         data = self.loaded.data
         return {} if data is None else {self.opts.budget.dataset: data}
 
-    @property
+    @cached_property
     def feeds(self) -> dict[str, str]:
         """Artifact reference key -> the config key that gets the file (study.trial)."""
         return {u.meta_key: u.into for arm in self.opts.study.arms() for u in arm.uses}

@@ -388,8 +388,11 @@ class Study:
         return out
 
     def arms(self) -> tuple[Arm, ...]:
-        invalid = [cell for cell, _ in self.invalid_cells()]
-        return tuple(self._arm(cell) for cell in self.cells() if cell not in invalid)
+        """The valid cells as arms, computed once per study (it is frozen)."""
+        if "_arms" not in self.__dict__:
+            invalid = [cell for cell, _ in self.invalid_cells()]
+            object.__setattr__(self, "_arms", tuple(self._arm(cell) for cell in self.cells() if cell not in invalid))
+        return self.__dict__["_arms"]
 
     def arm(self, name: str) -> Arm:
         for arm in self.arms():
