@@ -130,6 +130,13 @@ def train_autoencoder(config: Mapping[str, Any] | None, reporter: Reporter | Non
     return {**(metrics or progress.last_metrics or {}), "checkpoint": None}
 
 
+# What it declares (study/declared.py): the config keys it accepts; it stops early and keeps its
+# best validation epoch.
+train_autoencoder.schema = AUTOENCODER_SCHEMA
+train_autoencoder.claims = ("early_stopping",)
+train_autoencoder.epoch_seconds = "trainables.cost:autoencoder_epoch_seconds"
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_cli(train_autoencoder, AUTOENCODER_SCHEMA, __doc__.split("\n\n")[0], argv)
 

@@ -163,8 +163,12 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
     return {**(metrics or progress.last_metrics or {}), "checkpoint": None}
 
 
-# The config keys it accepts: a study's keys are checked against them before any trial (study.check).
+# What it declares (study/declared.py): the config keys it accepts, checked before any trial;
+# the protocol's guarantees it keeps; how its replicates' models are logged to MLflow.
 train_classifier.schema = CLASSIFIER_SCHEMA
+train_classifier.claims = ("best_epoch", "equal_steps")
+train_classifier.mlflow_model = "trainables.model_export:classifier_for_mlflow"
+train_classifier.epoch_seconds = "trainables.cost:classifier_epoch_seconds"
 
 
 # ---------------------------------------------------------------------------------------------
