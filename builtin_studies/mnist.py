@@ -12,7 +12,6 @@ MNIST = Data(load="trainables.data:load_dataset", names=("mnist-5k", "mnist", "f
 AUTOENCODER = Stage(
     name="autoencoder", trainable="trainables.autoencoder:train_autoencoder",
     search_space=AUTOENCODER_SPACE, metric="val/loss", mode="min",
-    fixed={"channels_last": True},      # 1.4x faster for the conv decoder on CPU (measured)
     # the arms' val_fraction (0.1: the classifier's default): with the same seed the autoencoder
     # holds out exactly the images the classifier validates on, so none has seen a validation image
     inherit={"val_fraction": 0.1},
