@@ -3,7 +3,7 @@
 Claims under test, on a 2-core CPU machine: the runner adds <= 0.5 s per trial, and sustains
 >= 200 results/s with MLflow logging on. The trials do no work, so everything measured is
 runner: Ray actors, Tune's controller and checkpoints, `study.searchers.ListSearcher`,
-`study.tracking.MlflowTrialLogger` writing to a fresh SQLite store (with dataset inputs) and
+`study.trial_logger.MlflowTrialLogger` writing to a fresh SQLite store (with dataset inputs) and
 the progress display, set up as `study.phases.run_phase` sets them up (with_parameters
 carrying the dataset, with_resources 1 CPU, trial directories named by id, FailureConfig
 (max_failures=2), CheckpointConfig(num_to_keep=2), Tune's auto loggers off but result.json,
@@ -165,7 +165,7 @@ def make_logger(cls, store: Store, key: str, dataset, mlflow: str):
 
 def run_experiment(root: Path, dataset, *, trials: int, reports: int, reuse: bool, mlflow: str,
                    checkpoints: bool, label: str) -> dict:
-    """One Tune experiment; mlflow is 'on' (study.tracking.MlflowTrialLogger, batched as in
+    """One Tune experiment; mlflow is 'on' (study.trial_logger.MlflowTrialLogger, batched as in
     run_phase), 'per-result' (the same, a write per result) or 'off'."""
     import io
 
@@ -174,7 +174,7 @@ def run_experiment(root: Path, dataset, *, trials: int, reports: int, reuse: boo
 
     from study.searchers import ListSearcher
     from study.terminal import PhaseProgress
-    from study.tracking import MlflowTrialLogger
+    from study.trial_logger import MlflowTrialLogger
 
     ResultClock, TimedLogger = _callback_classes(MlflowTrialLogger)
     name = f"{label}-{time.monotonic_ns()}"
@@ -230,7 +230,7 @@ def check_record(store: Store, trials: int, reports: int, label: str) -> None:
 # ============================================================================== the callback alone
 def callback_alone(root: Path, dataset, *, trials: int, reports: int, mlflow: str, profile: bool) -> dict:
     """The MLflow callback called directly (no Ray) on fake trials: seconds per call."""
-    from study.tracking import MlflowTrialLogger
+    from study.trial_logger import MlflowTrialLogger
 
     store = Store(root, f"callback-{mlflow}-{time.monotonic_ns()}")
     logger = make_logger(MlflowTrialLogger, store, "callback", dataset, mlflow)

@@ -1,5 +1,5 @@
 """One phase of a stage = one Tune experiment, which every arm (or upstream) of the stage shares
-(``study.searchers`` keeps them apart), recorded in MLflow by ``tracking.MlflowTrialLogger``.
+(``study.searchers`` keeps them apart), recorded in MLflow by ``trial_logger.MlflowTrialLogger``.
 
 ``phase_once`` runs a phase unless the parent run marks it done, then records what it decided
 and marks it done; ``run_phase`` runs (or restores) the Tune experiment and reads how its trials
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Mapping
 
-from study import declared, run_contents, terminal, tracking
+from study import declared, run_contents, terminal, tracking, trial_logger
 from study.check import Loaded
 from study.cluster import TrialResources
 from study.records import ERROR_TRACEBACK_FILE, PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, Outcome, Tag, run_filter
@@ -149,7 +149,7 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
         # (with the callbacks it was started with: MLflow logger, progress display)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        logger = tracking.MlflowTrialLogger(
+        logger = trial_logger.MlflowTrialLogger(
             opts.tracking_uri, ctx.experiment_id, ctx.parent.run_id, experiment_key=name,
             base_tags={**ctx.base_tags, Tag.STAGE: stage, Tag.PHASE: phase, Tag.LOOK: str(ctx.look)},
             tags_for_config=tags_for_config,

@@ -80,7 +80,7 @@ def duration(seconds: float | None) -> str:
 
 
 def trial_counts(trials: Sequence[Any]) -> dict[str, int]:
-    """Outcomes of Tune trials as the MLflow records name them (see tracking.MlflowTrialLogger)."""
+    """Outcomes of Tune trials as the MLflow records name them (see trial_logger.MlflowTrialLogger)."""
     counts = {"completed": 0, "pruned": 0, "failed": 0, "running": 0}
     for trial in trials:
         result = trial.last_result or {}

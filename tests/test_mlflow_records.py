@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from study import run_contents, tracking
+from study import run_contents, tracking, trial_logger
 
 SHA = "ab" * 32
 
@@ -30,7 +30,7 @@ def fake_dataset():
 
 
 def make_logger(store, key, **kw):
-    logger = tracking.MlflowTrialLogger(
+    logger = trial_logger.MlflowTrialLogger(
         store.uri, store.experiment_id, store.parent.run_id, experiment_key=key,
         base_tags={"study": "records", "stage": "classify", "phase": "tune"},
         tags_for_config=lambda c: {"arm": c["arm"], "seed": str(c["seed"])}, meta_keys=("arm",),

@@ -228,9 +228,11 @@ def test_models_a_killed_driver_did_not_log_are_logged_after_the_phase(record, t
         c.log_artifact(orphan, c.download_artifacts(source.info.run_id, "model.pt", str(tmp_path)))
         c.set_terminated(orphan)
         said = []
-        example = run_contents.input_example(SimpleNamespace(train_images=torch.zeros(2, 28, 28, dtype=torch.uint8)))
+        from trainables.model_export import classifier_for_mlflow
+        data = SimpleNamespace(train_images=torch.zeros(2, 28, 28, dtype=torch.uint8), class_names=tuple("0123456789"))
         run_contents.log_missing_models(record.uri, record.experiment.experiment_id,
-                                   [c.get_run(orphan), c.get_run(source.info.run_id)], 10, example, said.append)
+                                        [c.get_run(orphan), c.get_run(source.info.run_id)], classifier_for_mlflow,
+                                        data, said.append)
         assert said == ["logging the models of 1 replicate runs a stopped driver left without one"], said
         assert len(c.get_run(orphan).outputs.model_outputs) == 1
         assert len(c.get_run(source.info.run_id).outputs.model_outputs) == 1
