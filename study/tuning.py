@@ -48,14 +48,23 @@ def tune_phase(ctx: PhaseContext, stage: str, tunings: Mapping[str, Tuning], tri
     result = run_phase(ctx, stage, PHASE_TUNE, searcher, scheduler, trials * len(tunings), tags_for,
                        log_weights=log_weights)
     earlier = _recorded(ctx, stage) if ctx.look > 1 else {}     # the tunings of the earlier looks' seeds
+    history = _history(ctx, metric)
     result.decided_files = {tuning_file(stage): {**earlier, **choose(phase_runs(ctx, stage, PHASE_TUNE), tunings,
-                                                                       metric, mode)}}
+                                                                       metric, mode, history)}}
     return result
 
 
-def choose(runs, tunings: Mapping[str, Tuning], metric: str, mode: str) -> dict[str, dict]:
+def _history(ctx: PhaseContext, metric: str) -> Callable[[str], dict[int, float]]:
+    """run id -> {epoch: the metric}, from MLflow (the per-epoch values the trial reported)."""
+    client = tracking.client(ctx.opts.tracking_uri)
+    return lambda run_id: {int(m.step): m.value for m in client.get_metric_history(run_id, metric)}
+
+
+def choose(runs, tunings: Mapping[str, Tuning], metric: str, mode: str,
+           history: Callable[[str], dict[int, float]] | None = None) -> dict[str, dict]:
     """Per tuning that produced the metric: the tuned parameters of its best trial on the
-    validation metric, that run, and how the search went.
+    validation metric, that run, and how the search went (``history``: a run's metric per
+    epoch, for the winner's lead; without it, no lead).
 
     Trials that ran to full length are preferred over ASHA-stopped ones (an early value is not
     comparable to a final one); failed trials never win."""
@@ -71,17 +80,17 @@ def choose(runs, tunings: Mapping[str, Tuning], metric: str, mode: str) -> dict[
             continue
         ranked = sorted(scored, key=lambda r: (r.data.tags[Tag.OUTCOME] == Outcome.COMPLETED,
                                                sign * r.data.metrics[metric]), reverse=True)
-        chosen[label] = _entry(ranked, by_tuning[label], tuning, metric, sign)
+        chosen[label] = _entry(ranked, by_tuning[label], tuning, metric, sign, history)
     return chosen
 
 
-def _entry(ranked: list, runs: list, tuning: Tuning, metric: str, sign: float) -> dict[str, Any]:
+def _entry(ranked: list, runs: list, tuning: Tuning, metric: str, sign: float,
+           history: Callable[[str], dict[int, float]] | None) -> dict[str, Any]:
     """What a tuning chose, and its diagnostics (the report's "tuning" table)."""
     best = ranked[0]
     params = {p.name: _parse(best.data.params[p.name]) for p in tuning.params if p.name in best.data.params}
     full = [r for r in ranked if r.data.tags[Tag.OUTCOME] == Outcome.COMPLETED]
-    runner_up = next((r for r in full if r is not best), None)
-    lead = sign * (best.data.metrics[metric] - runner_up.data.metrics[metric]) if runner_up and full[0] is best else None
+    lead, lead_epoch = _lead(best, ranked[1] if len(ranked) > 1 else None, metric, sign, history)
     examples = best.data.metrics.get("val/examples")
     return {"arm": tuning.config.get("arm"), "seed": tuning.config.get("seed"), "params": params,
             "tune_run_id": best.info.run_id, "val_metric": best.data.metrics[metric],
@@ -90,7 +99,21 @@ def _entry(ranked: list, runs: list, tuning: Tuning, metric: str, sign: float) -
             "failed": sum(r.data.tags.get(Tag.OUTCOME) == Outcome.FAILED for r in runs),
             "first_guess_won": bool(tuning.first_point) and all(
                 params.get(k) == v for k, v in tuning.first_point.items()),
-            "lead": lead, "lead_examples": round(lead * examples) if lead is not None and examples else None}
+            "lead": lead, "lead_epoch": lead_epoch,
+            "lead_examples": round(lead * examples) if lead is not None and examples else None}
+
+
+def _lead(best, runner_up, metric: str, sign: float, history) -> tuple[float | None, int | None]:
+    """The winner's validation lead over the runner-up where both were measured last (the rung at
+    which ASHA stopped the runner-up, or the end when both ran it): what the choice rested on."""
+    if runner_up is None or history is None:
+        return None, None
+    mine, theirs = history(best.info.run_id), history(runner_up.info.run_id)
+    shared = sorted(set(mine) & set(theirs))
+    if not shared:
+        return None, None
+    epoch = shared[-1]
+    return sign * (mine[epoch] - theirs[epoch]), epoch
 
 
 def chosen(ctx: PhaseContext, stage: str) -> dict[str, dict]:

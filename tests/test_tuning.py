@@ -1,0 +1,48 @@
+"""What a tuning chose and how its search went (study.tuning.choose), on fake MLflow runs: the
+full-length winner over a better-looking pruned trial, the first guess recognised, the lead
+measured where ASHA compared the two (the last epoch both reached), failed trials never chosen."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from search_spaces import Param
+from study.records import Outcome, Tag
+from study.tuning import Tuning, choose
+
+PARAMS = (Param("lr", 1e-4, 1e-1, log=True, reason="test"),)
+
+
+def run(run_id: str, outcome: str, lr: float, curve: list[float], tuning: str = "a@0"):
+    metrics = {"val/acc": curve[-1], "epoch": float(len(curve)), "val/examples": 400.0} if curve else {}
+    return SimpleNamespace(info=SimpleNamespace(run_id=run_id), data=SimpleNamespace(
+        tags={Tag.TUNING: tuning, Tag.OUTCOME: outcome, Tag.ARM: "a"}, params={"lr": repr(lr)}, metrics=metrics)), \
+        {i + 1: v for i, v in enumerate(curve)}
+
+
+def test_a_tuning_chooses_its_full_length_best_and_says_how_the_search_went():
+    trials = [run("guess", Outcome.COMPLETED, 3e-3, [0.90, 0.95, 0.96, 0.970]),
+              run("pruned", Outcome.PRUNED, 1e-2, [0.93, 0.975]),           # better at epoch 2, stopped there
+              run("slow", Outcome.COMPLETED, 1e-4, [0.80, 0.85, 0.90, 0.920]),
+              run("nan", Outcome.FAILED, 1e-1, [])]
+    runs = [r for r, _ in trials]
+    curves = {r.info.run_id: c for r, c in trials}
+    tuning = Tuning({"arm": "a", "seed": 0}, PARAMS, {"lr": 3e-3}, seed=1000)
+    entry = choose(runs, {"a@0": tuning}, "val/acc", "max", curves.get)["a@0"]
+    assert entry["tune_run_id"] == "guess" and entry["params"] == {"lr": 3e-3} and entry["first_guess_won"]
+    assert (entry["trials"], entry["full_length"], entry["failed"]) == (4, 2, 1)
+    # the runner-up is the other full-length trial; they compare at its last epoch, the 4th
+    assert entry["lead_epoch"] == 4 and abs(entry["lead"] - 0.05) < 1e-12 and entry["lead_examples"] == 20
+
+
+def test_a_tuning_whose_trials_all_failed_chooses_nothing():
+    failed, _ = run("nan", Outcome.FAILED, 1e-1, [])
+    assert choose([failed], {"a@0": Tuning({"arm": "a", "seed": 0}, PARAMS, {}, seed=1)}, "val/acc", "max") == {}
+
+
+def test_a_lead_over_a_pruned_runner_up_is_measured_where_asha_stopped_it():
+    trials = [run("winner", Outcome.COMPLETED, 3e-3, [0.90, 0.95, 0.96, 0.97]),
+              run("pruned", Outcome.PRUNED, 1e-2, [0.88, 0.93])]
+    curves = {r.info.run_id: c for r, c in trials}
+    entry = choose([r for r, _ in trials], {"a@0": Tuning({"arm": "a", "seed": 0}, PARAMS, {"lr": 1e-3}, seed=1)},
+                   "val/acc", "max", curves.get)["a@0"]
+    assert entry["lead_epoch"] == 2 and abs(entry["lead"] - 0.02) < 1e-12 and not entry["first_guess_won"]
