@@ -11,10 +11,13 @@ figures and one self-contained report (docs/architecture.md §2 is the input con
 
 Modules: ``load`` (MLflow -> frames, the parent's study.json, evaluations), ``definition``
 (what study.json declares: compared metrics with margins and directions, the trainable's
-schema and model, the tune phase's choices; fallbacks for older stores), ``inference``
-(one contrast: hierarchical paired bootstrap interval, TOST, MDE, seeds needed, verdict),
-``contrasts`` (the planned family from study.json, each contrast on its metric, Holm, the
-Findings sentences), ``arms`` (failed replicates, the best-arm rule), ``settings`` (factor,
+schema and model, the tune phase's choices; fallbacks for older stores), ``study.inference``
+(one contrast: hierarchical paired bootstrap interval, TOST, minimal-effect test, MDE, seeds
+needed, the four verdicts), ``contrasts`` (the planned family from study.json, each contrast
+on its metric, Holm, the Findings sentences), ``conditional`` (a planned contrast that averages
+over a factor, level by level, and whether the levels disagree), ``looks`` (the looks of a
+sequential study, its parent's sequential.json), ``tuning`` (how each arm's tune phase went,
+what the intervals cover), ``arms`` (failed replicates, the best-arm rule), ``settings`` (factor,
 tuned and non-default settings per arm), ``headline`` (what the report opens with), ``stats``
 (exploratory comparisons with the baseline, factorial effects, curves), ``overlap`` (an
 exploratory comparison a planned contrast estimates shows the planned estimate and verdict),

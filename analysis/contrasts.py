@@ -11,10 +11,20 @@ Frames (columns documented once)
     seeds_only_why (why the interval is over seeds only; "" otherwise), left_out (seeds without
     every arm, and why), failed_replicates (arms of the contrast with failed replicates),
     pruned_choice (its arms configured from a tune trial ASHA stopped early),
-    estimate, low, high (95% interval), se, se_seeds, se_examples, df, method, p, p_holm,
-    t_seed, p_seed, p_seed_holm (seed-level paired t-test), d_z, p_superiority, wins (seeds
-    with contrast > 0), margin, p_tost, p_tost_holm, mde, seeds_needed, estimable, verdict,
-    finding (the sentence).
+    interval_covers (the levels of variation the interval counts: tuning, seeds, test examples;
+    set by ``analysis.headline``), estimate, low, high (95% interval), se, se_seeds,
+    se_examples, df, method, p, p_holm, t_seed, p_seed, p_seed_holm (seed-level paired t-test),
+    d_z, p_superiority, wins (seeds with contrast > 0), margin, p_tost, p_tost_holm (equivalence,
+    TOST), p_minimal, p_minimal_holm (minimal-effect test: |contrast| > margin), holm_level (alpha /
+    m of the family: the level seeds needed plan for), mde, seeds_needed (about how many seeds
+    the decision the estimate points to needs), seeds_needed_low, seeds_needed_high (its range over
+    the seed variance's 80% interval), seeds_needed_target ("equivalence" | "at least the SESOI"),
+    seeds_needed_why (why no number), estimable, verdict_kind (one of ``inference.VERDICTS``, or
+    "different" / "no verdict" / "not estimable"), verdict (in words), finding (the sentence).
+
+Other families (``analysis.conditional``) use the same frame: "conditional" (a planned contrast
+restricted to one level of a factor it averages over) and "interaction" (the difference of two
+such per-level contrasts).
 """
 from __future__ import annotations
 
@@ -88,7 +98,7 @@ def from_definition(definition: Mapping, metric: str) -> list[ContrastSpec]:
 
 def versus_baseline(arms: Sequence[str], baseline: str, metric: str) -> list[ContrastSpec]:
     """Every arm minus the baseline on ``metric``: the family of a study recorded without study.json."""
-    return [ContrastSpec(f"{arm} vs baseline", (Term({}, 1.0, (arm,)), Term({}, -1.0, (baseline,))),
+    return [ContrastSpec(f"{arm} vs baseline", (Term({"arm": arm}, 1.0, (arm,)), Term({"arm": baseline}, -1.0, (baseline,))),
                          {arm: 1.0, baseline: -1.0}, metric, family="baseline comparisons")
             for arm in arms if arm != baseline]
 
@@ -161,24 +171,41 @@ def contrast_frame(specs: Sequence[ContrastSpec], scores: pd.DataFrame, metrics:
     if frame.empty:
         return pd.DataFrame(columns=COLUMNS)
     for _, idx in frame.groupby("family", sort=False).groups.items():
-        for col in ("p", "p_tost", "p_seed"):
+        for col in ("p", "p_tost", "p_minimal", "p_seed"):
             frame.loc[idx, f"{col}_holm"] = stats.holm(frame.loc[idx, col])
-    frame["verdict"] = [
-        inference.verdict(int(r.n), bool(r.estimable), r.p_holm, r.p_tost_holm,
-                          None if pd.isna(r.margin) else r.margin,
-                          None if pd.isna(r.seeds_needed) else int(r.seeds_needed), alpha,
-                          margin_text(r.margin, r.metric))
-        for r in frame.itertuples(index=False)]
+        frame.loc[idx, "holm_level"] = alpha / max(int(frame.loc[idx, "p"].notna().sum()), 1)
+    _judge(frame, alpha)
     frame["finding"] = [finding(r, int((frame["family"] == r.family).sum()), metric_spec(r.metric, metrics))
                         for r in frame.itertuples(index=False)]
     return frame[COLUMNS]
 
 
 COLUMNS = ["family", "contrast", "formula", "metric", "n", "seeds", "n_examples", "interval_over",
-           "seeds_only_why", "left_out", "failed_replicates", "pruned_choice", "estimate", "low", "high", "se",
-           "se_seeds", "se_examples", "df", "method", "p", "p_holm", "t_seed", "p_seed", "p_seed_holm", "d_z",
-           "p_superiority", "wins", "margin", "p_tost", "p_tost_holm", "mde", "seeds_needed", "estimable",
-           "verdict", "finding"]
+           "seeds_only_why", "interval_covers", "left_out", "failed_replicates", "pruned_choice", "estimate", "low",
+           "high", "se", "se_seeds", "se_examples", "df", "method", "p", "p_holm", "t_seed", "p_seed", "p_seed_holm",
+           "d_z", "p_superiority", "wins", "margin", "p_tost", "p_tost_holm", "p_minimal", "p_minimal_holm",
+           "holm_level", "mde", "seeds_needed", "seeds_needed_low", "seeds_needed_high", "seeds_needed_target",
+           "seeds_needed_why", "estimable", "verdict_kind", "verdict", "finding"]
+
+
+def _judge(frame: pd.DataFrame, alpha: float) -> None:
+    """Seeds needed (at the family's Holm level, alpha / m) and the verdict of every row, in place."""
+    needed = [inference.seeds_needed(r.estimate, r.se_seeds, int(r.n), r.se_examples, int(r.n_examples),
+                                     None if pd.isna(r.margin) else r.margin, r.holm_level)
+              if r.estimable else None for r in frame.itertuples(index=False)]
+    frame["seeds_needed"] = [s.n if s and s.n is not None else math.nan for s in needed]
+    frame["seeds_needed_low"] = [s.low if s and s.low is not None else math.nan for s in needed]
+    frame["seeds_needed_high"] = [s.high if s and s.high is not None else math.nan for s in needed]
+    frame["seeds_needed_target"] = [s.target if s else "" for s in needed]
+    frame["seeds_needed_why"] = [s.why if s else "" for s in needed]
+    margin = [None if pd.isna(r.margin) else r.margin for r in frame.itertuples(index=False)]
+    frame["verdict_kind"] = [
+        inference.verdict_kind(int(r.n), bool(r.estimable), r.p_holm, r.p_tost_holm, r.p_minimal_holm, m is not None,
+                               alpha) for r, m in zip(frame.itertuples(index=False), margin)]
+    frame["verdict"] = [
+        inference.verdict(int(r.n), bool(r.estimable), r.p_holm, r.p_tost_holm, m, s, alpha,
+                          margin_text(r.margin, r.metric), r.p_minimal_holm)
+        for r, m, s in zip(frame.itertuples(index=False), margin, needed)]
 
 
 def _wide(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -218,8 +245,6 @@ def _estimate(spec: ContrastSpec, wide: pd.DataFrame, metric: MetricSpec, correc
     p_sup, wins, _ = inference.prob_superiority(per_seed)
     margin = metric.margin
     mde = inference.mde(est.se, est.df) if est.estimable else math.nan
-    needed = (inference.seeds_needed(est.se_seeds, est.n, est.se_examples, est.n_examples, margin)
-              if est.estimable and margin else None)
     return {
         "family": spec.family, "contrast": spec.name, "formula": spec.formula, "metric": metric.name,
         "n": est.n, "seeds": ",".join(map(str, seeds)), "n_examples": est.n_examples,
@@ -234,8 +259,8 @@ def _estimate(spec: ContrastSpec, wide: pd.DataFrame, metric: MetricSpec, correc
         "d_z": seed_test.d_z if seed_test else math.nan,
         "p_superiority": p_sup, "wins": wins, "margin": margin if margin is not None else math.nan,
         "p_tost": inference.tost(est.estimate, est.se, est.df, margin) if margin else math.nan,
-        "mde": mde, "seeds_needed": needed if needed is not None else math.nan,
-        "estimable": est.estimable,
+        "p_minimal": inference.minimal_effect(est.estimate, est.se, est.df, margin) if margin else math.nan,
+        "mde": mde, "estimable": est.estimable, "interval_covers": "",
     }
 
 
@@ -271,24 +296,27 @@ def interval_text(r, metric: str) -> str:
     return f"95% CI {amount(r.low, metric)} to {amount(r.high, metric)}"
 
 
-
 def p_text(p: float) -> str:
     if p is None or not np.isfinite(p):
         return "n/a"
     return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
+def subject(r, spec: MetricSpec) -> str:
+    """What a Finding is about: the contrast's name and its cells."""
+    label = metric_phrase(spec)
+    cells = [part.split("]")[0] for part in r.formula.split("[")[1:]]
+    if len(cells) == 2 and "mean of" not in r.formula:
+        return f"{r.contrast} — {label} of [{cells[0]}] minus [{cells[1]}]"
+    # the arms each cell averages are listed in the table; the sentence names the cells
+    cells_only = re.sub(r" = mean of (\d+) arms \{[^}]*\}", r" (\1 arms)", r.formula)
+    return f"{r.contrast} — {label} contrast {cells_only}"
+
+
 def finding(r, family_size: int, spec: MetricSpec) -> str:
     """One sentence a reader can paste into a paper (``r``: a row of ``contrast_frame``; ``spec``:
     its metric)."""
-    metric, label = r.metric, metric_phrase(spec)
-    cells = [part.split("]")[0] for part in r.formula.split("[")[1:]]
-    if len(cells) == 2 and "mean of" not in r.formula:
-        what = f"{r.contrast} — {label} of [{cells[0]}] minus [{cells[1]}]"
-    else:
-        # the arms each cell averages are listed in the table; the sentence names the cells
-        cells_only = re.sub(r" = mean of (\d+) arms \{[^}]*\}", r" (\1 arms)", r.formula)
-        what = f"{r.contrast} — {label} contrast {cells_only}"
+    metric, what = r.metric, subject(r, spec)
     sample = f"n = {r.n} seed{'s' * (r.n != 1)}" + (f" × {r.n_examples:,} test examples" if r.n_examples
                                                       else (", interval over seeds" if r.n else ""))
     extra = f"; left out: {r.left_out}" if r.left_out else ""
@@ -305,8 +333,6 @@ def finding(r, family_size: int, spec: MetricSpec) -> str:
     if r.n < inference.MIN_VERDICT_N:
         return sentence + f" No verdict at n = {r.n} (fewer than {inference.MIN_VERDICT_N} seeds)."
     sentence += f" Verdict: {r.verdict}"
-    if r.verdict.startswith("equivalent") and np.isfinite(r.p_holm) and r.p_holm < stats.ALPHA:
-        sentence += " (though not zero)"
     if np.isfinite(r.mde):
         sentence += f"; minimum detectable effect at n = {r.n}: {amount(r.mde, metric, signed=False)}"
     return sentence + "."

@@ -1,7 +1,9 @@
 """The report's headline figure: a forest plot of the planned contrasts (``figures/effects.png``).
 
 One row per contrast: the estimate (dot) and its 95% interval (bar), the zero line, and the
-equivalence band (± the smallest effect of interest of the contrast's metric). Contrasts on
+equivalence band (± the smallest effect of interest of the contrast's metric); the colour is the
+verdict (red: different, at least the SESOI; purple: different, smaller than the SESOI; green:
+equivalent; orange: inconclusive; grey: no verdict). Contrasts on
 different metrics go in panels of their own, one per metric (their units differ). Accuracy-like
 metrics are drawn in percentage points. Rows without an interval show the estimate as a hollow
 dot and say why.
@@ -22,7 +24,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from analysis.contrasts import percent_metric  # noqa: E402
 from analysis.load import METRIC_LABELS  # noqa: E402
 
-_VERDICT_COLOURS = {"different": "tab:red", "equivalent": "tab:green", "inconclusive": "tab:orange"}
+# first match wins: "different, smaller than the SESOI" before the other differences
+_VERDICT_COLOURS = {"different, smaller": "tab:purple", "different": "tab:red", "equivalent": "tab:green",
+                    "inconclusive": "tab:orange"}
 
 
 def _colour(verdict: str) -> str:
@@ -32,7 +36,7 @@ def _colour(verdict: str) -> str:
     return "0.35"          # no verdict, not estimable
 
 
-def plot_effects(frame: pd.DataFrame, title: str) -> Figure:
+def plot_effects(frame: pd.DataFrame, title: str, interval: str = "95% interval") -> Figure:
     """``frame``: rows of ``contrasts.contrast_frame`` (one per contrast, in the plot's top-down
     order); columns used: contrast, metric, estimate, low, high, n, margin, verdict. One panel
     per metric, in the order of first appearance."""
@@ -41,13 +45,13 @@ def plot_effects(frame: pd.DataFrame, title: str) -> Figure:
     fig, axes = plt.subplots(len(metrics), 1, squeeze=False, gridspec_kw={"height_ratios": sizes},
                              figsize=(11, 1.3 + 0.62 * max(len(frame), 1) + 0.9 * (len(metrics) - 1)))
     for ax, metric in zip(axes[:, 0], metrics):
-        _panel(ax, frame[frame["metric"] == metric], metric)
+        _panel(ax, frame[frame["metric"] == metric], metric, interval)
     axes[0, 0].set_title(title, fontsize=10, loc="left")
     fig.tight_layout()              # makes room for the verdicts annotated right of the axes
     return fig
 
 
-def _panel(ax, frame: pd.DataFrame, metric: str) -> None:
+def _panel(ax, frame: pd.DataFrame, metric: str, interval: str) -> None:
     """The contrasts of one metric on ``ax``."""
     scale = 100.0 if percent_metric(metric) else 1.0
     unit = " (pp)" if scale == 100.0 else ""
@@ -80,7 +84,7 @@ def _panel(ax, frame: pd.DataFrame, metric: str) -> None:
     ax.set_yticklabels([textwrap.fill(str(c), 48) for c in frame["contrast"]], fontsize=8)
     ax.set_ylim(-0.7, rows - 0.3)
     ax.set_xlim(lo, hi)
-    ax.set_xlabel(f"difference in {METRIC_LABELS.get(metric, metric)}{unit}: estimate and 95% interval")
+    ax.set_xlabel(f"difference in {METRIC_LABELS.get(metric, metric)}{unit}: estimate and {interval}")
     ax.grid(axis="x", alpha=0.3)
     if len(margin):
         ax.legend(loc="lower right", fontsize=8, frameon=False)
@@ -106,7 +110,7 @@ def _short(verdict: str) -> str:
     return textwrap.shorten(verdict, 34, placeholder="…")
 
 
-def write_effects_figure(frame: pd.DataFrame, out: Path, title: str) -> Path:
+def write_effects_figure(frame: pd.DataFrame, out: Path, title: str, interval: str = "95% interval") -> Path:
     from analysis.plotting import save
 
-    return save(plot_effects(frame, title), Path(out) / "effects.png")
+    return save(plot_effects(frame, title, interval), Path(out) / "effects.png")

@@ -13,18 +13,19 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from analysis import arms as arm_rules
-from analysis import contrasts, stats
+from analysis import conditional, contrasts, looks, stats
+from analysis import tuning as tuning_report
 from study import inference
 from analysis.definition import MetricSpec, chosen_configs, metric_spec, pruned_choices
 from analysis.load import METRIC_LABELS, Study
 from analysis.tables import Table, num, pvalue
-from study import records
 from study.records import STAGE_CLASSIFY, Tag
 
 
 @dataclass
 class Headline:
-    contrasts: pd.DataFrame          # rows: one per contrast (``contrasts.contrast_frame``)
+    contrasts: pd.DataFrame          # rows: one per contrast (``contrasts.contrast_frame``; ``looks`` columns
+                                     # when the study ran sequential looks)
     specs: list[contrasts.ContrastSpec]   # the same contrasts: their arm weights
     source: str                      # where the family came from, in words
     metrics: dict[str, MetricSpec]   # the contrasts' metrics: margin and direction of each
@@ -33,10 +34,18 @@ class Headline:
     best_text: str                   # the rule and what it gave
     pruned: dict[str, str] = field(default_factory=dict)   # arm -> its configuration came from a pruned trial
     notes: list[str] = field(default_factory=list)
+    conditional: pd.DataFrame = field(default_factory=pd.DataFrame)   # ``conditional.conditional_frame``
+    tuning: tuning_report.Diagnostics | None = None
+    looks: dict | None = None        # the parent's sequential record (``looks.read``)
 
     @property
     def failed(self) -> dict[str, str]:
         return arm_rules.failure_texts(self.failures)
+
+    @property
+    def shown(self) -> pd.DataFrame:
+        """The planned contrasts as the Findings, the forest plot and linked rows show them."""
+        return looks.shown(self.contrasts)
 
 
 def compute(study: Study, scores: pd.DataFrame, summary: pd.DataFrame, metric: str,
@@ -44,7 +53,8 @@ def compute(study: Study, scores: pd.DataFrame, summary: pd.DataFrame, metric: s
             alpha: float = stats.ALPHA) -> Headline:
     """The planned contrasts from the parent run's study.json, each on its own metric with that
     metric's declared margin (or, for a run recorded before study.json existed, every arm
-    against the baseline on ``metric``), and the best arm by ``metric``."""
+    against the baseline on ``metric``), their per-level contrasts, the looks of a sequential
+    study, how the tuning went, and the best arm by ``metric``."""
     notes: list[str] = []
     try:
         never = json.loads(study.parent_tags.get(Tag.FAILED_ARMS) or "[]")
@@ -55,29 +65,94 @@ def compute(study: Study, scores: pd.DataFrame, summary: pd.DataFrame, metric: s
     best, best_text = arm_rules.best_arm(summary, scores, failures, metric, METRIC_LABELS.get(metric, metric),
                                          metric_spec(metric, declared).minimize, alpha)
     definition = study.definition()
-    if definition and definition.get("contrasts"):
-        specs = contrasts.from_definition(definition, metric)
-        source = (f"the {len(specs)} contrasts the study declares (its study.json on the parent "
-                  "run): one Holm family")
-    else:
-        specs = contrasts.versus_baseline(arms, baseline, metric)
-        margin = contrasts.margin_text(metric_spec(metric, declared).margin, metric)
-        source = ("every arm against the baseline: this invocation has no study.json with planned "
-                  "contrasts (recorded before they existed), so today's baseline comparisons "
-                  "form the family; smallest effect of interest: "
-                  + (f"the default {margin}" if margin else f"none declared for {metric}"))
-        notes.append(f"No planned contrasts recorded for this invocation: the Findings compare {source}.")
+    specs, source = _family(definition, arms, baseline, metric, declared, notes)
     pruned = pruned_texts(study)
     correct, why = {}, contrasts.NO_PREDICTIONS
     if len(scores):
         runs = study.comparison_runs()
         scored = runs[runs["run_id"].isin(set(scores["run_id"]))]
         correct, why = contrasts.correct_per_example(study.evaluations(scored))
-    frame = (contrasts.contrast_frame(specs, scores, declared, correct, why, arm_rules.failure_texts(failures),
-                                      pruned, alpha)
-             if len(scores) else pd.DataFrame(columns=contrasts.COLUMNS))
+
+    def estimate(some: list[contrasts.ContrastSpec]) -> pd.DataFrame:
+        return contrasts.contrast_frame(some, scores, declared, correct, why, arm_rules.failure_texts(failures),
+                                        pruned, alpha)
+
+    frame = estimate(specs) if len(scores) else pd.DataFrame(columns=contrasts.COLUMNS)
+    diagnostics, record = tuning_report.diagnose(study), looks.read(study)
+    frame, cond = _beyond_the_family(study, definition, specs, frame, declared, diagnostics, record, estimate, alpha)
     used = {s.metric: metric_spec(s.metric, declared) for s in specs}
-    return Headline(frame, specs, source, used, failures, best, best_text, pruned, notes)
+    return Headline(frame, specs, source, used, failures, best, best_text, pruned, notes, cond, diagnostics, record)
+
+
+def _family(definition: Mapping | None, arms: Sequence[str], baseline: str, metric: str,
+            declared: Mapping[str, MetricSpec], notes: list[str]) -> tuple[list[contrasts.ContrastSpec], str]:
+    """The planned contrasts and where they came from, in words (a note when not from study.json)."""
+    if definition and definition.get("contrasts"):
+        specs = contrasts.from_definition(definition, metric)
+        return specs, (f"the {len(specs)} contrasts the study declares (its study.json on the parent "
+                       "run): one Holm family")
+    margin = contrasts.margin_text(metric_spec(metric, declared).margin, metric)
+    source = ("every arm against the baseline: this invocation has no study.json with planned "
+              "contrasts (recorded before they existed), so today's baseline comparisons "
+              "form the family; smallest effect of interest: "
+              + (f"the default {margin}" if margin else f"none declared for {metric}"))
+    notes.append(f"No planned contrasts recorded for this invocation: the Findings compare {source}.")
+    return contrasts.versus_baseline(arms, baseline, metric), source
+
+
+def _beyond_the_family(study: Study, definition, specs, frame: pd.DataFrame, declared, diagnostics,
+                       record: dict | None, estimate, alpha: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The planned frame with what the interval covers, the looks' verdicts (a sequential
+    study) and the per-level contrasts in its Findings; and the per-level frame."""
+    upstream = bool(study.arms("pretrain")) or bool((definition or {}).get("upstreams"))
+    frame["interval_covers"] = tuning_report.covers(diagnostics.per_seed, upstream, diagnostics.recorded)
+    if record is not None and len(frame):
+        frame = looks.columns(frame, record, alpha)
+        frame["finding"] = [sequential_finding(r, metric_spec(r.metric, declared)) if r.seq_decision else r.finding
+                            for r in frame.itertuples(index=False)]
+    if not (len(frame) and definition and definition.get("contrasts")):
+        return frame, pd.DataFrame()
+    levels = arm_levels(study, definition)
+    cond = conditional.conditional_frame(specs, looks.shown(frame), levels, factor_levels(definition, levels),
+                                         estimate, alpha)
+    if len(cond):
+        cond["interval_covers"] = frame["interval_covers"].iloc[0]
+        frame["finding"] = [f"{r.finding} {conditional.summary(r.contrast, cond)}".strip()
+                            for r in frame.itertuples(index=False)]
+    return frame, cond
+
+
+def arm_levels(study: Study, definition: Mapping | None) -> dict[str, dict[str, str]]:
+    """Arm -> factor -> level: study.json's arms, else the runs' factor tags."""
+    if definition and definition.get("arms"):
+        return {str(a["name"]): {str(f): str(l) for f, l in a.get("levels", {}).items()} for a in definition["arms"]}
+    table = study.arm_levels()
+    return {str(r["arm"]): {f: str(r[f]) for f in table.columns if f != "arm"} for _, r in table.iterrows()}
+
+
+def factor_levels(definition: Mapping | None, levels: Mapping[str, Mapping[str, str]]) -> dict[str, list[str]]:
+    """Factor -> its levels in the study's order (study.json), else in the order the arms show them."""
+    if definition and definition.get("factors"):
+        return {str(f["name"]): [str(l) for l in f.get("levels", [])] for f in definition["factors"]}
+    out: dict[str, list[str]] = {}
+    for lv in levels.values():
+        for f, level in lv.items():
+            known = out.setdefault(f, [])
+            if level not in known:
+                known.append(level)
+    return out
+
+
+def sequential_finding(r, spec: MetricSpec) -> str:
+    """The Finding of a contrast the sequential looks analysed: its estimate and interval at the
+    look that decided it (or the latest), the boundary, the verdict; the fixed-design numbers
+    of every seed in the store follow when the store holds more seeds than that look."""
+    sentence = (f"{contrasts.subject(r, spec)}: {contrasts.amount(r.seq_estimate, r.metric)} "
+                f"({looks.text(r, r.metric)}). Verdict: {r.verdict}.")
+    if r.estimable and r.n != r.seq_n:
+        sentence += (f" All {r.n} seeds in the store, not adjusted for the looks: {contrasts.amount(r.estimate, r.metric)}"
+                     f" ({contrasts.interval_text(r, r.metric)}).")
+    return sentence
 
 
 def pruned_texts(study: Study) -> dict[str, str]:
@@ -85,19 +160,9 @@ def pruned_texts(study: Study) -> dict[str, str]:
     (``pruned_sentence`` says what that means), for the arms configured so."""
     tune = study.select(stage="classify", phase="tune").set_index("run_id")
     metric = study.parent_tags.get(Tag.METRIC, "the selection metric")
-    choices = _tuning_record(study) or chosen_configs(study.parent_tags)
+    choices = tuning_report.record(study, STAGE_CLASSIFY) or chosen_configs(study.parent_tags)
     return {arm: "; ".join(_pruned_text(e, tune, metric) for e in entries)
             for arm, entries in pruned_choices(choices).items()}
-
-
-def _tuning_record(study: Study) -> dict:
-    """The parent's record of one tuning per (arm, seed), where the runner writes one; else {}."""
-    name = getattr(records, "tuning_file", None)      # runners that tune each arm per seed
-    path = study.artifact(study.parent_run_id, name(STAGE_CLASSIFY)) if name else None
-    try:
-        return json.loads(path.read_text()) if path is not None else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def _pruned_text(choice: Mapping, tune: pd.DataFrame, metric: str) -> str:
@@ -115,35 +180,89 @@ def _pruned_text(choice: Mapping, tune: pd.DataFrame, metric: str) -> str:
 # -- tables ------------------------------------------------------------------------------------
 
 def contrasts_table(h: Headline) -> Table:
-    """rows: one per contrast: estimate, interval, tests, equivalence, power, verdict."""
+    """rows: one per contrast: estimate, interval, tests, equivalence, power, verdict; after a
+    contrast that averages over a factor, its per-level contrasts and their differences
+    (``conditional``); the looks of a sequential study in a column of their own. The CSV holds
+    every row, the planned ones first."""
+    cond = h.conditional
     rows = []
     for r in h.contrasts.itertuples(index=False):
-        m = r.metric
-        rows.append({
-            "contrast": r.contrast, "metric": m, "cells (weight [cell] = arms averaged)": r.formula,
-            "n seeds × test examples": f"{r.n} × {r.n_examples:,}" if r.n_examples else f"{r.n} × (seed level)",
-            "estimate [95% CI]": (f"{contrasts.amount(r.estimate, m)} [{contrasts.amount(r.low, m)}, "
-                                  f"{contrasts.amount(r.high, m)}]" if r.estimable
-                                  else f"{contrasts.amount(r.estimate, m)} [not estimable]"),
-            "p / Holm": f"{pvalue(r.p)} / {pvalue(r.p_holm)}",
-            "seed t-test: p / Holm, d_z": f"{pvalue(r.p_seed)} / {pvalue(r.p_seed_holm)}, {num(r.d_z, 2)}",
-            "P(A>B)": f"{num(r.p_superiority, 2)} ({r.wins}/{r.n})",
-            "TOST p (Holm)": pvalue(r.p_tost_holm),
-            "MDE": contrasts.amount(r.mde, m, signed=False),
-            "verdict": r.verdict,
-            "failed replicates / left out": "; ".join(x for x in (r.failed_replicates, r.left_out) if x) or "none",
-        })
+        rows.append(_display_row(r, r.contrast, h.looks is not None))
+        if len(cond):
+            rows += [_display_row(c, _conditional_label(c), h.looks is not None)
+                     for c in cond[cond["conditional_of"] == r.contrast].itertuples(index=False)]
     display = pd.DataFrame(rows)
     if len(h.metrics) == 1 and len(display):
         display = display.drop(columns="metric")          # one metric: the note names it
     note = (f"Family: {h.source}. Estimate = Σ weight × mean of the cell's arms, paired by seed. "
             f"{interval_note(h)} p from that interval's t statistic, Holm-adjusted over the family; the "
             "seed-level paired t-test is shown next to it. P(A>B): share of seeds on which the contrast is "
-            f"positive (Bouthillier et al. 2021). {margins_note(h)}; TOST = two one-sided tests against it "
-            "(Holm over the family). MDE: the effect the study could detect at its n "
+            f"positive (Bouthillier et al. 2021). {margins_note(h)}; TOST = two one-sided tests against it, "
+            "minimal-effect test = the contrast beyond it (both Holm over the family). " + VERDICTS_NOTE
+            + " MDE: the effect the study could detect at its n "
             f"(α = {stats.ALPHA}, power {inference.POWER}, two-sided). No verdict below "
-            f"{inference.MIN_VERDICT_N} seeds; constant differences are not estimable.")
-    return Table("planned_contrasts", "Planned contrasts: the study's questions", display, h.contrasts, note)
+            f"{inference.MIN_VERDICT_N} seeds; constant differences are not estimable."
+            + (" " + conditional_note() if len(cond) else "") + (" " + looks_note(h) if h.looks else ""))
+    data = pd.concat([h.contrasts, cond], ignore_index=True) if len(cond) else h.contrasts
+    return Table("planned_contrasts", "Planned contrasts: the study's questions", display, data, note)
+
+
+VERDICTS_NOTE = (
+    "Verdicts, at the Holm-adjusted level: different, at least the SESOI = the minimal-effect test rejects "
+    "(the interval lies wholly beyond ±SESOI); different, smaller than the SESOI = the contrast differs from zero "
+    "and TOST shows it within ±SESOI; equivalent within ±SESOI = TOST does, and it does not differ from zero; "
+    "inconclusive = neither test decides (a contrast that only differs from zero has a sign but no size and says "
+    "so). Seeds needed: for the decision the estimate points to (equivalence when |estimate| < SESOI, else at "
+    f"least the SESOI), power {inference.POWER} at α / m (Holm's first step) with the true contrast at the "
+    f"estimate; the range reruns it at the ends of the seed variance's {inference.PLAN_COVERAGE:.0%} "
+    f"chi-square interval, and no number is given below {inference.MIN_PLAN_DF} degrees of freedom.")
+
+
+def _conditional_label(c) -> str:
+    same = f" (= planned “{c.same_as}”)" if c.same_as else ""
+    if c.family == conditional.INTERACTION:
+        return f"↳ difference {c.factor}: {c.level}{' — they disagree' if bool(c.disagree) else ''}"
+    return f"↳ {c.factor}={c.level}{same}"
+
+
+def _display_row(r, name: str, sequential: bool) -> dict:
+    m = r.metric
+    row = {
+        "contrast": name, "metric": m, "cells (weight [cell] = arms averaged)": r.formula,
+        "n seeds × test examples": f"{r.n} × {r.n_examples:,}" if r.n_examples else f"{r.n} × (seed level)",
+        "estimate [95% CI]": (f"{contrasts.amount(r.estimate, m)} [{contrasts.amount(r.low, m)}, "
+                              f"{contrasts.amount(r.high, m)}]" if r.estimable
+                              else f"{contrasts.amount(r.estimate, m)} [not estimable]"),
+        "p / Holm": f"{pvalue(r.p)} / {pvalue(r.p_holm)}",
+        "seed t-test: p / Holm, d_z": f"{pvalue(r.p_seed)} / {pvalue(r.p_seed_holm)}, {num(r.d_z, 2)}",
+        "P(A>B)": f"{num(r.p_superiority, 2)} ({r.wins}/{r.n})",
+        "TOST p (Holm)": pvalue(r.p_tost_holm), "minimal-effect p (Holm)": pvalue(r.p_minimal_holm),
+        "MDE": contrasts.amount(r.mde, m, signed=False),
+    }
+    if sequential:
+        row["sequential looks"] = looks.text(r, m) if getattr(r, "seq_decision", "") else "—"
+    row["verdict"] = r.verdict
+    row["failed replicates / left out"] = "; ".join(x for x in (r.failed_replicates, r.left_out) if x) or "none"
+    return row
+
+
+def conditional_note() -> str:
+    return ("↳ rows: a contrast that averages over a factor, restricted to each level of it (that factor's "
+            "level added to every term that leaves it out, where every term still matches an arm; Holm over every "
+            "such per-level contrast that no planned contrast already is), and the difference of two levels' "
+            "contrasts (Holm over every such difference). They disagree when such a difference differs from zero "
+            "at the Holm-adjusted level (its verdict says whether by at least the SESOI); estimates of opposite sign or differing verdicts without it are not evidence of an "
+            "interaction.")
+
+
+def looks_note(h: Headline) -> str:
+    d = h.looks["design"]
+    return (f"Sequential looks ({d.get('spending', '?')} spending, looks at {d.get('looks')}, cap "
+            f"{d.get('max_seeds')} seeds, α = {d.get('alpha')}): a contrast's verdict, its Finding and the forest "
+            "plot use its look's estimate and the interval adjusted for the looks (repeated confidence interval, "
+            "simultaneous over the family and the looks); the 95% CI and p columns analyse every seed in the store "
+            "as a fixed design, which optional stopping invalidates: descriptive only, as are the per-level "
+            "contrasts (↳) that no planned contrast is and their differences.")
 
 
 _EXAMPLES_NOTE = ("95% CI from a hierarchical paired bootstrap over seeds and test examples (each level "
@@ -168,7 +287,8 @@ def interval_note(h: Headline) -> str:
         which = "every contrast" if over_examples.empty else ", ".join(seeds_only["contrast"])
         why = "; ".join(dict.fromkeys(w for w in seeds_only["seeds_only_why"] if w))
         parts.append(f"Over seeds only for {which}" + (f", because {why}" if why else "") + f": {_SEEDS_NOTE}.")
-    return " ".join(parts)
+    covers = frame["interval_covers"].iloc[0] if "interval_covers" in frame else ""
+    return " ".join(parts + ([f"The intervals count {covers}."] if covers else []))
 
 
 def margins_note(h: Headline) -> str:
@@ -245,6 +365,19 @@ def pruned_sentence(h: Headline) -> str:
             + "; ".join(f"{arm} ({text})" for arm, text in h.pruned.items()) + ".")
 
 
+def footnotes(h: Headline) -> list[str]:
+    """The Findings' closing notes: the family, what the intervals count, the looks, the
+    tuning's warning and the arms configured from a pruned trial."""
+    notes = [f"Family: {h.source}."]
+    covers = h.contrasts["interval_covers"].iloc[0] if len(h.contrasts) else ""
+    if covers:
+        notes.append(f"The intervals count {covers}.")
+    if h.looks:
+        notes.append(looks_note(h))
+    warning = tuning_report.warning(h.tuning) if h.tuning is not None else ""
+    return notes + [x for x in (warning, pruned_sentence(h)) if x]
+
+
 def findings_markdown(h: Headline, figure: str | None) -> list[str]:
     parts = []
     if figure:
@@ -253,8 +386,9 @@ def findings_markdown(h: Headline, figure: str | None) -> list[str]:
     if h.contrasts.empty:
         parts += ["No contrast can be estimated yet (no completed replicate runs).", ""]
     parts += [f"- {s}" for s in h.contrasts["finding"]]
-    parts += ["", f"_Family: {h.source}._", ""]
-    parts += [pruned_sentence(h), ""] if h.pruned else []
+    parts += [""] + [f"_{x}_" for x in footnotes(h)[:1]] + [""]
+    for x in footnotes(h)[1:]:
+        parts += [x, ""]
     return parts + [h.best_text, ""]
 
 
@@ -269,8 +403,9 @@ def findings_html(h: Headline, figure_src: str | None) -> list[str]:
         body.append("<p>No contrast can be estimated yet (no completed replicate runs).</p>")
     else:
         body.append("<ul>" + "".join(f"<li>{e(s)}</li>" for s in h.contrasts["finding"]) + "</ul>")
-    body.append(f'<p class="note">Family: {e(h.source)}.</p>')
-    body += [f"<p>{e(pruned_sentence(h))}</p>"] if h.pruned else []
+    notes = footnotes(h)
+    body.append(f'<p class="note">{e(notes[0])}</p>')
+    body += [f"<p>{e(x)}</p>" for x in notes[1:]]
     body.append(f"<p>{e(h.best_text)}</p></section>")
     return body
 
@@ -282,6 +417,8 @@ def effects_caption(h: Headline) -> str:
     what = ("hierarchical paired bootstrap over seeds and test examples" if over == {contrasts.EXAMPLES}
             else "paired bootstrap over seeds" if contrasts.EXAMPLES not in over
             else "paired bootstrap over seeds, and over test examples where the table says so")
+    if h.looks:
+        what = "for a contrast the sequential looks analysed: its look's estimate and the interval adjusted for the looks"
     panels = "; one panel per metric" if len(h.metrics) > 1 else ""
     return (f"Each planned contrast's estimate (dot) and 95% interval (bar, {what}){band}; black line: no "
             f"difference{panels}. Colour: the verdict.")
@@ -296,9 +433,10 @@ def effects_figure(h: Headline, study_name: str, out: Path):
     title = "Planned contrasts (forest plot)"
     if h.contrasts.empty or not h.contrasts["estimate"].notna().any():
         return FigureResult("effects", title, "", None, "no contrast can be estimated yet")
-    n = sorted(set(int(x) for x in h.contrasts["n"]))
+    n = sorted(set(int(x) for x in h.shown["n"]))
     on = ", ".join(METRIC_LABELS.get(m, m) for m in h.metrics)
     heading = (f"{study_name}: planned contrasts on {on} "
                f"(n = {n[0] if len(n) == 1 else f'{n[0]}-{n[-1]}'} seeds)")
-    path = write_effects_figure(h.contrasts, out, heading)
+    interval = "interval adjusted for the looks" if h.looks else "95% interval"
+    path = write_effects_figure(h.shown, out, heading, interval)
     return FigureResult("effects", title, effects_caption(h), path)

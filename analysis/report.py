@@ -20,7 +20,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from analysis import headline, overlap, settings, stats, tables
+from analysis import contrasts, headline, overlap, settings, stats, tables, tuning
 from analysis.definition import compared_metrics, metric_spec, primary_metric
 from analysis.load import DEFAULT_METRICS, AnalysisError, Study, load_study
 from analysis.render import render_html, render_latex, render_markdown
@@ -202,7 +202,7 @@ def build_tables(a: Analysis) -> list[Table]:
         out[0] = dataclasses.replace(out[0], data=headline.with_failures(a.summary, h))
     if a.other_metrics:
         out.append(tables.other_metrics_table(a.summary, a.other_metrics, a.arms, a.baseline))
-    planned = h.contrasts if h is not None else None
+    planned = h.shown if h is not None else None
     out += [headline.contrasts_table(h)] if h is not None else []
     out.append(tables.differences_table(a.comparison, a.metrics, a.alpha, a.baseline, planned))
     if a.effects is not None:
@@ -214,6 +214,8 @@ def build_tables(a: Analysis) -> list[Table]:
     for stage, params in a.hyperparameters.items():
         out.append(tables.hyperparameters_table(params, stage, a.baseline if stage == "classify" else None,
                                                 a.setting_roles.get(stage)))
+    if h is not None and h.tuning is not None and len(h.tuning.arms):
+        out.append(tuning.table(h.tuning, contrasts.percent_metric(a.metric)))
     out.append(tables.cost_display(a.cost))
     if len(a.scores):
         from analysis.publish import models_table      # each arm's runs:/<id>/model
@@ -321,6 +323,9 @@ def write_report(a: Analysis, output_dir: Path, formats: Sequence[str] = FORMATS
         a.scores.to_csv(written[-1], index=False)
         written.append(output_dir / "runs.csv")
         a.study.runs.to_csv(written[-1], index=False)
+        if a.headline is not None and a.headline.tuning is not None and len(a.headline.tuning.tunings):
+            written.append(output_dir / "tunings.csv")          # rows: one per tuning
+            a.headline.tuning.tunings.to_csv(written[-1], index=False)
     if "html" in formats:
         written.append(_write(output_dir / "comparison.html", render_html(a, tabs, footer, ())))
         written.append(_write(output_dir / "report.html", render_html(a, tabs, footer, figs)))

@@ -8,7 +8,9 @@ Conventions
 * Comparisons with the baseline are paired by seed: only seeds present in both arms count.
 * Effect size is Cohen's d_z = mean(diff) / sd(diff) (paired differences, ddof=1).
 * Multiple comparisons: Holm's step-down correction, within one metric (the family is every
-  comparison made on that metric), separately for the t-test and the Wilcoxon test.
+  comparison made on that metric), separately for the t-test and the Wilcoxon test;
+  ``wilcoxon_can_reject`` says where the exact Wilcoxon test cannot reject at the study's n
+  (its smallest p is 2 / 2^n: 0.0625 at n = 5), and the tables blank it there.
 * With fewer than two paired seeds nothing is claimed: CIs and p-values are NaN; with fewer
   than three no verdict word is given; constant differences are "not estimable".
 * These are the exploratory comparisons; the planned ones are in ``analysis.contrasts``.
@@ -164,8 +166,9 @@ def summarize_arms(scores: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.D
 
 
 COMPARISON_COLUMNS = ["metric", "arm", "baseline", "n", "diff", "low", "high", "d_z",
-                      "t", "p_t", "p_t_holm", "w", "p_wilcoxon", "p_wilcoxon_holm",
+                      "t", "p_t", "p_t_holm", "w", "p_wilcoxon", "p_wilcoxon_holm", "wilcoxon_can_reject",
                       "significant", "verdict"]
+_JUDGED = ("p_t_holm", "p_wilcoxon_holm", "wilcoxon_can_reject", "significant", "verdict")
 
 
 def compare_to_baseline(scores: pd.DataFrame, baseline: str, alpha: float = ALPHA,
@@ -195,7 +198,7 @@ def compare_to_baseline(scores: pd.DataFrame, baseline: str, alpha: float = ALPH
                          "d_z": r.d_z, "t": r.t, "p_t": r.p_t, "w": r.w,
                          "p_wilcoxon": r.p_wilcoxon})
     out = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS
-                                      if c not in ("p_t_holm", "p_wilcoxon_holm", "significant", "verdict")])
+                                      if c not in _JUDGED])
     return _adjust_and_judge(out, "diff", alpha, minimize or {})
 
 
@@ -208,10 +211,26 @@ def _adjust_and_judge(frame: pd.DataFrame, estimate: str, alpha: float, minimize
     for _, idx in frame.groupby("metric", sort=False).groups.items():
         frame.loc[idx, "p_t_holm"] = holm(frame.loc[idx, "p_t"])
         frame.loc[idx, "p_wilcoxon_holm"] = holm(frame.loc[idx, "p_wilcoxon"])
+    frame["wilcoxon_can_reject"] = False
+    for _, idx in frame.groupby("metric", sort=False).groups.items():
+        frame.loc[idx, "wilcoxon_can_reject"] = wilcoxon_can_reject(frame.loc[idx, "n"], alpha)
     frame["significant"] = (frame["n"] >= MIN_VERDICT_N) & (frame["p_t_holm"] < alpha)
     frame["verdict"] = [_verdict(row, estimate, minimize.get(row.metric, lower_is_better(row.metric)))
                         for row in frame.itertuples(index=False)]
     return frame
+
+
+def wilcoxon_min_p(n: int) -> float:
+    """The exact Wilcoxon signed-rank test's smallest two-sided p with n pairs: 2 / 2^n."""
+    return 2.0 / 2 ** n if n >= 1 else 1.0
+
+
+def wilcoxon_can_reject(ns: pd.Series, alpha: float) -> np.ndarray:
+    """Per comparison of one Holm family (``ns``: its pairs): whether its Holm-adjusted Wilcoxon p
+    can fall below ``alpha``: not where its smallest p is >= alpha, nor where none reaches alpha / m."""
+    smallest = np.array([wilcoxon_min_p(int(n)) for n in ns])
+    family = bool(len(smallest)) and smallest.min() < alpha / len(smallest)
+    return family & (smallest < alpha)
 
 
 def _verdict(row, estimate: str, minimized: bool) -> str:
@@ -299,7 +318,7 @@ def cells_text(combos: Sequence[Mapping[str, str]]) -> str:
 
 
 EFFECT_COLUMNS = ["metric", "effect", "factor", "level", "reference", "n", "estimate", "low",
-                  "high", "d_z", "p_t", "p_t_holm", "p_wilcoxon", "p_wilcoxon_holm",
+                  "high", "d_z", "p_t", "p_t_holm", "p_wilcoxon", "p_wilcoxon_holm", "wilcoxon_can_reject",
                   "averaged_over", "averaged_cells", "weights", "significant", "verdict"]
 
 
@@ -349,7 +368,7 @@ def factorial_effects(scores: pd.DataFrame, arm_levels: pd.DataFrame, factors: S
                                         f"{ra} x {rb}", d, k, confidence,
                                         _arm_weights(cell_arms, factors, [fa, fb], terms, k)))
     out = pd.DataFrame(rows, columns=[c for c in EFFECT_COLUMNS
-                                      if c not in ("p_t_holm", "p_wilcoxon_holm", "significant", "verdict")])
+                                      if c not in _JUDGED])
     return _adjust_and_judge(out, "estimate", alpha, minimize or {})[EFFECT_COLUMNS]
 
 

@@ -115,7 +115,33 @@ def _effect_cells(r, alpha: float) -> dict[str, str]:
     return {"estimate ± 95% CI": (mean_ci(r.estimate, r.low, r.high, r.n, signed=True) if r.averaged_over
                                   else "not estimable: a cell of the contrast is not in the design"),
             "d_z": num(r.d_z, 2) if r.n >= 2 else f"n/a (n={r.n})",
-            "paired t: Holm p": holm_p(r.p_t_holm), "Wilcoxon: Holm p": holm_p(r.p_wilcoxon_holm)}
+            "paired t: Holm p": holm_p(r.p_t_holm),
+            "Wilcoxon: Holm p": holm_p(r.p_wilcoxon_holm) if _wilcoxon_ok(r) else _CANNOT.format(n=r.n)}
+
+
+_CANNOT = "cannot reject at n={n}"
+
+
+def _wilcoxon_ok(r) -> bool:
+    return bool(getattr(r, "wilcoxon_can_reject", True))
+
+
+def wilcoxon_column(display: pd.DataFrame, frame: pd.DataFrame, column: str, alpha: float) -> tuple[pd.DataFrame, str]:
+    """The display without its Wilcoxon column when no row of ``frame`` can reject, and the
+    note that says why (cells of rows that cannot reject say so themselves)."""
+    if "wilcoxon_can_reject" not in frame or frame.empty or column not in display:
+        return display, ""
+    ns = sorted({int(n) for n in frame["n"] if n >= 1})
+    can = frame["wilcoxon_can_reject"].astype(bool)
+    if can.all():
+        return display, ""
+    if can.any():
+        return display, (" Wilcoxon cells that say 'cannot reject': the exact test's smallest two-sided p at that n, "
+                         f"2/2^n, is not below α = {alpha} (or, after Holm, α / m for every row of the metric).")
+    smallest = ", ".join(f"{2 / 2 ** n:.3g} at n = {n}" for n in ns)
+    return display.drop(columns=column), (
+        f" The Wilcoxon signed-rank column is left out: its smallest attainable two-sided p ({smallest}) "
+        f"cannot fall below α = {alpha} after Holm's correction, so it could never reject here.")
 
 
 def differences_table(comparison: pd.DataFrame, metrics: Sequence[str], alpha: float,
@@ -137,25 +163,27 @@ def differences_table(comparison: pd.DataFrame, metrics: Sequence[str], alpha: f
                 judged = r.n >= MIN_VERDICT_N          # below it, not even "n.s."
                 p_t = f"{pvalue(r.p_t)} / {pvalue(r.p_t_holm, r.p_t_holm < alpha if judged else None)}"
                 p_w = (f"{pvalue(r.p_wilcoxon)} / "
-                       f"{pvalue(r.p_wilcoxon_holm, r.p_wilcoxon_holm < alpha if judged else None)}")
+                       f"{pvalue(r.p_wilcoxon_holm, r.p_wilcoxon_holm < alpha if judged else None)}"
+                       if _wilcoxon_ok(r) else _CANNOT.format(n=r.n))
                 dz = num(r.d_z, 2)
             rows.append({"metric": label(m), "arm": r.arm,
                          "Δ vs baseline ± 95% CI": mean_ci(r.diff, r.low, r.high, r.n, signed=True),
                          "d_z": dz, "paired t: p / Holm": p_t, "Wilcoxon: p / Holm": p_w,
                          "verdict": r.verdict})
+    display, wilcoxon = wilcoxon_column(
+        pd.DataFrame(rows, columns=["metric", "arm", "Δ vs baseline ± 95% CI", "d_z", "paired t: p / Holm",
+                                    "Wilcoxon: p / Holm", "verdict"]),
+        comparison[comparison["metric"].isin(metrics)], "Wilcoxon: p / Holm", alpha)
     return Table("comparison_differences",
                  f"Exploratory: differences to the baseline arm ({baseline}), paired by seed",
-                 pd.DataFrame(rows, columns=["metric", "arm", "Δ vs baseline ± 95% CI", "d_z",
-                                             "paired t: p / Holm", "Wilcoxon: p / Holm", "verdict"]),
-                 comparison,
+                 display, comparison,
                  f"Δ = arm − baseline over the seeds both completed. d_z = mean(Δ)/sd(Δ). Holm's "
                  f"correction runs over the arms compared on one metric, separately per test; "
                  f"verdict from the Holm-adjusted paired t-test at α = {alpha} "
                  f"(lower is better for a metric the study declares so, and, undeclared, for losses); n.s. = "
                  f"not significant; no verdict below 3 pairs; "
                  f"constant differences are not estimable. Exploratory: not the study's planned "
-                 f"questions (those are in the planned contrasts). With n ≤ 5 pairs the "
-                 f"exact two-sided Wilcoxon test cannot reach p < 0.05 (its smallest p is 2/2^n)."
+                 f"questions (those are in the planned contrasts)." + wilcoxon
                  + _LINKED_NOTE * bool(comparison.get("planned_contrast", pd.Series(dtype=str)).astype(bool).any()))
 
 
@@ -182,8 +210,10 @@ def effects_table(effects: pd.DataFrame, metrics: Sequence[str], alpha: float,
                                             else f"{r.averaged_over} cell(s): {r.averaged_cells}")
                                            if r.averaged_over else "nothing: not in design"),
                          "verdict": r.verdict})
+    display, wilcoxon = wilcoxon_column(pd.DataFrame(rows), effects[effects["metric"].isin(metrics)],
+                                        "Wilcoxon: Holm p", alpha)
     return Table("factorial_effects", "Exploratory: main effects and two-way interactions of the factorial design",
-                 pd.DataFrame(rows), effects,
+                 display, effects,
                  "Main effect of a level = per seed, the mean over the other factors' levels of "
                  "(cell at the level − cell at the reference level); interaction (a × b) = "
                  "[cell(a,b) − cell(a0,b)] − [cell(a,b0) − cell(a0,b0)] from the two-way cell "
@@ -193,7 +223,7 @@ def effects_table(effects: pd.DataFrame, metrics: Sequence[str], alpha: float,
                  "that complete a valid 2 × 2. CIs and tests over seeds; Holm over all effects of one metric. "
                  f"Verdict from the Holm-adjusted paired t-test at α = {alpha}: better or worse for a main effect, "
                  "different (from zero) for an interaction, whose sign depends on the levels it is coded against."
-                 + _LINKED_NOTE * bool(effects.get("planned_contrast", pd.Series(dtype=str)).astype(bool).any()))
+                 + wilcoxon + _LINKED_NOTE * bool(effects.get("planned_contrast", pd.Series(dtype=str)).astype(bool).any()))
 
 
 def cell_means_table(cells: pd.DataFrame, metric: str) -> Table:

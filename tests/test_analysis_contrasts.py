@@ -114,20 +114,21 @@ def test_findings_answer_the_noise_question(report):
     assert planned["p_tost_holm"].to_numpy() == pytest.approx(stats.holm(planned["p_tost"]))
     gauss = planned.loc["denoiser vs training on noisy inputs, gaussian noise"]
     assert gauss["estimate"] == pytest.approx(0.05, abs=0.01) and gauss["low"] > 0
-    assert gauss["verdict"] == "different" and gauss["n_examples"] == N_TEST
+    assert gauss["verdict"] == "different, at least the SESOI (0.5 pp)" and gauss["n_examples"] == N_TEST
     # the diverged seed of the noisy arm: left out of the pairing, and said so
     assert gauss["n"] == 4 and gauss["seeds"] == "0,1,2,3"
     assert "seed 4" in gauss["left_out"] and "diverged" in gauss["failed_replicates"]
     sp = planned.loc["denoiser vs training on noisy inputs, salt_pepper noise"]
     assert sp["verdict"] == "equivalent within ±0.5 pp" and -0.005 < sp["low"] < sp["high"] < 0.005
     assert abs(sp["estimate"]) < 0.001 and sp["p_holm"] > 0.05
-    assert planned.loc["training on noisy inputs vs on clean ones, salt_pepper noise", "verdict"] == "different"
+    assert planned.loc["training on noisy inputs vs on clean ones, salt_pepper noise", "verdict"].startswith("different, at least")
     for col in ("mde", "p_superiority", "p_seed", "se_seeds", "se_examples", "df"):
         assert planned[col].notna().all(), col
     # Findings come first, one sentence per contrast with estimate, CI, adjusted p, n, verdict
     assert md.index("## Findings") < md.index("### Test metrics per arm") < md.index("### Planned contrasts")
     sentence = next(line for line in md.splitlines() if line.startswith("- denoiser vs training on noisy inputs, gaussian"))
-    for part in ("+5.", "95% CI", "Holm-adjusted p", "n = 4 seeds × 2,000 test examples", "Verdict: different",
+    for part in ("+5.", "95% CI", "Holm-adjusted p", "n = 4 seeds × 2,000 test examples",
+                 "Verdict: different, at least the SESOI (0.5 pp)",
                  "minimum detectable effect"):
         assert part in sentence, part
     assert "Best arm: noise=clean,training=clean (n = 5)" in md

@@ -1,5 +1,6 @@
 """study.inference against scipy and hand computations: interval coverage on a simulated
-paired design with a known effect, TOST, MDE, seeds needed, P(A>B), degenerate inputs."""
+paired design with a known effect, TOST, MDE, seeds needed (target, range, when none is given),
+P(A>B), the four verdicts (the dropout example, exhaustive and exclusive), degenerate inputs."""
 from __future__ import annotations
 
 import math
@@ -152,15 +153,50 @@ def test_mde_t_formula():
         assert power == pytest.approx(0.8, abs=0.03), (df, power)
 
 
-def test_seeds_needed_is_the_smallest_n_with_mde_below_the_margin():
-    sd = 0.006                                            # per-seed sd of the difference
-    n_now = 5
-    needed = inference.seeds_needed(sd / math.sqrt(n_now), n_now, 0.0, 0, 0.005)
-    by_hand = next(n for n in range(2, 1000)
-                   if (sps.t.ppf(0.975, n - 1) + sps.t.ppf(0.8, n - 1)) * sd / math.sqrt(n) <= 0.005)
-    assert needed == by_hand == 14
+def test_seeds_needed_targets_the_decision_the_estimate_points_to():
+    """|estimate| < margin: the TOST's power at the estimate; else the minimal-effect test's;
+    both at the Holm-adjusted level given, the smallest such n (checked by hand)."""
+    sd, n_now, level = 0.006, 5, 0.05 / 3                  # per-seed sd of the difference; Holm's alpha / m
+    se = sd / math.sqrt(n_now)
+
+    def power_tost(n, d):
+        s, df = sd / math.sqrt(n), n - 1
+        crit = sps.t.ppf(1 - level, df)
+        return sps.t.cdf((0.005 - d) / s - crit, df) + sps.t.cdf((0.005 + d) / s - crit, df) - 1
+
+    def power_min(n, d):
+        s, df = sd / math.sqrt(n), n - 1
+        return sps.t.cdf((d - 0.005) / s - sps.t.ppf(1 - level / 2, df), df)
+
+    near = inference.seeds_needed(0.001, se, n_now, 0.0, 0, 0.005, level)
+    assert near.target == inference.EQUIVALENCE
+    assert near.n == next(n for n in range(2, 1000) if power_tost(n, 0.001) >= 0.8)
+    far = inference.seeds_needed(-0.012, se, n_now, 0.0, 0, 0.005, level)
+    assert far.target == inference.AT_LEAST_TARGET
+    assert far.n == next(n for n in range(2, 1000) if power_min(n, 0.012) >= 0.8)
+    # a stricter level needs more seeds
+    assert inference.seeds_needed(0.001, se, n_now, 0.0, 0, 0.005, 0.05).n < near.n
+
+
+def test_seeds_needed_range_follows_the_seed_variances_chi_square_interval():
+    sd, n_now, level = 0.006, 6, 0.05
+    got = inference.seeds_needed(0.0, sd / math.sqrt(n_now), n_now, 0.0, 0, 0.005, level)
+    df = n_now - 1
+    for var, expected in ((sd ** 2 * df / sps.chi2.ppf(0.9, df), got.low), (sd ** 2 * df / sps.chi2.ppf(0.1, df), got.high)):
+        by_hand = inference.seeds_needed(0.0, math.sqrt(var / n_now), n_now, 0.0, 0, 0.005, level).n
+        assert by_hand == expected
+    assert got.low < got.n < got.high
+
+
+def test_seeds_needed_says_why_it_gives_no_number():
+    few = inference.seeds_needed(0.001, 0.002, 4, 0.0, 0, 0.005)            # 3 df < 4
+    assert few.n is None and "3 degrees of freedom" in few.why and "fewer than 4" in few.why
     # the test set's share does not shrink with seeds: too large, and no n suffices
-    assert inference.seeds_needed(0.001, 5, 0.002, 1000, 0.005) is None
+    assert inference.seeds_needed(0.001, 0.001, 5, 0.002, 1000, 0.005).why == "the test set limits the precision"
+    # an estimate at the margin: no number of seeds shows it at least (or within) the margin
+    at = inference.seeds_needed(0.0049, 0.001, 5, 0.0, 0, 0.005)
+    assert at.n is None and "close to the margin" in at.why
+    assert inference.seeds_needed(0.001, 0.001, 5, 0.0, 0, None) is None
 
 
 # -- P(A>B) and verdicts ------------------------------------------------------------------------
@@ -169,24 +205,72 @@ def test_prob_superiority_counts_ties_half():
     assert inference.prob_superiority([0.01, 0.02, -0.01, 0.0]) == (pytest.approx(0.625), 2, 4)
 
 
+NEEDED = inference.SeedsNeeded(inference.EQUIVALENCE, 9, 6, 20)
+
+
 @pytest.mark.parametrize("args, expected", [
-    ((5, True, 0.01, 0.40, 0.005, 9), "different"),
-    ((5, True, 0.60, 0.01, 0.005, 9), "equivalent within ±0.5 pp"),
-    ((5, True, 0.60, 0.40, 0.005, 9), "inconclusive — needs about 9 seeds"),
-    ((5, True, 0.60, 0.40, 0.005, None), "inconclusive — more seeds alone would not resolve ±0.5 pp: "
-                                         "the test set limits the precision"),
-    ((2, True, 0.001, 0.001, 0.005, 9), "no verdict (n=2 < 3)"),
-    ((5, False, math.nan, math.nan, 0.005, None), "not estimable"),
+    ((5, True, 0.001, 0.40, 0.005, NEEDED, 0.05, "±0.5 pp", 0.01), "different, at least the SESOI (0.5 pp)"),
+    ((5, True, 0.01, 0.01, 0.005, NEEDED, 0.05, "±0.5 pp", 0.9), "different, smaller than the SESOI (0.5 pp)"),
+    ((5, True, 0.60, 0.01, 0.005, NEEDED, 0.05, "±0.5 pp", 1.0), "equivalent within ±0.5 pp"),
+    ((5, True, 0.60, 0.40, 0.005, NEEDED, 0.05, "±0.5 pp", 1.0),
+     "inconclusive — needs about 9 seeds (6–20) to show equivalence"),
+    ((5, True, 0.01, 0.40, 0.005, NEEDED, 0.05, "±0.5 pp", 0.3),
+     "inconclusive — different from zero, but neither at least 0.5 pp nor within ±0.5 pp is shown; "
+     "needs about 9 seeds (6–20) to show equivalence"),
+    ((5, True, 0.60, 0.40, 0.005, inference.SeedsNeeded(inference.EQUIVALENCE, None, why="the test set limits the "
+      "precision"), 0.05, "±0.5 pp", 1.0),
+     "inconclusive — more seeds alone would not show equivalence: the test set limits the precision"),
+    ((4, True, 0.60, 0.40, 0.005, inference.SeedsNeeded(inference.AT_LEAST_TARGET, None, why="the seed-level "
+      "variance has 3 degrees of freedom (fewer than 4)"), 0.05, "±0.5 pp", 1.0),
+     "inconclusive — seeds needed not given: the seed-level variance has 3 degrees of freedom (fewer than 4)"),
+    ((5, True, 0.01, math.nan, None, None, 0.05, "", math.nan),
+     "different (no smallest effect of interest declared for this metric)"),
+    ((2, True, 0.001, 0.001, 0.005, NEEDED, 0.05, "±0.5 pp", 0.001), "no verdict (n=2 < 3)"),
+    ((5, False, math.nan, math.nan, 0.005, None, 0.05, "±0.5 pp", math.nan), "not estimable"),
 ])
 def test_verdict_words(args, expected):
-    assert inference.verdict(*args, margin_text="±0.5 pp") == expected
+    assert inference.verdict(*args) == expected
+
+
+def test_dropout_at_the_margin_is_not_called_at_least_the_sesoi():
+    """docs/results' dropout 0.5 vs none: +0.48 pp [+0.03, +0.93] with a SESOI of 0.5 pp, Holm p 0.037
+    over 2 contrasts, TOST Holm p 0.923: different from zero, but its size is not settled."""
+    est, low, high, df = 0.0048, 0.0003, 0.0093, 4.0
+    se = (high - low) / 2 / sps.t.ppf(0.975, df)
+    p_min = inference.minimal_effect(est, se, df, 0.005)
+    assert p_min == 1.0                                    # the estimate is inside the margin
+    kind = inference.verdict_kind(5, True, 0.037, 0.923, min(1.0, 2 * p_min), True)
+    assert kind == inference.INCONCLUSIVE
+    needed = inference.seeds_needed(est, se / math.sqrt(1), 5, 0.0, 0, 0.005, 0.025)
+    words = inference.verdict(5, True, 0.037, 0.923, 0.005, needed, 0.05, "±0.5 pp", min(1.0, 2 * p_min))
+    assert words.startswith("inconclusive — different from zero") and "at least the SESOI" not in words
+    assert "better" not in words
+
+
+def test_the_four_verdicts_are_exhaustive_and_exclusive():
+    """Over random contrasts: the minimal-effect test and TOST never both reject (the 95% interval
+    beyond the margin and the 90% one inside it), 'at least' implies 'different', and each
+    verdict is the one its definition gives."""
+    rng = np.random.default_rng(5)
+    for _ in range(3000):
+        est, se, df, margin = rng.normal(0, 0.01), rng.uniform(1e-4, 0.006), rng.integers(2, 30), 0.005
+        p = 2 * sps.t.sf(abs(est) / se, df)
+        p_tost, p_min = inference.tost(est, se, df, margin), inference.minimal_effect(est, se, df, margin)
+        assert not (p_min < 0.05 and p_tost < 0.05)
+        assert p_min >= p
+        kind = inference.verdict_kind(int(df) + 1, True, p, p_tost, p_min, True)
+        expected = (inference.AT_LEAST if p_min < 0.05 else inference.SMALLER if p_tost < 0.05 and p < 0.05
+                    else inference.EQUIVALENT if p_tost < 0.05 else inference.INCONCLUSIVE)
+        assert kind == expected
+        low, high = est - sps.t.ppf(0.975, df) * se, est + sps.t.ppf(0.975, df) * se
+        assert (kind == inference.AT_LEAST) == (low > margin or high < -margin)
 
 
 def test_seeds_needed_agrees_with_the_reported_mde():
     """Arms that differ on a few images per seed, differently on each (the residual
     dominates: the case of two good optimizers): the degrees of freedom stay near S - 1, and
-    when the MDE at n exceeds the margin, the seeds needed exceed n (a report once said
-    "inconclusive — needs about 3 seeds" at n = 5)."""
+    where the equivalence test at n is far from the margin, the seeds needed exceed n (a
+    report once said "inconclusive — needs about 3 seeds" at n = 5)."""
     rng = np.random.default_rng(7)
     c = np.zeros((5, 1000))
     for s in range(5):
@@ -194,8 +278,8 @@ def test_seeds_needed_agrees_with_the_reported_mde():
         c[s, hit] = rng.choice([-1.0, 1.0], size=8)
     est = inference.hierarchical_estimate(c)
     assert est.df >= 3.5
-    mde_now = inference.mde(est.se, est.df)
-    needed = inference.seeds_needed(est.se_seeds, est.n, est.se_examples, est.n_examples, 0.001)
-    assert mde_now > 0.001 and (needed is None or needed > est.n)
-    at_n = inference.seeds_needed(est.se_seeds, est.n, est.se_examples, est.n_examples, mde_now * 1.0001)
-    assert at_n is not None and at_n <= est.n
+    needed = inference.seeds_needed(0.0, est.se_seeds, est.n, est.se_examples, est.n_examples, 0.001)
+    assert needed.n is None or needed.n > est.n
+    # a margin the TOST at n already meets with the estimate at 0: n or fewer
+    at_n = inference.seeds_needed(0.0, est.se_seeds, est.n, est.se_examples, est.n_examples, 0.1)
+    assert at_n.n is not None and at_n.n <= est.n

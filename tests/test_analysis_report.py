@@ -414,7 +414,7 @@ def test_report_files_and_statistics(factorial_report):
     assert few["diff"] == pytest.approx(EFFECT["10%"], abs=0.005)
     # the same difference as the baseline-comparisons family's contrast: its verdict (one wording)
     assert few["planned_contrast"] == "pretraining=none,encoder=finetuned,labels=10% vs baseline"
-    assert few["verdict"] == "different" and few["n"] == 3
+    assert few["verdict"] == "different, at least the SESOI (0.5 pp)" and few["n"] == 3
     # the failed seed is not paired: 2 pairs
     assert acc.loc[FAILED_CELL[0], "n"] == 2
     # Holm within a metric over the 5 comparisons

@@ -177,10 +177,11 @@ def test_every_test_metric_appears_in_the_tables(report):
 
 
 def test_each_planned_contrast_on_its_metric_with_its_margin(report):
-    planned = pd.read_csv(report.output_dir / "planned_contrasts.csv").set_index("contrast")
+    every = pd.read_csv(report.output_dir / "planned_contrasts.csv")
+    planned = every[every["family"] == "planned"].set_index("contrast")
     auc = planned.loc["width 64 vs 16 (AUC)"]
     assert auc["metric"] == "test/auc" and auc["margin"] == pytest.approx(0.02)
-    assert auc["estimate"] == pytest.approx(0.08, abs=0.01) and auc["verdict"] == "different"
+    assert auc["estimate"] == pytest.approx(0.08, abs=0.01) and auc["verdict"] == "different, at least the SESOI (0.02)"
     mse = planned.loc["dropout 0.3 vs 0 (MSE)"]
     assert mse["metric"] == "test/mse" and mse["verdict"] == "equivalent within ±0.05"
     assert planned.loc["dropout 0.3 vs 0", "metric"] == "test/acc"
@@ -220,7 +221,7 @@ def test_no_label_prefixes_test_to_a_metric_name(report):
     md = report.markdown
     assert not re.search(r"\btest test/", md)
     finding = next(line for line in md.splitlines() if line.startswith("- width 64 vs 16 (AUC)"))
-    assert "— test/auc contrast" in finding and "Verdict: different" in finding
+    assert "— test/auc contrast" in finding and "Verdict: different, at least the SESOI (0.02)" in finding
     mse = next(line for line in md.splitlines() if line.startswith("- dropout 0.3 vs 0 (MSE)"))
     assert "test/mse (lower is better)" in mse and "Verdict: equivalent within ±0.05" in mse
 
