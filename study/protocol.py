@@ -37,7 +37,8 @@ from study.configs import artifact_ref, classify_config
 from study.looks import run_looks
 from study.options import RunOptions
 from study.plan import CostModel, estimate_phases, per_trial_estimates
-from study.phases import PhaseContext, PhaseResult, StudyInterrupted, TrainableFailed, phase_once, run_phase
+from study.phases import (PhaseContext, PhaseResult, StudyInterrupted, TrainableFailed, phase_once, phase_runs,
+                          run_phase)
 from study.records import PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, Outcome, RunKind, StudyStatus, Tag, tuning_file
 from study.searchers import ListSearcher
 from study.tuning import Tuning, chosen, tune_phase
@@ -239,7 +240,20 @@ def classify_stage(ctx: PhaseContext) -> list[PhaseResult]:
     phases += phase_once(ctx, STAGE_CLASSIFY, PHASE_REPLICATE, lambda: run_phase(
         ctx, STAGE_CLASSIFY, PHASE_REPLICATE, ListSearcher(configs, study.metric, study.mode), None,
         len(configs), _arm_tags(study)))
+    _warn_mixed(ctx, "precision")
     return phases
+
+
+def _warn_mixed(ctx: PhaseContext, tag: str) -> None:
+    """Says so when the replicates ran with different values of a run tag a trainable reports
+    (``precision``: "auto" decides per node, and a cluster's nodes can differ)."""
+    values: dict[str, int] = {}
+    for run in phase_runs(ctx, STAGE_CLASSIFY, PHASE_REPLICATE):
+        if tag in run.data.tags:
+            values[run.data.tags[tag]] = values.get(run.data.tags[tag], 0) + 1
+    if len(values) > 1:
+        log(f"warning: the replicates ran with mixed {tag} ({', '.join(f'{v} on {n}' for v, n in sorted(values.items()))}): "
+            f"the contrasts mix them; set {tag} in the study's fixed settings to pin it")
 
 
 def arm_tunings(ctx: PhaseContext) -> dict[str, Tuning]:
