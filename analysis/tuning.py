@@ -246,9 +246,11 @@ def warning(d: Diagnostics) -> str:
     bad = d.degenerate
     if bad.empty:
         return ""
-    items = "; ".join(f"{r.arm} ({r.stage}, {r.tunings} tuning{'s' * (r.tunings != 1)}: "
-                      f"{r.degenerate_why.removeprefix('no tuning compared two trials at full length (')[:-1]})"
-                      for r in bad.itertuples(index=False))
+    # arms that went the same way are named together
+    groups = bad.groupby(["stage", "tunings", "degenerate_why"], sort=False)["arm"].apply(list)
+    items = "; ".join(f"{', '.join(arms)} ({stage}, {n} tuning{'s' * (n != 1)}{' each' * (len(arms) > 1)}: "
+                      f"{why.removeprefix('no tuning compared two trials at full length (')[:-1]})"
+                      for (stage, n, why), arms in groups.items())
     many = len(bad) > 1
     return (f"Tuning was degenerate for {len(bad)} arm{'s' * many}: no tuning of {'them' if many else 'it'} "
             f"compared two trials at full length, so the configuration{'s' * many} {'they' if many else 'it'} "
