@@ -49,8 +49,10 @@ def test_study_smoke_records_every_trial(name, smoke_runs):
     assert max(Counter(r.data.tags["trial_key"] for r in trials).values()) == 1
     arms = study.arms()
     tune = [r for r in trials if r.data.tags["stage"] == "classify" and r.data.tags["phase"] == "tune"]
-    assert Counter(r.data.tags["arm"] for r in tune) == {a.name: budget.trials_per_tuning for a in arms}
-    assert {r.data.tags["seed"] for r in tune} == {str(budget.tune_seed)}
+    # every arm tuned on every replicate seed (a tuning per arm and seed), the same trials each
+    assert Counter((r.data.tags["arm"], r.data.tags["seed"]) for r in tune) == {
+        (a.name, str(s)): budget.trials_per_tuning for a in arms for s in budget.seeds}
+    assert all(r.data.tags["tuning"] == f"{r.data.tags['arm']}@{r.data.tags['seed']}" for r in tune)
     assert all(r.data.params["evaluate_test"] == "False" for r in tune), "tuning must never see the test set"
     # Paired replicates: every arm on exactly the same seeds, evaluated on the test set.
     replicate = _replicates(uri, name)
