@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from trainables.checkpoint import read_upstream_payload
-from trainables.config import CLASSIFIER_SCHEMA, resolve_classifier_config
+from trainables.config import CLASSIFIER_SCHEMA
 from trainables.data import load_dataset
-from trainables.models import (Autoencoder, ConvEncoder, DenoisedClassifier, EncoderClassifier,
-                               MLPHead, SmallCNN)
+from trainables.model_export import load_classifier  # noqa: F401 - the analysis loads models through it
+from trainables.models import Autoencoder, ConvEncoder, DenoisedClassifier
 from trainables.seeds import stream
 from trainables.splits import task_class_names
 from trainables.transforms import corrupt_fixed
@@ -69,32 +69,6 @@ def config_from_params(params: Mapping[str, str]) -> dict[str, Any]:
         else:
             config[key] = value
     return config
-
-
-def load_classifier(model_pt: Path, config: Mapping[str, Any], n_classes: int) -> nn.Module:
-    """Rebuild the classifier of ``config`` and load ``model.pt`` into it.
-
-    Pretrained weights are already in ``model.pt``, so the checkpoint paths of the config
-    (temporary paths of the trial) are not read; a denoiser in front is recognised by its
-    ``denoiser.*`` keys and its latent size by the shape of its latent layer.
-    """
-    cfg = resolve_classifier_config({**dict(config), "encoder_checkpoint": None,
-                                     "denoiser_checkpoint": None, "device": "cpu"})
-    state = torch.load(model_pt, map_location="cpu", weights_only=True)
-    n_out = 1 if cfg["task"] == "even_odd" else n_classes
-    if cfg["model"] == "cnn":
-        model: nn.Module = SmallCNN(n_out, kernel_size=cfg["cnn_kernel_size"], stride=cfg["cnn_stride"],
-                                    dropout=cfg["dropout"])
-    else:
-        model = EncoderClassifier(ConvEncoder(cfg["latent_dim"]),
-                                  MLPHead(cfg["latent_dim"], n_out, hidden=cfg["head_hidden"],
-                                          layers=cfg["head_layers"], dropout=cfg["dropout"]),
-                                  frozen=cfg["encoder_mode"] == "frozen")
-    if any(k.startswith("denoiser.") for k in state):
-        latent = int(state["denoiser.encoder.latent.weight"].shape[0])
-        model = DenoisedClassifier(Autoencoder(latent), model)
-    model.load_state_dict(state)
-    return model.eval()
 
 
 def own_classifier(model: nn.Module) -> nn.Module:
