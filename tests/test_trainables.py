@@ -34,6 +34,7 @@ EPOCH_KEYS = {"epoch", "train/loss", "val/loss", "final", "precision"}
 TEST_KEYS = {"test/acc", "test/precision_macro", "test/recall_macro", "test/f1_macro", "test/roc_auc",
              "test/log_loss"}
 COST_KEYS = {"model/trainable_params", "cost/wall_seconds", "cost/images_per_second"}
+TIME_TO_KEYS = {"time_to/epoch_99", "time_to/step_99", "time_to/seconds_99"}   # tests/test_time_to.py
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -107,7 +108,7 @@ def test_cnn_learns_mnist5k_far_above_chance(full, tmp_path):
     for report in recorder.reports[:-1]:
         assert set(report) == EPOCH_KEYS | {"val/acc"}
     final = recorder.reports[-1]
-    assert EPOCH_KEYS | {"val/acc"} | TEST_KEYS | COST_KEYS <= set(final)
+    assert EPOCH_KEYS | {"val/acc"} | TEST_KEYS | COST_KEYS | TIME_TO_KEYS <= set(final)
     assert {f"test/acc_class_{k}" for k in range(10)} <= set(final)
     assert {k: v for k, v in result.items() if k != "checkpoint"} == final
     assert final["cost/images_per_second"] > 0 and final["model/trainable_params"] > 80_000
@@ -195,6 +196,55 @@ def test_denoiser_in_front_and_noisy_test_set(tiny, pretrained, tmp_path):
     assert result["model/trainable_params"] == cnn_params  # the denoiser is frozen
     evaluation = json.loads((recorder.dirs[-1] / "evaluation.json").read_text())
     assert evaluation["test_corruption"] == "salt_pepper"
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)
+
+
+def test_denoiser_at_test_time_only(tiny, pretrained, tmp_path):
+    """denoiser_at="test": the classifier trains and validates exactly as the same config without a
+    denoiser (same seed, same weights), and only the test inputs pass through the denoiser; the
+    delivered model.pt is the denoiser + classifier that was tested."""
+    from trainables.model_export import load_classifier
+
+    noisy_test = {"model": "cnn", "epochs": 2, "dropout": 0.25, "batch_size": 64, "seed": 1,
+                  "test_corruption": "salt_pepper", "test_noise_level": 0.2}
+    alone, behind = Recorder(tmp_path / "alone"), Recorder(tmp_path / "behind")
+    plain = train_classifier(noisy_test, alone, dataset=tiny)
+    denoised = train_classifier({**noisy_test, "denoiser_checkpoint": str(pretrained / "autoencoder.pt"),
+                                 "denoiser_at": "test"}, behind, dataset=tiny)
+    assert [r["val/loss"] for r in behind.reports] == [r["val/loss"] for r in alone.reports]
+    assert denoised["train/loss"] == plain["train/loss"]
+    assert denoised["time_to/epoch_99"] == plain["time_to/epoch_99"]
+    a, b = _weights(alone.dirs[-1] / "model.pt"), _weights(behind.dirs[-1] / "model.pt")
+    assert {k for k in b if k.startswith("denoiser.")} and {k.removeprefix("classifier.") for k in b
+                                                            if k.startswith("classifier.")} == set(a)
+    assert all(torch.equal(a[k], b[f"classifier.{k}"]) for k in a)
+    assert denoised["test/acc"] != plain["test/acc"]                  # the test inputs were denoised
+    assert denoised["model/trainable_params"] == plain["model/trainable_params"]
+    evaluation = json.loads((behind.dirs[-1] / "evaluation.json").read_text())
+    assert evaluation["denoiser_at"] == "test" and evaluation["test_corruption"] == "salt_pepper"
+    meta = json.loads((behind.dirs[-1] / "meta.json").read_text())
+    assert meta["model_description"].startswith("SmallCNN(")          # what trained: the classifier alone
+    # the delivered model (the MLflow model's) is the pipeline that was tested
+    model = load_classifier(behind.dirs[-1] / "model.pt", meta["config"], 10)
+    assert isinstance(model, models.DenoisedClassifier)
+
+
+def test_denoiser_at_test_needs_a_denoiser(tiny):
+    with pytest.raises(ConfigError, match="'denoiser_at' = 'test' but no denoiser_checkpoint"):
+        train_classifier({"model": "cnn", "epochs": 1, "denoiser_at": "test"}, lambda m, d: None, dataset=tiny)
+
+
+def test_a_test_time_denoiser_costs_no_training_time():
+    from trainables.cost import classifier_epoch_seconds
+
+    base = {"model": "cnn", "dataset": "mnist-5k"}
+    trained_behind = classifier_epoch_seconds({**base, "denoiser_artifact": "dae/0/autoencoder.pt"}, "cpu")
+    tested_behind = classifier_epoch_seconds({**base, "denoiser_artifact": "dae/0/autoencoder.pt",
+                                              "denoiser_at": "test"}, "cpu")
+    assert tested_behind == classifier_epoch_seconds(base, "cpu") < trained_behind
 
 
 def test_label_fraction_keeps_a_stratified_subset(tiny, tmp_path):
@@ -312,7 +362,7 @@ RESUME_CASES = {
     # every random stream in play: dropout (global RNG), augmentation, train noise, order
     "classifier": (train_classifier, {"model": "cnn", "epochs": 3, "dropout": 0.3, "augment": True,
                                       "train_corruption": "gaussian", "train_noise_level": 0.2,
-                                      "early_stopping_patience": 5, "seed": 3}),
+                                      "label_noise": 0.2, "early_stopping_patience": 5, "seed": 3}),
     "autoencoder": (train_autoencoder, {"epochs": 3, "corruption": "gaussian", "noise_level": 0.3,
                                         "val_fraction": 0.5, "seed": 3}),
 }
@@ -343,6 +393,10 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny, tmp_path, name, p
         assert torch.equal(state, b["rng"]["generators"][name]), name
     for key in ("train/loss", "val/loss"):
         assert result[key] == expected[key]
+    if name == "classifier":     # the time to 99% counts the epochs before the interruption too
+        assert TIME_TO_KEYS <= set(result)
+        assert [result[k] for k in ("time_to/epoch_99", "time_to/step_99")] == \
+            [expected[k] for k in ("time_to/epoch_99", "time_to/step_99")]
     assert [r["val/loss"] for r in b["progress"]["history"]] == [r["val/loss"] for r in a["progress"]["history"]]
     assert {r["precision"] for r in straight.reports + resumed.reports} == {precision}
     # resuming a final checkpoint has nothing left to do and returns its metrics

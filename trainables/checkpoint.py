@@ -85,6 +85,9 @@ class Progress:
     best_score: list[float] | None = None  # the selection key of best_epoch (larger is better)
     images_seen: int = 0
     train_seconds: float = 0.0  # time in training steps only (for images/s)
+    # train_seconds at the end of each epoch's training pass (1-based epoch e at [e - 1]): the
+    # time a run took to reach an accuracy (time_to/seconds_*), resumes included
+    train_seconds_by_epoch: list[float] = field(default_factory=list)
     wall_seconds: float = 0.0  # whole-run wall time up to the last checkpoint
     last_metrics: dict[str, float | str] | None = None  # what resuming a finished run returns
     finished: bool = False

@@ -3,9 +3,11 @@
 Models: seed 003's encoder + dense head (scratch, fine-tuned or frozen on an `encoder.pt`
 from trainables.autoencoder), or seed 002's 3-conv CNN (kernel size and stride from seed
 004's sweep). Tasks: 10 digits, or even/odd with one logit and BCEWithLogitsLoss (seed 000).
-Ablation knobs: label fraction (seed 003's 10% vs 100%), augmentation (seed 002), corrupted
-training and/or test inputs (seed 004's Gaussian noise, seed 003's salt-and-pepper), and a
-frozen denoising autoencoder in front of the classifier (seed 004's "trained on denoised").
+Ablation knobs: label fraction (seed 003's 10% vs 100%), symmetric label noise on the training
+and validation labels (seed 001's noisy MNIST), augmentation (seed 002), corrupted training
+and/or test inputs (seed 004's Gaussian noise, seed 003's salt-and-pepper), and a frozen
+denoising autoencoder in front of the classifier, in training and test (seed 004's "trained
+on denoised") or at test time only (a clean-trained classifier deployed behind the denoiser).
 
     python -m trainables.classifier --dataset mnist-5k --model cnn --epochs 3
     python -m trainables.classifier --encoder-checkpoint /tmp/ae/encoder.pt --encoder-mode frozen \\
@@ -13,7 +15,8 @@ frozen denoising autoencoder in front of the classifier (seed 004's "trained on 
 
 Report per epoch: epoch, train/loss, val/loss, val/acc, final, and precision (the string "fp32" or
 "bf16": what the run trained in). The last report adds the test metrics (when evaluate_test),
-model/trainable_params and cost/*. The test set is only looked at
+val/best_epoch, time_to/* (when the run first came within 1% of its delivered validation
+accuracy: see time_to), model/trainable_params and cost/*. The test set is only looked at
 after training ends: model selection (early stopping) uses the validation split.
 """
 
@@ -39,18 +42,19 @@ from trainables.common import (
     keep_run_precision, optimizer_step, predict, print_reporter, run_cli, seed_init, select_backend, set_lr,
     trial_data,
 )
-from trainables.config import CLASSIFIER_SCHEMA, resolve_classifier_config
+from trainables.config import CLASSIFIER_SCHEMA, ConfigError, resolve_classifier_config
 from trainables.data import ImageDataset
 from trainables.models import (
     Autoencoder, ConvEncoder, DenoisedClassifier, EncoderClassifier, MLPHead, SmallCNN,
 )
 from trainables.seeds import stream
-from trainables.splits import make_targets, task_class_names
+from trainables.splits import flip_labels, make_targets, task_class_names
 from trainables.transforms import augment_batch, corrupt, corrupt_fixed
 
 TRAINABLE = "classifier"
 EVALUATION_FILE = "evaluation.json"
 MAX_MISCLASSIFIED = 64  # images listed in evaluation.json for error analysis
+TIME_TO_SHARE = 0.99  # time_to/*_99: first epoch within 1% of the delivered validation accuracy
 
 
 def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None = None, *,
@@ -69,8 +73,14 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
     # (see make_splits): same seed -> same subset in every arm
     dataset, splits = trial_data(cfg, dataset, backend.device, label_fraction=cfg["label_fraction"])
     class_names = task_class_names(dataset, cfg["task"])
-    train_y = make_targets(splits.train_y, cfg["task"])
-    val_y = make_targets(splits.val_y, cfg["task"])
+    # label noise after the split and the label fraction, on the task's own classes: the same
+    # images get the same wrong labels in every arm of a seed; validation labels are as noisy
+    # (no clean labels to select on), the test labels are left clean (see flip_labels)
+    noisy = {"rate": cfg["label_noise"], "n_classes": len(class_names), "seed": seed,
+             "pool_size": int(dataset.train_labels.numel())}
+    clean_train_y, clean_val_y = make_targets(splits.train_y, cfg["task"]), make_targets(splits.val_y, cfg["task"])
+    train_y = flip_labels(clean_train_y, splits.train_index, **noisy)
+    val_y = flip_labels(clean_val_y, splits.val_index, **noisy)
     test_y = make_targets(splits.test_y, cfg["task"])
     # Test inputs are corrupted once per seed from their own stream: all arms are scored on
     # the same images. Validation follows the arm's TRAINING distribution (its own stream):
@@ -92,6 +102,11 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
     seed_init(seed)
     n_out = 1 if binary else len(class_names)  # binary: one logit, BCEWithLogitsLoss
     model, description = _build_model(cfg, n_out, dataset)
+    # denoiser_at="test": the denoiser is loaded now (a bad file fails in the first epoch, not
+    # after training) but sits in front of the classifier only for the test inputs
+    test_denoiser = _test_time_denoiser(cfg, dataset)
+    if test_denoiser is not None:
+        test_denoiser = backend.prepare_model(test_denoiser)
     model = backend.prepare_model(model)
     optimizer = make_optimizer(cfg, model.parameters())
     progress, clock = start_or_resume(resume_from, TRAINABLE, model, optimizer, generators, description,
@@ -100,7 +115,9 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
     if progress.finished:  # the checkpoint is already the final one: nothing left to do
         return {**progress.last_metrics, "checkpoint": None}
     meta = checkpoint_meta(TRAINABLE, cfg, description, dataset, class_names=list(class_names),
-                           n_train=int(train_y.numel()), n_val=int(val_y.numel()), precision=backend.precision)
+                           n_train=int(train_y.numel()), n_val=int(val_y.numel()), precision=backend.precision,
+                           labels_flipped={"train": int((train_y != clean_train_y).sum()),
+                                           "val": int((val_y != clean_val_y).sum())})
 
     def loss_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if binary:
@@ -144,16 +161,21 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
         # ======================================================================== evaluate (test)
         if final:
             weights_epoch = final_weights(model, progress)  # the selected (best validation) epoch
-            files[MODEL_FILE] = cpu_state(model)
+            # the delivered model is what the test scores: with a test-time denoiser, both
+            delivered = model if test_denoiser is None else DenoisedClassifier(test_denoiser, model)
+            files[MODEL_FILE] = cpu_state(delivered)
             if cfg["evaluate_test"]:
-                test_logits = predict(model, test_input, backend)
+                test_logits = predict(delivered, test_input, backend)
                 test_metrics, evaluation = evaluate(test_logits, test_y, class_names, binary)
                 evaluation.update({"weights_from_epoch": weights_epoch,
                                    "test_corruption": cfg["test_corruption"],
-                                   "test_noise_level": cfg["test_noise_level"]})
+                                   "test_noise_level": cfg["test_noise_level"],
+                                   "denoiser_at": cfg["denoiser_at"] if cfg["denoiser_checkpoint"] else None})
                 json_files[EVALUATION_FILE] = evaluation
                 metrics.update(test_metrics)
             metrics["val/best_epoch"] = float(weights_epoch)
+            metrics.update(time_to(progress.history, val_acc, epoch, weights_epoch, len(batches),
+                                   progress.train_seconds_by_epoch))
             metrics.update(final_costs(model, clock, progress))
         state = end_epoch(progress, metrics, final, clock, weights, optimizer, generators)
         report_checkpoint(reporter, metrics, state, meta, files, json_files)
@@ -198,7 +220,7 @@ def _build_model(cfg: Mapping[str, Any], n_out: int, dataset: ImageDataset) -> t
         model = EncoderClassifier(encoder, head, frozen=cfg["encoder_mode"] == "frozen")
         description = (f"EncoderClassifier(latent_dim={cfg['latent_dim']}, head_hidden={cfg['head_hidden']}, "
                        f"head_layers={cfg['head_layers']}, n_out={n_out}, encoder={cfg['encoder_mode']})")
-    if cfg["denoiser_checkpoint"] is not None:
+    if cfg["denoiser_checkpoint"] is not None and cfg["denoiser_at"] == "train_and_test":
         payload = _read_payload(cfg["denoiser_checkpoint"], "autoencoder.pt", "denoiser_checkpoint")
         denoiser = Autoencoder(int(payload["latent_dim"]))
         _load_pretrained(denoiser, cfg["denoiser_checkpoint"], "autoencoder.pt", "denoiser_checkpoint",
@@ -206,6 +228,25 @@ def _build_model(cfg: Mapping[str, Any], n_out: int, dataset: ImageDataset) -> t
         model = DenoisedClassifier(denoiser, model)
         description = f"DenoisedClassifier(denoiser latent_dim={payload['latent_dim']}, {description})"
     return model, description
+
+
+def _test_time_denoiser(cfg: Mapping[str, Any], dataset: ImageDataset) -> nn.Module | None:
+    """The frozen denoiser of denoiser_at="test" on the trial's device, else None.
+
+    Built under a forked RNG: its random init (overwritten by the checkpoint) draws nothing
+    from the global stream the classifier's dropout uses, so the classifier trains exactly as
+    the same config without a denoiser would (the same seed gives the same classifier)."""
+    if cfg["denoiser_at"] != "test":
+        return None
+    if cfg["denoiser_checkpoint"] is None:
+        raise ConfigError("config key 'denoiser_at' = 'test' but no denoiser_checkpoint is set; allowed: "
+                          "'train_and_test' (the default) without a denoiser, or a denoiser_checkpoint")
+    payload = _read_payload(cfg["denoiser_checkpoint"], "autoencoder.pt", "denoiser_checkpoint")
+    with torch.random.fork_rng(devices=[]):
+        denoiser = Autoencoder(int(payload["latent_dim"]))
+    _load_pretrained(denoiser, cfg["denoiser_checkpoint"], "autoencoder.pt", "denoiser_checkpoint",
+                     int(payload["latent_dim"]), dataset, payload)
+    return denoiser.requires_grad_(False).eval()
 
 
 def _read_payload(path: str, filename: str, key: str) -> dict:
@@ -238,6 +279,39 @@ def _load_pretrained(module: nn.Module, path: str, filename: str, key: str, late
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
+
+def time_to(history: list[Mapping[str, Any]], val_acc: float, epoch: int, delivered_epoch: int,
+            steps_per_epoch: int, train_seconds_by_epoch: list[float], share: float = TIME_TO_SHARE
+            ) -> dict[str, float]:
+    """When the run first came within (1 - share) of its own final validation accuracy.
+
+    "Final" is the validation accuracy of the epoch whose weights the run delivers and tests
+    (val/best_epoch: the best validation epoch under keep_best, else the last): the accuracy the
+    run actually ends with, chosen on validation only. With it the answer always exists (that
+    epoch reaches it) and a late dip after the best epoch does not lower the bar. `history`
+    holds the reports of the epochs before `epoch`, whose validation accuracy is `val_acc`.
+
+        time_to/epoch_<p>    the first epoch whose val/acc >= share x final: an epoch is the full
+                             training split's worth of examples in every arm (equal_steps), so
+                             epochs compare across arms, studies and machines
+        time_to/step_<p>     optimizer steps to the end of that epoch (they depend on the tuned
+                             batch size: updates, not examples)
+        time_to/seconds_<p>  wall seconds of the training passes of epochs 1 to that one
+                             (validation and checkpoints excluded): comparable only between
+                             trials of one run on one machine (left out for a run resumed from a
+                             checkpoint that did not record them)
+    Validation runs at the end of each epoch, so the resolution is one epoch.
+    """
+    accuracy = {int(row["epoch"]): float(row["val/acc"]) for row in history}
+    accuracy[epoch] = val_acc
+    target = share * accuracy[delivered_epoch]
+    first = min(e for e, acc in accuracy.items() if acc >= target)
+    suffix = f"{round(share * 100)}"
+    out = {f"time_to/epoch_{suffix}": float(first), f"time_to/step_{suffix}": float(first * steps_per_epoch)}
+    if len(train_seconds_by_epoch) == epoch:
+        out[f"time_to/seconds_{suffix}"] = float(train_seconds_by_epoch[first - 1])
+    return out
+
 
 def _predicted(logits: torch.Tensor, binary: bool) -> torch.Tensor:
     return (logits.squeeze(1) > 0).long() if binary else logits.argmax(dim=1)

@@ -271,6 +271,7 @@ def close_training_pass(meter: LossMeter, progress: Progress, started: float, ep
     """The epoch's mean training loss (its one device sync) and the training-time accounting."""
     train_loss = check_finite(meter.mean(), "train/loss", epoch)
     progress.train_seconds += time.perf_counter() - started
+    progress.train_seconds_by_epoch.append(progress.train_seconds)
     progress.images_seen += meter.count
     return train_loss
 

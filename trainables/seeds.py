@@ -13,6 +13,9 @@ see bit-identical splits, label subsets and noise: the comparison between them i
     augment     training-time augmentation (a fresh draw every batch)
     val_noise   the fixed corruption of the validation inputs (each arm's training corruption)
     test_noise  the fixed corruption of the test inputs
+    label_noise which training and validation labels are flipped, and to which wrong class
+                (label_noise > 0); drawn per image of the dataset, so it does not depend on the
+                arm, the split's order or the rate (the flips of 20% are part of those of 40%)
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ STREAM_NAMES: tuple[str, ...] = (
     "augment",
     "val_noise",
     "test_noise",
+    "label_noise",
 )
 
 

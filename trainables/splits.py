@@ -1,5 +1,5 @@
 """A dataset on the trial's device: the stratified validation split, the labelled subset of a
-label-fraction arm, and the targets of a task (digits, even/odd).
+label-fraction arm, the targets of a task (digits, even/odd) and their symmetric label noise.
 
 Every choice is drawn from a named seed stream (trainables.seeds), so every arm with the same
 seed sees the same images, and the subsets are nested across fractions.
@@ -128,3 +128,41 @@ def make_targets(labels: torch.Tensor, task: str) -> torch.Tensor:
 
 def task_class_names(dataset: ImageDataset, task: str) -> tuple[str, ...]:
     return EVEN_ODD_NAMES if task == "even_odd" else dataset.class_names
+
+
+def flip_labels(targets: torch.Tensor, index: torch.Tensor, rate: float, n_classes: int, *, seed: int,
+                pool_size: int) -> torch.Tensor:
+    """Symmetric label noise: `rate` of the `targets` replaced by a wrong class; a new tensor.
+
+    `targets` are a task's class indices of the images `index` (indices into the dataset's
+    training pool of `pool_size` images: a split after its label fraction). In each class c,
+    exactly round(rate * n_c) labels are flipped (stratified, as every subset here: each class
+    loses the same share), and a flipped label is uniform over the OTHER n_classes - 1 classes,
+    so `rate` is the share of wrong labels itself (with "uniform over all classes" a tenth of
+    the draws would land on the true digit and only 0.9 * rate would be wrong); at
+    rate = (n_classes - 1) / n_classes the labels carry no information (0.9 for digits).
+
+    Which images flip, and to which class, comes from the `label_noise` stream drawn once per
+    image of the pool (a uniform key, and an offset in 1..n_classes-1 added modulo n_classes):
+    it depends on the seed alone, not on the arm, so the same images get the same wrong labels
+    in every arm of a seed. The images of a class with the smallest keys flip first, so the
+    flips of a lower rate are part of those of a higher one. Rate 0 returns `targets` itself.
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"label_noise = {rate!r} is out of range; allowed: float in [0, 1]")
+    if rate == 0.0:
+        return targets
+    generator = stream(seed, "label_noise")
+    key = torch.rand(pool_size, generator=generator)                     # who flips first, per image
+    offset = torch.randint(1, n_classes, (pool_size,), generator=generator)  # to which wrong class
+    labels, index = targets.cpu(), index.cpu()
+    by_key = torch.argsort(key[index])
+    grouped = by_key[torch.sort(labels[by_key], stable=True).indices]   # by class, by key within class
+    counts = torch.bincount(labels, minlength=n_classes)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(labels.numel()) - starts[labels[grouped]]
+    take = torch.floor(counts.double() * rate + 0.5).long()
+    flipped = grouped[rank < take[labels[grouped]]]
+    noisy = labels.clone()
+    noisy[flipped] = (labels[flipped] + offset[index[flipped]]) % n_classes
+    return noisy.to(targets.device)
