@@ -106,7 +106,7 @@ def test_cnn_learns_mnist5k_far_above_chance(full, tmp_path):
     assert [r["epoch"] for r in recorder.reports] == [1.0, 2.0, 3.0]
     assert [r["final"] for r in recorder.reports] == [0.0, 0.0, 1.0]
     for report in recorder.reports[:-1]:
-        assert set(report) == EPOCH_KEYS | {"val/acc"}
+        assert set(report) == EPOCH_KEYS | {"val/acc", "val/examples"}
     final = recorder.reports[-1]
     assert EPOCH_KEYS | {"val/acc"} | TEST_KEYS | COST_KEYS | TIME_TO_KEYS <= set(final)
     assert {f"test/acc_class_{k}" for k in range(10)} <= set(final)

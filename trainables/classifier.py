@@ -153,7 +153,8 @@ def train_classifier(config: Mapping[str, Any] | None, reporter: Reporter | None
             keep_if_best(progress, model, epoch, (val_acc, -val_loss))
         final = progress.epoch_done(epoch, val_loss, cfg["epochs"])  # early stopping watches val/loss
         metrics = {"epoch": float(epoch), "train/loss": train_loss, "val/loss": val_loss,
-                   "val/acc": val_acc, "final": float(final), "precision": backend.precision}
+                   "val/acc": val_acc, "val/examples": float(val_y.numel()),   # lead in examples (study.tuning)
+                   "final": float(final), "precision": backend.precision}
         weights = cpu_state(model)  # this epoch's, in state.pt: what a resumed run continues from
         files: dict[str, Any] = {}
         json_files: dict[str, Any] = {}
