@@ -11,7 +11,7 @@ Tune storage), with the same Optuna seeds:
   FIFO  the same protocol with grace_period = epochs: ASHA's only rung is the last epoch, so
         no trial is stopped early (checked: the FIFO run must have no pruned trial)
 
-With trials_per_arm below Optuna's 10 random start-up trials, every arm's sampler draws the
+With trials_per_tuning below Optuna's 10 random start-up trials, every arm's sampler draws the
 same configurations in both runs whatever the results (checked: the two tune phases must hold
 the same configurations), so the runs differ only in which trials ASHA stops. Compute is read
 back from MLflow, as the study records it: the epochs each tune trial ran (its last `epoch`)
@@ -20,7 +20,7 @@ accuracy (full length: the protocol prefers completed trials) and the test accur
 replicate phase, which trains each chosen configuration to full length on --seeds.
 
     python -m benchmarks.asha_saving                                   # ablation_dropout, ~6-10 min
-    python -m benchmarks.asha_saving --study ablation_optimizer --trials-per-arm 8
+    python -m benchmarks.asha_saving --study ablation_optimizer --trials-per-tuning 8
 
 Ray is started as ray.init(address="local", num_cpus=2, include_dashboard=False,
 _node_ip_address="127.0.0.1") in this process and shut down at the end; a one-trial-per-arm
@@ -94,7 +94,7 @@ def run_one(name: str, study, budget, root: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", default="ablation_dropout", choices=("ablation_dropout", "ablation_optimizer"))
-    parser.add_argument("--trials-per-arm", type=int, default=8,
+    parser.add_argument("--trials-per-tuning", type=int, default=8,
                         help="Optuna trials per arm (default 8; keep it under 10 so both runs draw the same configs)")
     parser.add_argument("--epochs", type=int, default=6, help="full length of a trial (ASHA's max_t; default 6)")
     parser.add_argument("--grace-period", type=int, default=1, help="ASHA grace period (default 1, the Budget default)")
@@ -116,12 +116,12 @@ def main(argv: list[str] | None = None) -> None:
     study = get_study(args.study)
     dataset = load_dataset(args.dataset)
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    asha = Budget(dataset=args.dataset, epochs=args.epochs, trials_per_arm=args.trials_per_arm, seeds=seeds,
+    asha = Budget(dataset=args.dataset, epochs=args.epochs, trials_per_tuning=args.trials_per_tuning, seeds=seeds,
                   grace_period=args.grace_period, reduction_factor=args.reduction_factor)
     fifo = replace(asha, grace_period=args.epochs)
     n_arms = len(study.arms())
     print(machine_line())
-    print(f"study {study.name}: {n_arms} arms x {args.trials_per_arm} trials x {args.epochs} epochs on {args.dataset}; "
+    print(f"study {study.name}: {n_arms} arms x {args.trials_per_tuning} trials x {args.epochs} epochs on {args.dataset}; "
           f"ASHA grace {args.grace_period}, reduction factor {args.reduction_factor}; FIFO = grace {args.epochs}; "
           f"Optuna seed {asha.tune_seed}; replicate seeds {', '.join(map(str, seeds))}; n = 1 run each")
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # untimed warm-up: the first Tuner in a fresh Ray pays cold imports and worker start-up
         # inside its first trials' seconds; neither measured run should carry that alone
-        run_one("warmup", study, replace(asha, trials_per_arm=1, epochs=1, seeds=seeds[:1]), root)
+        run_one("warmup", study, replace(asha, trials_per_tuning=1, epochs=1, seeds=seeds[:1]), root)
         a = run_one("asha", study, asha, root)
         f = run_one("fifo", study, fifo, root)
     finally:

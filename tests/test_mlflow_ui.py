@@ -30,7 +30,7 @@ from study import run_contents, tracking
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = "ablation_dropout"
-SMALL = ("--trials-per-arm", "1", "--seeds", "0", "--epochs", "2")
+SMALL = ("--trials-per-tuning", "1", "--seeds", "0", "--epochs", "2")
 
 
 def _env():

@@ -330,7 +330,7 @@ def check_job_resume(w: Walk, block: Block) -> None:
     assert {r.data.tags["outcome"] for r in runs} <= {"completed", "pruned"}
     assert all(r.info.status != "RUNNING" for r in runs)
     phases = [r.data.tags["phase"] for r in runs]
-    assert phases.count("tune") == len(study.arms()) * budget.trials_per_tuning
+    assert phases.count("tune") == len(study.arms()) * len(budget.seeds) * budget.trials_per_tuning
     assert phases.count("replicate") == len(study.arms()) * len(budget.seeds)
     c = tracking.client(w.uri)
     for run in runs:

@@ -119,7 +119,7 @@ def test_diverging_trials_fail_with_a_reason_and_the_study_goes_on(tmp_path, ray
                       verbose=0, command="test")
     assert run_study(opts) == 0
     out = capsys.readouterr().out
-    assert "FAILED lr=huge" in out
+    assert "FAILED 1 (lr=huge)" in out
     c = tracking.client(uri)
     runs = c.search_runs([c.get_experiment_by_name("diverging_test").experiment_id], "tags.run_kind = 'trial'")
     failed = [r for r in runs if r.data.tags["arm"] == "lr=huge"]

@@ -47,7 +47,7 @@ def test_fake_autoscaler_adds_gpu_nodes_for_fractional_trials_and_removes_them(t
     with RayHead(num_cpus=1, num_gpus=0, auth="disabled", autoscaling_config=FAKE_CLUSTER_YAML) as head:
         temp_dir = head.temp_dir
         assert head.alive_nodes() == 1
-        proc = _run_study(results, head.env, "ablation_dropout", "--epochs", "1", "--trials-per-arm", "1",
+        proc = _run_study(results, head.env, "ablation_dropout", "--epochs", "1", "--trials-per-tuning", "1",
                           "--seeds", "0", "--gpus-per-trial", "0.5", "--autoscaling", "--max-concurrent", "2")
         most = 1
         while proc.poll() is None:

@@ -356,7 +356,8 @@ def test_example_study_end_to_end(name, example):
     for arm, values in accuracy.items():
         assert sum(values) / len(values) >= SMOKE_MIN_ACCURACY, (arm, values)
     tune = [r for r in trials if r.data.tags["stage"] == "classify" and r.data.tags["phase"] == "tune"]
-    assert Counter(r.data.tags["arm"] for r in tune) == {a.name: budget.trials_per_tuning for a in study.arms()}
+    assert Counter(r.data.tags["arm"] for r in tune) == {a.name: budget.trials_per_tuning * len(budget.seeds)
+                                                         for a in study.arms()}
     if name != "digits_screening":
         return
     # the upstream stage: each autoencoder once per seed (tune seed included), and used
