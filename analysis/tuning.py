@@ -207,6 +207,8 @@ def spread_text(values: Mapping[str, list]) -> str:
 
 def _why(g: pd.DataFrame) -> str:
     full, trials = g["full_length"].max(), g["trials"].max()
+    if trials == 0:
+        return "no search: one trial per tuning with its first guess given in full, trained as the choice"
     parts = [f"{'one trial' if trials == 1 else f'at most {int(full)} full-length trial' + 's' * bool(full != 1)} "
              "per tuning"]
     if g["lead"].notna().any() and trials > 1:

@@ -40,6 +40,13 @@ def tune_phase(ctx: PhaseContext, stage: str, tunings: Mapping[str, Tuning], tri
     """Runs every tuning (``trials`` each) in one Tune experiment; the result decides, per
     tuning, what it chose (the parent's ``tuning-<stage>.json``)."""
     budget = ctx.opts.budget
+    earlier = _recorded(ctx, stage) if ctx.look > 1 else {}     # the tunings of the earlier looks' seeds
+    if trials == 1 and all(set(t.first_point) == {p.name for p in t.params} for t in tunings.values()):
+        # one trial per tuning, its first guess given in full: there is nothing to search and
+        # nothing to compare, so the first guess is the choice and no trial trains twice
+        result = PhaseResult(f"{stage}/{PHASE_TUNE}", 0, {}, [])
+        result.decided_files = {tuning_file(stage): {**earlier, **{k: unsearched(t) for k, t in tunings.items()}}}
+        return result
     searcher = PerArmOptunaSearch(
         {label: dict(t.config) for label, t in tunings.items()}, lambda label: space_function(tunings[label].params),
         trials, metric, mode, seeds={label: t.seed for label, t in tunings.items()},
@@ -47,7 +54,6 @@ def tune_phase(ctx: PhaseContext, stage: str, tunings: Mapping[str, Tuning], tri
     scheduler = PerArmASHA(metric, mode, max_t, min(grace, max_t), budget.reduction_factor)
     result = run_phase(ctx, stage, PHASE_TUNE, searcher, scheduler, trials * len(tunings), tags_for,
                        log_weights=log_weights)
-    earlier = _recorded(ctx, stage) if ctx.look > 1 else {}     # the tunings of the earlier looks' seeds
     history = _history(ctx, metric)
     result.decided_files = {tuning_file(stage): {**earlier, **choose(phase_runs(ctx, stage, PHASE_TUNE), tunings,
                                                                        metric, mode, history)}}
@@ -101,6 +107,14 @@ def _entry(ranked: list, runs: list, tuning: Tuning, metric: str, sign: float,
                 params.get(k) == v for k, v in tuning.first_point.items()),
             "lead": lead, "lead_epoch": lead_epoch,
             "lead_examples": round(lead * examples) if lead is not None and examples else None}
+
+
+def unsearched(tuning: Tuning) -> dict[str, Any]:
+    """The record of a tuning that had one trial and its first guess in full: no search ran."""
+    return {"arm": tuning.config.get("arm"), "seed": tuning.config.get("seed"), "params": dict(tuning.first_point),
+            "tune_run_id": None, "val_metric": None, "outcome": "first guess", "epochs": None, "trials": 0,
+            "full_length": 0, "failed": 0, "first_guess_won": True, "lead": None, "lead_epoch": None,
+            "lead_examples": None}
 
 
 def _lead(best, runner_up, metric: str, sign: float, history) -> tuple[float | None, int | None]:

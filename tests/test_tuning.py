@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from search_spaces import Param
 from study.records import Outcome, Tag
 from study.tuning import Tuning, choose
@@ -46,3 +48,32 @@ def test_a_lead_over_a_pruned_runner_up_is_measured_where_asha_stopped_it():
     entry = choose([r for r, _ in trials], {"a@0": Tuning({"arm": "a", "seed": 0}, PARAMS, {"lr": 1e-3}, seed=1)},
                    "val/acc", "max", curves.get)["a@0"]
     assert entry["lead_epoch"] == 2 and abs(entry["lead"] - 0.02) < 1e-12 and not entry["first_guess_won"]
+
+
+@pytest.mark.slow
+def test_one_trial_per_tuning_with_a_full_first_guess_trains_it_once(tmp_path, capsys, ray_local):
+    """Nothing to search, nothing to compare: no tune trial, the first guess is each tuning's
+    choice, trained once per seed as the replicate."""
+    import json
+    from pathlib import Path
+
+
+    from mlflow_runs import parent_runs, trial_runs
+    from study import tracking
+    from study.records import tuning_file
+    from study.run import main
+    from test_trust import write_study
+
+    path = write_study(tmp_path / "project", "wine_once")
+    text = path.read_text().replace('Param("lr", 0.001, 0.1, log=True,', 'Param("lr", 0.001, 0.1, log=True, start=0.02,')
+    path.write_text(text.replace("trials_per_tuning=2", "trials_per_tuning=1"))
+    uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
+    assert main([str(path), "--results-dir", str(tmp_path / "results"), "--tracking-uri", uri, "--quiet"]) == 0, \
+        capsys.readouterr().out
+    runs = trial_runs(uri, "wine_once")
+    assert {r.data.tags["phase"] for r in runs} == {"replicate"} and len(runs) == 2 * 2
+    parent = parent_runs(uri, "wine_once")[0]
+    record = json.loads(Path(tracking.client(uri).download_artifacts(parent.info.run_id, tuning_file("classify"),
+                                                                     str(tmp_path))).read_text())
+    assert {e["outcome"] for e in record.values()} == {"first guess"}
+    assert all(e["params"] == {"lr": 0.02} and e["trials"] == 0 for e in record.values())
