@@ -82,6 +82,36 @@ def read_costs(uri: str, study: str) -> dict:
             "hardware": parent.data.tags.get("hardware", "?")}
 
 
+def plain_once(study: str, budget: str) -> float:
+    """Wall seconds of benchmarks/plain_tune.py (the plain Ray Tune script) for the same study."""
+    results = Path(tempfile.mkdtemp(prefix="plain-tune-"))
+    command = [sys.executable, "-m", "benchmarks.plain_tune", "--study", study, "--budget", budget,
+               "--results-dir", str(results)]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} exited with {done.returncode}:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+    shutil.rmtree(results, ignore_errors=True)
+    return wall
+
+
+def versus_plain(study: str, budget: str, rounds: int) -> None:
+    """Our runner against the plain Ray Tune script, interleaved rounds, medians (issue 21:
+    the whole smoke study at least 2x faster)."""
+    ours, plain = [], []
+    for i in range(rounds):
+        ours.append(run_once(study, budget, ["--quiet"], None)["wall"])
+        plain.append(plain_once(study, budget))
+        print(f"round {i + 1}: runner {ours[-1]:.1f} s, plain Ray Tune script {plain[-1]:.1f} s "
+              f"(load {os.getloadavg()[0]:.2f})", flush=True)
+    ratio = median(plain) / median(ours)
+    print(f"summary: {study} --budget {budget}: runner median {median(ours):.1f} s ({runs_text(ours, '{:.1f}')}), "
+          f"plain Ray Tune script (benchmarks/plain_tune.py) median {median(plain):.1f} s "
+          f"({runs_text(plain, '{:.1f}')}): {ratio:.2f}x; target >= 2x: {verdict(ratio >= 2.0)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
@@ -95,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=None, help="passed to study.run (IDX files for --budget full offline)")
     parser.add_argument("--repeats", type=int, default=1, help="fresh runs (default 1; each takes minutes)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the results here (only with --repeats 1)")
+    parser.add_argument("--versus-plain", type=int, default=0, metavar="ROUNDS",
+                        help="compare with the plain Ray Tune script (benchmarks/plain_tune.py), ROUNDS interleaved")
     parser.add_argument("--cpus", type=float, default=None,
                         help="CPUs the run holds, for the utilisation line (default: this machine's cores)")
     args = parser.parse_args(argv)
@@ -106,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--keep needs --repeats 1")
 
     print(machine_line())
+    if args.versus_plain:
+        versus_plain(args.study, args.budget, args.versus_plain)
+        return
     runs = [run_once(args.study, args.budget, extra, args.keep) for _ in range(args.repeats)]
     middle = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
     print(f"command: {middle['command']}  (fresh results directory each run; n = {len(runs)})")
