@@ -5,7 +5,7 @@ figures and one self-contained report (docs/architecture.md §2 is the input con
 
     from analysis.load import load_study
     from analysis.report import analyze, build_report, write_report
-    study = load_study("ablation_pretraining", tracking_uri)   # Study: parent tags + runs frame
+    study = load_study("ablation_pretraining", tracking_uri)   # StudyRecord: parent tags + runs frame
     scores = study.scores(["test/acc"])                        # rows: one per (arm, seed, metric)
     result = build_report("ablation_pretraining", tracking_uri=tracking_uri)
 

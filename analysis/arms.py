@@ -18,6 +18,7 @@ import pandas as pd
 
 from analysis import stats
 from study import inference
+from study.records import Outcome
 
 MARK = "†"     # appended to the name of an arm with failed replicates, in every table
 
@@ -41,7 +42,7 @@ def replicate_failures(runs: pd.DataFrame, arms: Sequence[str], seeds: Sequence[
         # groups: one per seed; its attempts
         for seed, g in mine.groupby("seed"):
             outcomes = set(g["outcome"])
-            if "completed" in outcomes:
+            if Outcome.COMPLETED in outcomes:
                 completed.append(int(seed))
             elif "failed" in outcomes:
                 failed.append(int(seed))

@@ -1,5 +1,5 @@
 """Bookkeeping tables: the arm x seed completeness matrix, the configuration that tells the
-arms apart, and the cost of every run. Pure pandas on ``Study.runs``-shaped frames (see
+arms apart, and the cost of every run. Pure pandas on ``StudyRecord.runs``-shaped frames (see
 ``analysis.load``); no statistics.
 """
 from __future__ import annotations
@@ -8,10 +8,11 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from study.records import Outcome, PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, STAGE_UPSTREAM
 
 # -- bookkeeping tables: completeness, hyperparameters, cost --------------------------------
 
-STATUS_ORDER = ("completed", "running", "interrupted", "failed", "pruned")
+STATUS_ORDER = (Outcome.COMPLETED, Outcome.RUNNING, Outcome.INTERRUPTED, Outcome.FAILED, Outcome.PRUNED)
 
 
 def completeness(runs: pd.DataFrame, arms: Sequence[str], seeds: Sequence[int]) -> pd.DataFrame:
@@ -101,19 +102,19 @@ def cost_table(runs: pd.DataFrame, pretraining_of: Mapping[str, Sequence[str]] |
         rows.append(_cost_row(stage, arm, g))
     rows.append(_cost_row("all", "total", c))
     table = pd.DataFrame(rows)
-    pre = c[c["stage"] == "pretrain"].groupby("arm")[["wall_s", "gpu_s"]].sum()
+    pre = c[c["stage"] == STAGE_UPSTREAM].groupby("arm")[["wall_s", "gpu_s"]].sum()
     extra = [[pre.loc[k] for k in (pretraining_of or {}).get(r.arm, ()) if k in pre.index]
-             if r.stage == "classify" else [] for r in table.itertuples(index=False)]
+             if r.stage == STAGE_CLASSIFY else [] for r in table.itertuples(index=False)]
     table["wall_with_pretraining_s"] = table["wall_s"] + [sum(float(e["wall_s"]) for e in x) for x in extra]
     table["gpu_with_pretraining_s"] = table["gpu_s"] + [sum(float(e["gpu_s"]) for e in x) for x in extra]
     return table
 
 
 def _cost_row(stage, arm, g: pd.DataFrame) -> dict:
-    tune = g[g["phase"] == "tune"]
-    rep = g[g["phase"] == "replicate"]
+    tune = g[g["phase"] == PHASE_TUNE]
+    rep = g[g["phase"] == PHASE_REPLICATE]
     return {"stage": stage, "arm": arm, "tune_trials": len(tune),
-            "tune_pruned": int((tune["outcome"] == "pruned").sum()),
+            "tune_pruned": int((tune["outcome"] == Outcome.PRUNED).sum()),
             "tune_wall_s": tune["wall_s"].sum(), "tune_gpu_s": tune["gpu_s"].sum(),
             "replicate_runs": len(rep), "replicate_wall_s": rep["wall_s"].sum(),
             "replicate_gpu_s": rep["gpu_s"].sum(), "wall_s": g["wall_s"].sum(),

@@ -160,7 +160,7 @@ def contrast_frame(specs: Sequence[ContrastSpec], scores: pd.DataFrame, metrics:
     correct predictions in ``correct`` (``per_example_values``), by test example. Holm over
     each family. See the module doc.
 
-    ``scores``: rows: one per (arm, seed, metric) (``Study.scores``). ``no_examples_why``: why
+    ``scores``: rows: one per (arm, seed, metric) (``StudyRecord.scores``). ``no_examples_why``: why
     ``correct`` is empty. ``failures``: arm -> a description of its failed replicates (marked,
     never averaged away); ``pruned``: arm -> how its configuration came from a pruned tune trial."""
     rows = [_estimate(spec, _wide(scores, spec.metric), metric_spec(spec.metric, metrics), correct or {},

@@ -17,6 +17,7 @@ from torch import nn
 from analysis import artifacts
 from analysis.plotting import FigureOptions
 from study import records
+from study.records import Outcome, PHASE_REPLICATE, STAGE_UPSTREAM
 
 
 class MissingInputs(Exception):
@@ -130,13 +131,13 @@ class FigureInputs:
         its representative run), then replicate before tune runs, then the autoencoders reused
         from earlier invocations."""
         wanted_key, seed = self._upstream_of_best_arm()
-        candidates = self.study.select(stage="pretrain", outcome="completed")
+        candidates = self.study.select(stage=STAGE_UPSTREAM, outcome=Outcome.COMPLETED)
         # Autoencoders reused from earlier invocations are listed in the parent's pretrained_runs
         # tag ({"key/seed": run_id}); they are trial runs of another parent.
         reused = self._reused_pretraining()
         order = [reused[(wanted_key, seed)]] if (wanted_key, seed) in reused else []
         ranked = candidates.assign(
-            _want=(candidates["arm"] != wanted_key), _rep=(candidates["phase"] != "replicate"),
+            _want=(candidates["arm"] != wanted_key), _rep=(candidates["phase"] != PHASE_REPLICATE),
             _seed=(candidates["seed"].fillna(-1) != (-1 if seed is None else seed)),
         ).sort_values(["_want", "_rep", "_seed", "seed"])
         order += [PretrainingRun(r.run_id, r.arm, None if pd.isna(r.seed) else int(r.seed))
@@ -160,7 +161,7 @@ class FigureInputs:
 
     def _reused_pretraining(self) -> dict[tuple[str, int], PretrainingRun]:
         """(key, seed) -> run of the parent's ``pretrained_runs``, in the order of its keys."""
-        listed = records.pretrained_runs(self.study.parent_tags)
+        listed = records.upstream_runs(self.study.parent_tags)
         return {(key, seed): PretrainingRun(run_id, key, seed)
                 for (key, seed), run_id in sorted(listed.items(), key=lambda item: f"{item[0][0]}/{item[0][1]}")}
 

@@ -33,6 +33,7 @@ from analysis.plotting import (FigureOptions, FigureResult, mosaic, plot_confusi
                                plot_feature_maps, plot_filters, plot_learning_curves,
                                plot_misclassified, plot_per_class_accuracy, plot_top_activating,
                                plot_tsne, plot_tune_phase, save, spread_over_classes)
+from study.records import PHASE_TUNE, STAGE_CLASSIFY, STAGE_UPSTREAM  # noqa: E402
 from trainables.data import DATASET_NAMES  # noqa: E402
 from trainables.seeds import stream  # noqa: E402
 from trainables.transforms import corrupt  # noqa: E402
@@ -60,12 +61,12 @@ def learning_curves(inputs: FigureInputs) -> Drawn:
 
 def tune_phase(inputs: FigureInputs, stage: str) -> Drawn:
     study = inputs.study
-    runs = study.select(stage=stage, phase="tune")
+    runs = study.select(stage=stage, phase=PHASE_TUNE)
     # the metric ASHA scheduled on: the parent's ``metric`` tag for the classify stage
-    key = (study.parent_tags.get("metric", "val/acc") if stage == "classify"
+    key = (study.parent_tags.get("metric", "val/acc") if stage == STAGE_CLASSIFY
            else study.parent_tags.get("pretrain_metric", "val/loss"))
     history = study.history([key], runs)
-    arms = inputs.analysis.arms if stage == "classify" else study.arms("pretrain")
+    arms = inputs.analysis.arms if stage == STAGE_CLASSIFY else study.arms(STAGE_UPSTREAM)
     counts = runs["outcome"].value_counts().to_dict()
     figure = plot_tune_phase(history, key, arms, f"{stage} tune phase ({key})")
     return figure, (f"{key} of every tune-phase trial per arm; {len(runs)} trials: "
@@ -74,7 +75,7 @@ def tune_phase(inputs: FigureInputs, stage: str) -> Drawn:
 
 
 def _has_tune_trials(stage: str, inputs: FigureInputs) -> bool:
-    return len(inputs.study.select(stage=stage, phase="tune")) > 0
+    return len(inputs.study.select(stage=stage, phase=PHASE_TUNE)) > 0
 
 
 # -- the best arm's evaluation ----------------------------------------------------------------
@@ -317,7 +318,7 @@ FIGURES: list[FigureSpec] = [
     FigureSpec("learning_curves", "Learning curves per arm", learning_curves),
     *[FigureSpec(f"tune_{stage}", f"Tune phase of the {stage} stage as ASHA saw it",
                  partial(tune_phase, stage=stage), partial(_has_tune_trials, stage))
-      for stage in ("classify", "pretrain")],
+      for stage in (STAGE_CLASSIFY, STAGE_UPSTREAM)],
     FigureSpec("confusion_matrix", "Confusion matrix of the best arm", confusion_matrix,
                recorded=_evaluations_hold("confusion_matrix", "class_names"),
                needs="log evaluation.json with confusion_matrix (rows: true class, columns: predicted) and "

@@ -17,9 +17,9 @@ from analysis import conditional, contrasts, looks, stats
 from analysis import tuning as tuning_report
 from study import inference
 from analysis.definition import MetricSpec, chosen_configs, metric_spec, pruned_choices
-from analysis.load import METRIC_LABELS, Study
+from analysis.load import METRIC_LABELS, StudyRecord
 from analysis.tables import Table, num, pvalue
-from study.records import STAGE_CLASSIFY, Tag
+from study.records import PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, STAGE_UPSTREAM, Tag
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Headline:
         return looks.shown(self.contrasts)
 
 
-def compute(study: Study, scores: pd.DataFrame, summary: pd.DataFrame, metric: str,
+def compute(study: StudyRecord, scores: pd.DataFrame, summary: pd.DataFrame, metric: str,
             declared: Mapping[str, MetricSpec], arms: Sequence[str], seeds: Sequence[int], baseline: str,
             alpha: float = stats.ALPHA) -> Headline:
     """The planned contrasts from the parent run's study.json, each on its own metric with that
@@ -60,7 +60,7 @@ def compute(study: Study, scores: pd.DataFrame, summary: pd.DataFrame, metric: s
         never = json.loads(study.parent_tags.get(Tag.FAILED_ARMS) or "[]")
     except json.JSONDecodeError:
         never = []
-    failures = arm_rules.replicate_failures(study.select(stage="classify", phase="replicate"),
+    failures = arm_rules.replicate_failures(study.select(stage=STAGE_CLASSIFY, phase=PHASE_REPLICATE),
                                             arms, seeds, never)
     best, best_text = arm_rules.best_arm(summary, scores, failures, metric, METRIC_LABELS.get(metric, metric),
                                          metric_spec(metric, declared).minimize, alpha)
@@ -100,11 +100,11 @@ def _family(definition: Mapping | None, arms: Sequence[str], baseline: str, metr
     return contrasts.versus_baseline(arms, baseline, metric), source
 
 
-def _beyond_the_family(study: Study, definition, specs, frame: pd.DataFrame, declared, diagnostics,
+def _beyond_the_family(study: StudyRecord, definition, specs, frame: pd.DataFrame, declared, diagnostics,
                        record: dict | None, estimate, alpha: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The planned frame with what the interval covers, the looks' verdicts (a sequential
     study) and the per-level contrasts in its Findings; and the per-level frame."""
-    upstream = bool(study.arms("pretrain")) or bool((definition or {}).get("upstreams"))
+    upstream = bool(study.arms(STAGE_UPSTREAM)) or bool((definition or {}).get("upstreams"))
     frame["interval_covers"] = tuning_report.covers(diagnostics.per_seed, upstream, diagnostics.recorded)
     if record is not None and len(frame):
         frame = looks.columns(frame, record, alpha)
@@ -122,7 +122,7 @@ def _beyond_the_family(study: Study, definition, specs, frame: pd.DataFrame, dec
     return frame, cond
 
 
-def arm_levels(study: Study, definition: Mapping | None) -> dict[str, dict[str, str]]:
+def arm_levels(study: StudyRecord, definition: Mapping | None) -> dict[str, dict[str, str]]:
     """Arm -> factor -> level: study.json's arms, else the runs' factor tags."""
     if definition and definition.get("arms"):
         return {str(a["name"]): {str(f): str(l) for f, l in a.get("levels", {}).items()} for a in definition["arms"]}
@@ -155,10 +155,10 @@ def sequential_finding(r, spec: MetricSpec) -> str:
     return sentence
 
 
-def pruned_texts(study: Study) -> dict[str, str]:
+def pruned_texts(study: StudyRecord) -> dict[str, str]:
     """Arm -> the tune trials ASHA stopped early that its configuration was chosen from, in words
     (``pruned_sentence`` says what that means), for the arms configured so."""
-    tune = study.select(stage="classify", phase="tune").set_index("run_id")
+    tune = study.select(stage=STAGE_CLASSIFY, phase=PHASE_TUNE).set_index("run_id")
     metric = study.parent_tags.get(Tag.METRIC, "the selection metric")
     choices = tuning_report.record(study, STAGE_CLASSIFY) or chosen_configs(study.parent_tags)
     return {arm: "; ".join(_pruned_text(e, tune, metric) for e in entries)

@@ -7,8 +7,9 @@ the runs whose ``mlflow.parentRunId`` is that parent and ``run_kind=trial``.
 
 Frames (the columns are documented here once; later reshapes only say their rows)
 
-``Study.runs``   rows: one per trial run of the study invocation
-    run_id, stage ("pretrain" | "classify"), arm, phase ("tune" | "replicate"),
+``StudyRecord.runs``   rows: one per trial run of the study invocation
+    run_id, stage ("upstream" | "classify"; an older store's "pretrain" reads "upstream"), arm,
+    phase ("tune" | "replicate"),
     seed (Int64), trial_id, outcome ("completed" | "pruned" | "failed" | "running"),
     failure_reason, is_baseline (bool), config_hash, git_commit, git_dirty, gpus_per_trial
     (float), mlflow_status, start_time, end_time (UTC timestamps; end NaT while running),
@@ -21,11 +22,11 @@ Frames (the columns are documented here once; later reshapes only say their rows
     ``metrics.<key>`` (float) the latest value per metric key; for the final scalars
     (``test/*``, ``cost/*``) that is the value logged at the last step.
 
-``Study.scores(metrics)``   rows: one per (arm, seed, metric) of the comparison runs
+``StudyRecord.scores(metrics)``   rows: one per (arm, seed, metric) of the comparison runs
     (``stage=classify``, ``phase=replicate``, ``outcome=completed``)
     arm, seed, run_id, metric, value
 
-``Study.history(keys, runs)``   rows: one per (run, key, step)
+``StudyRecord.history(keys, runs)``   rows: one per (run, key, step)
     run_id, arm, seed, phase, outcome, key, step, value
 """
 from __future__ import annotations
@@ -124,7 +125,7 @@ def list_studies(client) -> dict[str, int]:
 
 
 @dataclass
-class Study:
+class StudyRecord:
     """One invocation of a study as recorded in MLflow: the parent run's tags and its trials."""
     name: str
     tracking_uri: str
@@ -295,7 +296,7 @@ class Study:
         """Local copy of an artifact of a run, or None when the run did not log it."""
         if self._artifact_dir is None:
             self._artifact_dir = Path(tempfile.mkdtemp(prefix=f"analysis-{self.name}-"))
-            # downloads live as long as the Study object
+            # downloads live as long as the StudyRecord object
             weakref.finalize(self, shutil.rmtree, self._artifact_dir, True)
         dst = self._artifact_dir / run_id
         local = dst / path
@@ -331,7 +332,7 @@ class Study:
 
 
 def load_study(name: str, tracking_uri: str | None = None,
-               parent_run_id: str | None = None, budget: str | None = None) -> Study:
+               parent_run_id: str | None = None, budget: str | None = None) -> StudyRecord:
     """The study's latest invocation (of ``budget`` when given, or exactly ``parent_run_id``)
     and its trial runs.
 
@@ -363,7 +364,7 @@ def load_study(name: str, tracking_uri: str | None = None,
     children = _search_all(client, [parent.info.experiment_id],
                            records.run_filter({Tag.PARENT: parent.info.run_id, Tag.RUN_KIND: RunKind.TRIAL}))
     runs = runs_frame(children)
-    return Study(name=name, tracking_uri=uri, experiment_id=parent.info.experiment_id,
+    return StudyRecord(name=name, tracking_uri=uri, experiment_id=parent.info.experiment_id,
                  parent_run_id=parent.info.run_id, parent_tags=dict(parent.data.tags),
                  parent_status=parent.info.status, runs=runs,
                  other_invocations=tuple(p.info.run_id for p in parents
@@ -380,6 +381,7 @@ def runs_frame(runs: Sequence) -> pd.DataFrame:
         row = {"run_id": info.run_id}
         for key in _TAG_COLUMNS:
             row[key] = tags.get(key)
+        row[Tag.STAGE] = records.stage_of(tags)          # an older store's "pretrain" is "upstream"
         end = info.end_time if info.end_time else None
         row["mlflow_status"] = info.status
         row["start_time"] = info.start_time

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.contrasts import amount, margin_text
-from analysis.load import Study
+from analysis.load import StudyRecord
 from study import inference, records
 
 FILE = getattr(records, "SEQUENTIAL_FILE", "sequential.json")
@@ -37,7 +37,7 @@ SEQ_COLUMNS = ["seq_decision", "seq_look", "seq_looks", "seq_n", "seq_cap", "seq
                "seq_next_n"]
 
 
-def read(study: Study) -> dict | None:
+def read(study: StudyRecord) -> dict | None:
     """The parent's sequential record, each look as ``decide``'s output; None without one."""
     path = study.artifact(study.parent_run_id, FILE)
     try:

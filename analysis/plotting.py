@@ -25,6 +25,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analysis import stats  # noqa: E402
+from study.records import Outcome
 
 DPI = 100
 TILE = 28          # every image of a mosaic is resampled to TILE x TILE pixels
@@ -107,8 +108,8 @@ def plot_learning_curves(bands: pd.DataFrame, keys: Sequence[str], arms: Sequenc
     return fig
 
 
-_OUTCOME_STYLE = {"completed": dict(ls="-", lw=1.4, alpha=0.9),
-                  "pruned": dict(ls="-", lw=1.0, alpha=0.55, color="0.45"),
+_OUTCOME_STYLE = {Outcome.COMPLETED: dict(ls="-", lw=1.4, alpha=0.9),
+                  Outcome.PRUNED: dict(ls="-", lw=1.0, alpha=0.55, color="0.45"),
                   "failed": dict(ls=":", lw=1.2, alpha=0.9, color="tab:red"),
                   "running": dict(ls="--", lw=1.0, alpha=0.8, color="tab:blue"),
                   "interrupted": dict(ls="--", lw=1.0, alpha=0.8, color="tab:orange")}
@@ -144,10 +145,10 @@ def plot_tune_phase(history: pd.DataFrame, key: str, arms: Sequence[str], title:
 def _plot_trial(ax, trial: pd.DataFrame, arm_color) -> None:
     """One trial's curve (``trial``: its rows, by step), styled and marked by its outcome."""
     outcome = trial["outcome"].iloc[0]
-    style = dict(_OUTCOME_STYLE.get(outcome, _OUTCOME_STYLE["completed"]))
+    style = dict(_OUTCOME_STYLE.get(outcome, _OUTCOME_STYLE[Outcome.COMPLETED]))
     style.setdefault("color", arm_color)
     ax.plot(trial["step"], trial["value"], **style)
-    marker = "x" if outcome == "pruned" else ("o" if outcome == "completed" else "s")
+    marker = "x" if outcome == Outcome.PRUNED else ("o" if outcome == Outcome.COMPLETED else "s")
     ax.plot(trial["step"].iloc[-1], trial["value"].iloc[-1], marker=marker, ms=6,
             color=style["color"], ls="none")
 

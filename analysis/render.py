@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Sequence
 
 from analysis import headline, tables
-from analysis.load import Study
+from analysis.load import StudyRecord
 from analysis.tables import Table
 
 
 LEFT_OUT = "Figures left out: the study's records hold no input of their kind. What a trainable must log to get each:"
 
 
-def status_line(study: Study) -> str | None:
+def status_line(study: StudyRecord) -> str | None:
     """The banner of a partial report, None for a finished study."""
     if not study.is_partial:
         return None
@@ -35,7 +35,7 @@ def status_line(study: Study) -> str | None:
 def render_markdown(a, tabs: Sequence[Table], footer: Sequence[tuple[str, str]],
                     figures: Sequence = ()) -> str:
     s = a.study
-    parts = [f"# Study report: {s.name}", ""]
+    parts = [f"# StudyRecord report: {s.name}", ""]
     banner = status_line(s)
     if banner:
         parts += [f"> **{banner}**", ""]

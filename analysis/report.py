@@ -22,18 +22,19 @@ import pandas as pd
 
 from analysis import contrasts, headline, overlap, settings, stats, tables, tuning
 from analysis.definition import compared_metrics, metric_spec, primary_metric
-from analysis.load import DEFAULT_METRICS, AnalysisError, Study, load_study
+from analysis.load import DEFAULT_METRICS, AnalysisError, StudyRecord, load_study
 from analysis.render import render_html, render_latex, render_markdown
 from analysis.tables import Table
 from study import records
+from study.records import Outcome, PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, STAGE_UPSTREAM
 
 FORMATS = ("md", "csv", "html", "latex")
 
 
 @dataclass
 class Analysis:
-    """Everything the tables and figures show, computed once from a ``Study``."""
-    study: Study
+    """Everything the tables and figures show, computed once from a ``StudyRecord``."""
+    study: StudyRecord
     metric: str                          # primary metric (first column, picks the best arm)
     metrics: list[str]                   # the arms table's: primary first, declared, familiar ones logged
     baseline: str
@@ -60,7 +61,7 @@ class Analysis:
         return dict(zip(s["arm"], s["n"].astype(int)))
 
 
-def analyze(study: Study, metric: str | None = None, baseline: str | None = None,
+def analyze(study: StudyRecord, metric: str | None = None, baseline: str | None = None,
             metrics: Sequence[str] | None = None, alpha: float = stats.ALPHA) -> Analysis:
     """Statistics of a study. ``metric``: the primary one (default: the study's test_metric).
     Raises ``AnalysisError`` for an unknown metric or baseline."""
@@ -72,7 +73,7 @@ def analyze(study: Study, metric: str | None = None, baseline: str | None = None
         study.check_metric(metric)
     shown, other, notes = _metric_columns(study, metric, declared, metrics) if has_scores else ([metric], [], [])
     arms, baseline = _arms(study, baseline)
-    seeds = study.seeds("classify")
+    seeds = study.seeds(STAGE_CLASSIFY)
     scores = (study.scores(shown + other) if has_scores
               else pd.DataFrame(columns=["arm", "seed", "run_id", "metric", "value"]))
     summary = stats.summarize_arms(scores)
@@ -96,7 +97,7 @@ def analyze(study: Study, metric: str | None = None, baseline: str | None = None
                     other_metrics=other)
 
 
-def _metric_columns(study: Study, metric: str, declared, requested: Sequence[str] | None
+def _metric_columns(study: StudyRecord, metric: str, declared, requested: Sequence[str] | None
                     ) -> tuple[list[str], list[str], list[str]]:
     """(the arms table's metrics: the primary, the declared ones, then ``requested`` or the
     familiar ``DEFAULT_METRICS``, each where logged; every other test/* metric logged; notes on
@@ -110,9 +111,9 @@ def _metric_columns(study: Study, metric: str, declared, requested: Sequence[str
     return shown, other, notes
 
 
-def _arms(study: Study, baseline: str | None) -> tuple[list[str], str]:
+def _arms(study: StudyRecord, baseline: str | None) -> tuple[list[str], str]:
     """The classify arms, baseline first, and the baseline (``AnalysisError`` when unknown)."""
-    arms = study.arms("classify")
+    arms = study.arms(STAGE_CLASSIFY)
     baseline = baseline or study.baseline_arm
     if baseline is None:
         raise AnalysisError(f"study {study.name!r} names no baseline arm (parent tag baseline_arm, "
@@ -123,7 +124,7 @@ def _arms(study: Study, baseline: str | None) -> tuple[list[str], str]:
     return [baseline] + [a for a in arms if a != baseline], baseline
 
 
-def _exploratory(study: Study, scores: pd.DataFrame, metric: str, declared, baseline: str,
+def _exploratory(study: StudyRecord, scores: pd.DataFrame, metric: str, declared, baseline: str,
                  head: headline.Headline, alpha: float):
     """(comparisons with the baseline, factorial effects, two-way cell means, notes), each
     comparison a planned contrast also estimates linked to it (``overlap.link``)."""
@@ -151,44 +152,44 @@ def _exploratory(study: Study, scores: pd.DataFrame, metric: str, declared, base
     return comparison, effects, cell_means, notes
 
 
-def _settings(study: Study, arms: list[str], seeds: list[int], definition):
+def _settings(study: StudyRecord, arms: list[str], seeds: list[int], definition):
     """Per stage: the arm x seed completeness matrix, the settings table and its roles; notes.
     The defaults are the study's trainable's schema as recorded (``settings.recorded_defaults``)."""
     completeness, hyper, roles, notes = {}, {}, {}, []
-    for stage in ("classify", "pretrain"):
-        stage_arms = arms if stage == "classify" else study.arms("pretrain")
+    for stage in (STAGE_CLASSIFY, STAGE_UPSTREAM):
+        stage_arms = arms if stage == STAGE_CLASSIFY else study.arms(STAGE_UPSTREAM)
         if not stage_arms:
             continue
-        replicate = study.select(stage=stage, phase="replicate")
+        replicate = study.select(stage=stage, phase=PHASE_REPLICATE)
         completeness[stage] = stats.completeness(replicate, stage_arms,
-                                                 seeds if stage == "classify" else study.seeds("pretrain"))
-        done = replicate[replicate["outcome"] == "completed"]
+                                                 seeds if stage == STAGE_CLASSIFY else study.seeds(STAGE_UPSTREAM))
+        done = replicate[replicate["outcome"] == Outcome.COMPLETED]
         # meta.* params are the runner's protocol keys (arm, phase, artifact references)
         ignore = {"seed"} | {c.removeprefix("params.") for c in study.runs.columns if c.startswith("params.meta.")}
         defaults = settings.recorded_defaults(definition, stage, replicate)
         if defaults is None:
             notes.append(f"The {stage} stage's trainable did not have its schema defaults recorded with this "
                          "study (a store older than that record): its fixed settings are not compared with defaults.")
-        hyper[stage], roles[stage] = settings.settings_table(done, study.select(stage=stage, phase="tune"),
+        hyper[stage], roles[stage] = settings.settings_table(done, study.select(stage=stage, phase=PHASE_TUNE),
                                                              defaults, ignore=ignore)
         hyper[stage] = hyper[stage].reindex([a for a in stage_arms if a in set(done["arm"])])
     return completeness, hyper, roles, notes
 
 
-def _pretraining_of(study: Study) -> dict[str, list[str]]:
+def _pretraining_of(study: StudyRecord) -> dict[str, list[str]]:
     """Classify arm -> the upstream keys its trials load (the runs' ``uses.*`` tags)."""
     out: dict[str, set[str]] = {}
-    for _, run in study.select(stage="classify").iterrows():
+    for _, run in study.select(stage=STAGE_CLASSIFY).iterrows():
         for ref in records.artifact_refs(run).values():
             out.setdefault(run["arm"], set()).add(ref.upstream)
     return {arm: sorted(keys) for arm, keys in out.items()}
 
 
-def _reused_pretraining(study: Study) -> dict[str, str]:
+def _reused_pretraining(study: StudyRecord) -> dict[str, str]:
     """``key/seed`` -> run id of the parent's ``pretrained_runs`` that are not trials of this
     study invocation (the runner reuses autoencoders across studies by cache key)."""
     own = set(study.runs["run_id"])
-    return {f"{key}/{seed}": run_id for (key, seed), run_id in records.pretrained_runs(study.parent_tags).items()
+    return {f"{key}/{seed}": run_id for (key, seed), run_id in records.upstream_runs(study.parent_tags).items()
             if run_id not in own}
 
 
@@ -210,9 +211,9 @@ def build_tables(a: Analysis) -> list[Table]:
     if a.cell_means is not None:
         out.append(tables.cell_means_table(a.cell_means, a.metric))
     for stage, matrix in a.completeness.items():
-        out.append(tables.completeness_table(matrix, stage, a.baseline if stage == "classify" else None))
+        out.append(tables.completeness_table(matrix, stage, a.baseline if stage == STAGE_CLASSIFY else None))
     for stage, params in a.hyperparameters.items():
-        out.append(tables.hyperparameters_table(params, stage, a.baseline if stage == "classify" else None,
+        out.append(tables.hyperparameters_table(params, stage, a.baseline if stage == STAGE_CLASSIFY else None,
                                                 a.setting_roles.get(stage)))
     if h is not None and h.tuning is not None and len(h.tuning.arms):
         out.append(tuning.table(h.tuning, contrasts.percent_metric(a.metric)))
@@ -252,7 +253,7 @@ def provenance(a: Analysis, command: str | None) -> list[tuple[str, str]]:
     return rows
 
 
-def _wall_time(s: Study) -> str:
+def _wall_time(s: StudyRecord) -> str:
     """The parent run's start to end: the whole study as the user waited for it (with any pause
     before a --resume), next to the trial-seconds its runs took."""
     trial_s = float(s.runs["duration_s"].sum()) if len(s.runs) else 0.0

@@ -24,6 +24,7 @@ import pandas as pd
 
 from analysis.bookkeeping import tuned_hyperparameters
 from analysis.definition import trainable_labels, trainable_schema
+from study.records import STAGE_UPSTREAM
 
 # Run plumbing, not a setting of the experiment: where data and weights come from, the device,
 # the seed (varies within an arm), test evaluation (on for every replicate).
@@ -55,7 +56,7 @@ def our_defaults(stage: str) -> dict[str, Any]:
         from trainables.config import AUTOENCODER_SCHEMA, CLASSIFIER_SCHEMA
     except ImportError:          # analysis of a store without the trainables' code
         return {}
-    schema = AUTOENCODER_SCHEMA if stage == "pretrain" else CLASSIFIER_SCHEMA
+    schema = AUTOENCODER_SCHEMA if stage == STAGE_UPSTREAM else CLASSIFIER_SCHEMA
     return {k: f.default for k, f in schema.items()}
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 from study.inference import MIN_VERDICT_N
 from analysis.load import METRIC_LABELS
 from analysis.overlap import planned_estimate
+from study.records import Outcome
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,7 @@ def completeness_table(matrix: pd.DataFrame, stage: str, baseline: str | None) -
     display.index = [_arm_name(a, baseline) for a in matrix.index]
     display.index.name = "arm"
     display.columns = [f"seed {s}" for s in matrix.columns]
-    missing = int((~matrix.isin(["completed"])).to_numpy().sum())
+    missing = int((~matrix.isin([Outcome.COMPLETED])).to_numpy().sum())
     return Table(f"completeness_{stage}", f"Completeness of the {stage} replicates (arm × seed)",
                  display.reset_index(), matrix.reset_index(),
                  f"{matrix.size - missing} of {matrix.size} cells completed"

@@ -44,12 +44,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.definition import chosen_configs
-from analysis.load import Study
+from analysis.load import StudyRecord
 from analysis.tables import Table
 from study import records
-from study.records import STAGE_CLASSIFY, STAGE_PRETRAIN, Outcome, Tag
+from study.records import PHASE_TUNE, STAGE_CLASSIFY, STAGE_UPSTREAM, Outcome, Tag
 
-STAGES = (STAGE_CLASSIFY, STAGE_PRETRAIN)
+STAGES = (STAGE_CLASSIFY, STAGE_UPSTREAM)
 COLUMNS = ["stage", "label", "arm", "seed", "params", "val_metric", "outcome", "epochs", "trials", "full_length",
            "failed", "first_guess_won", "lead", "lead_epoch", "lead_examples", "per_seed"]
 
@@ -66,7 +66,7 @@ class Diagnostics:
         return self.arms[self.arms["degenerate"]] if len(self.arms) else self.arms
 
 
-def diagnose(study: Study) -> Diagnostics:
+def diagnose(study: StudyRecord) -> Diagnostics:
     tunings = tuning_frame(study)
     classify = tunings[tunings["stage"] == STAGE_CLASSIFY]
     return Diagnostics(tunings, arm_frame(tunings), bool(classify["per_seed"].any()), len(classify) > 0)
@@ -74,7 +74,7 @@ def diagnose(study: Study) -> Diagnostics:
 
 # -- per tuning ----------------------------------------------------------------------------------
 
-def tuning_frame(study: Study) -> pd.DataFrame:
+def tuning_frame(study: StudyRecord) -> pd.DataFrame:
     """See the module doc: the parent's record of each stage, else its tune runs."""
     parts = []
     for stage in STAGES:
@@ -85,9 +85,11 @@ def tuning_frame(study: Study) -> pd.DataFrame:
     return pd.DataFrame(parts, columns=COLUMNS)
 
 
-def record(study: Study, stage: str) -> dict:
+def record(study: StudyRecord, stage: str) -> dict:
     """The parent's ``tuning-<stage>.json``: label -> what that tuning chose ({} without one)."""
     path = study.artifact(study.parent_run_id, records.tuning_file(stage))
+    if path is None and stage == STAGE_UPSTREAM:                     # an older store's name
+        path = study.artifact(study.parent_run_id, records.tuning_file("pretrain"))
     try:
         entries = json.loads(path.read_text()) if path is not None else {}
     except (OSError, json.JSONDecodeError):
@@ -112,10 +114,10 @@ def _float(value) -> float:
         return math.nan
 
 
-def _from_runs(study: Study, stage: str) -> list[dict]:
+def _from_runs(study: StudyRecord, stage: str) -> list[dict]:
     """An older store: one tuning per arm (on the tune seed), read from its tune runs and the
     parent's ``best_configs.<stage>`` (what it chose; else the best trial, full length first)."""
-    tune = study.select(stage=stage, phase="tune")
+    tune = study.select(stage=stage, phase=PHASE_TUNE)
     chosen = chosen_configs(study.parent_tags, stage)
     metric = f"metrics.{study.parent_tags.get(Tag.METRIC, 'val/acc') if stage == STAGE_CLASSIFY else 'val/loss'}"
     sign = -1.0 if study.parent_tags.get(Tag.MODE, "max") == "min" or stage != STAGE_CLASSIFY else 1.0

@@ -218,7 +218,7 @@ def compile_costs(kind: str, variant: Variant, images: torch.Tensor, labels: tor
 
 
 # Epochs of one trial at the `laptop` budget of our MNIST studies (the LAPTOP Budget next to
-# them: epochs=10 for the classifier, pretrain_epochs=8 for the autoencoder)
+# them: epochs=10 for the classifier, upstream_epochs=8 for the autoencoder)
 LAPTOP_EPOCHS = {"cnn": 10, "encoder_head": 10, "autoencoder": 8}
 
 

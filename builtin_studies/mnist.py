@@ -53,7 +53,7 @@ DENOISER_FOR_TEST_NOISE = Use(
 # 2 trials per tuning (the first guess and one random: ASHA gets to compare), 1 pretraining
 # trial (the first guess), 2 paired seeds: n=2 gives estimates, never verdicts.
 SMOKE = Budget(dataset="mnist-5k", epochs=4, trials_per_tuning=2, seeds=(0, 1),
-               pretrain_epochs=4, pretrain_trials=1, pretrain_patience=2, grace_period=1)
+               upstream_epochs=4, upstream_trials=1, upstream_patience=2, grace_period=1)
 # laptop: the budget that answers a study's question on one CPU machine (<= 20 min per study
 # on 2 cores, 30 for the two with autoencoders; see --dry-run): 5 paired seeds, each arm tuned
 # on each of them with 4 trials (the hand-picked guess and 3 random: TPE's random start is 5),
@@ -63,9 +63,9 @@ SMOKE = Budget(dataset="mnist-5k", epochs=4, trials_per_tuning=2, seeds=(0, 1),
 # --patience 100 --lr 3e-3 --batch-size 32 --channels-last`); their tuning gives every trial 10
 # epochs, so that two of four run to their end and compare.
 LAPTOP = Budget(dataset="mnist-5k", epochs=10, trials_per_tuning=4, seeds=(0, 1, 2, 3, 4),
-                pretrain_epochs=20, pretrain_trials=4, pretrain_patience=2, pretrain_grace_period=10,
+                upstream_epochs=20, upstream_trials=4, upstream_patience=2, upstream_grace_period=10,
                 grace_period=2, startup_trials=5)
 # full: real MNIST on a GPU cluster, 8 trials per tuning (TPE models the last 3), 5 paired seeds.
 FULL = Budget(dataset="mnist", epochs=15, trials_per_tuning=8, seeds=(0, 1, 2, 3, 4),
-              pretrain_epochs=20, pretrain_trials=12, pretrain_patience=3, grace_period=2, startup_trials=5)
+              upstream_epochs=20, upstream_trials=12, upstream_patience=3, grace_period=2, startup_trials=5)
 BUDGETS = {"smoke": SMOKE, "laptop": LAPTOP, "full": FULL}

@@ -47,10 +47,10 @@ STUDY = Study(
     fixed={"batch_size": 64},
     budgets={
         "smoke": Budget(dataset="digits", epochs=5, trials_per_tuning=2, seeds=(0, 1),
-                        pretrain_epochs=5, pretrain_trials=1, pretrain_patience=2),
+                        upstream_epochs=5, upstream_trials=1, upstream_patience=2),
         "laptop": Budget(dataset="digits", epochs=30, trials_per_tuning=4, seeds=(0, 1, 2, 3, 4), startup_trials=5,
-                         pretrain_epochs=30, pretrain_trials=4, pretrain_patience=3),
+                         upstream_epochs=30, upstream_trials=4, upstream_patience=3),
         "full": Budget(dataset="digits", epochs=60, trials_per_tuning=8, seeds=tuple(range(10)),
-                       pretrain_epochs=60, pretrain_trials=8, pretrain_patience=5),
+                       upstream_epochs=60, upstream_trials=8, upstream_patience=5),
     },
 )

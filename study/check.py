@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from search_spaces import default_point
 from study.declared import claims, schema_defaults, schema_keys
-from study.configs import classify_config, pretrain_config, resolve_ref
+from study.configs import classify_config, upstream_config, resolve_ref
 from study.trial import META_KEYS, non_finite
 from study.loader import StudyError, where_raised
 from study.records import PHASE_REPLICATE
@@ -99,7 +99,7 @@ def check_code(study: Study, origin: str) -> dict[str, Callable]:
 
 def _refs(study: Study) -> dict[str, tuple[str, Any]]:
     refs = {ref_label(study.trainable): ("trainable", study.trainable)}
-    for p in study.pretrainings():
+    for p in study.upstreams():
         refs.setdefault(ref_label(p.stage.trainable), (f"stage {p.stage.name!r} trainable", p.stage.trainable))
     return refs
 
@@ -132,7 +132,7 @@ def _check_signature(fn: Callable, field: str, study: Study, origin: str) -> Non
 # -- keys ------------------------------------------------------------------------------------
 def check_keys(study: Study, trainables: Mapping[str, Callable], origin: str) -> None:
     checks = [(ref_label(study.trainable), _study_keys(study))]
-    checks += [(ref_label(p.stage.trainable), _upstream_keys(p)) for p in study.pretrainings()]
+    checks += [(ref_label(p.stage.trainable), _upstream_keys(p)) for p in study.upstreams()]
     for label, keys in checks:
         accepted = schema_keys(trainables[label])
         if accepted is None:
@@ -192,7 +192,7 @@ def dry_trial(study: Study, budget: Budget, loaded: Loaded, origin: str, data_di
         for use in arm.uses:
             config[use.into], timing = _dry_upstream(use, study, budget, loaded, origin, data_dir, scratch, epochs)
             upstream_timing[ref_label(use.upstream.stage.trainable)] = timing
-        own = {k: v for k, v in config.items() if k not in META_KEYS + tuple(u.meta_key for u in arm.uses)}
+        own = {k: v for k, v in config.items() if k not in META_KEYS + tuple(u.slot for u in arm.uses)}
         reports, _, timing = _dry_epochs(fn, own, loaded.data, f"trainable {ref_label(fn)} (arm {arm.name})", study,
                                          origin)
     report = reports[-1]
@@ -209,7 +209,7 @@ def _dry_upstream(use: Use, study: Study, budget: Budget, loaded: Loaded, origin
     """``epochs`` of the upstream an arm uses: the path of the file it delivers, and their timing."""
     upstream = use.upstream
     fn = loaded.trainables[ref_label(upstream.stage.trainable)]
-    config = {**pretrain_config(upstream, study, budget, budget.tune_seed, data_dir), "epochs": epochs}
+    config = {**upstream_config(upstream, study, budget, budget.tune_seed, data_dir), "epochs": epochs}
     config.update(default_point(upstream.stage.search_space.resolve(config), schema_defaults(fn)))
     own = {k: v for k, v in config.items() if k not in META_KEYS}
     field = f"stage {upstream.stage.name!r} trainable {ref_label(fn)} (upstream {upstream.key})"

@@ -13,7 +13,7 @@ import importlib
 import inspect
 from pathlib import Path
 
-from study.records import PHASE_REPLICATE, STAGE_CLASSIFY, STAGE_PRETRAIN, ArtifactRef
+from study.records import PHASE_REPLICATE, STAGE_CLASSIFY, STAGE_UPSTREAM, ArtifactRef
 from study.spec import Arm, Budget, Study
 from study.trial import META_KEYS
 from study.upstream import Upstream, Use, ref_label
@@ -23,7 +23,7 @@ from study.upstream import Upstream, Use, ref_label
 RUN_ONLY_KEYS = ("dataset", "data_dir", "channels_last", "device")
 
 
-def pretrain_seeds(budget: Budget) -> list[int]:
+def upstream_seeds(budget: Budget) -> list[int]:
     """Upstreams are trained on every replicate seed and on the tune seed (for tuning)."""
     return sorted(set(budget.seeds) | {budget.tune_seed})
 
@@ -40,35 +40,35 @@ def classify_config(arm: Arm, study: Study, budget: Budget, seed: int, phase: st
     if data_dir:
         config["data_dir"] = data_dir
     for use in arm.uses:
-        config[use.meta_key] = artifact_ref(use, seed).path
+        config[use.slot] = artifact_ref(use, seed).path
     return config
 
 
-def pretrain_config(upstream: Upstream, study: Study, budget: Budget, seed: int, data_dir: str | None) -> dict:
+def upstream_config(upstream: Upstream, study: Study, budget: Budget, seed: int, data_dir: str | None) -> dict:
     stage = upstream.stage
     inherited = {k: study.fixed.get(k, default) for k, default in stage.inherit.items()}
     config = {**stage.fixed, **inherited, **upstream.settings, "dataset": budget.dataset,
-              "epochs": budget.pretrain_epochs, "patience": budget.pretrain_patience, "seed": seed,
-              "trainable": ref_label(stage.trainable), "stage": STAGE_PRETRAIN, "arm": upstream.key}
+              "epochs": budget.upstream_epochs, "patience": budget.upstream_patience, "seed": seed,
+              "trainable": ref_label(stage.trainable), "stage": STAGE_UPSTREAM, "arm": upstream.key}
     if data_dir:
         config["data_dir"] = data_dir
     return config
 
 
-def pretrain_cache_key(upstream: Upstream, study: Study, budget: Budget, data_sha256: str, seed: int) -> str:
+def upstream_cache_key(upstream: Upstream, study: Study, budget: Budget, data_sha256: str, seed: int) -> str:
     """Identity of a trained upstream artifact: everything that changes its weights or the data
     it saw (data, split, settings, budget, tuning, the trainable's code), so a study reuses it
     only where it would have trained the very same one."""
     from study.tracking import config_hash
 
-    config = pretrain_config(upstream, study, budget, seed, None)
+    config = upstream_config(upstream, study, budget, seed, None)
     space = upstream.stage.search_space
     return config_hash({
-        "pretraining": upstream.key, "data": data_sha256,
+        "upstream": upstream.key, "data": data_sha256,
         "config": {k: v for k, v in config.items() if k not in META_KEYS + RUN_ONLY_KEYS},
-        "trials": budget.pretrain_trials, "startup": budget.startup_trials, "space": space.name,
+        "trials": budget.upstream_trials, "startup": budget.startup_trials, "space": space.name,
         "params": [q.describe() for q in space.params],
-        "grace": budget.pretrain_grace_period or budget.grace_period, "rf": budget.reduction_factor,
+        "grace": budget.upstream_grace_period or budget.grace_period, "rf": budget.reduction_factor,
         "code": code_version(upstream)})
 
 

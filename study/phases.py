@@ -103,8 +103,8 @@ class PhaseContext:
 
     @cached_property
     def feeds(self) -> dict[str, str]:
-        """Artifact reference key -> the config key that gets the file (study.trial)."""
-        return {u.meta_key: u.into for arm in self.opts.study.arms() for u in arm.uses}
+        """An artifact reference's slot -> the config key that gets the file (``Use.into``; study.trial)."""
+        return {u.slot: u.into for arm in self.opts.study.arms() for u in arm.uses}
 
 
 def phase_once(ctx: PhaseContext, stage: str, phase: str, run: Callable[[], PhaseResult]) -> list[PhaseResult]:

@@ -17,9 +17,9 @@ from typing import Any, Callable, Mapping
 from study import declared
 from study.check import DryTrial, Timing
 from study.cluster import TrialResources
-from study.configs import classify_config, pretrain_config, pretrain_seeds
+from study.configs import classify_config, upstream_config, upstream_seeds
 from study.options import RunOptions
-from study.records import PHASE_TUNE
+from study.records import PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, STAGE_UPSTREAM
 from study.spec import Budget, Study
 from study.upstream import ref_label
 
@@ -76,28 +76,28 @@ class CostModel:
 def estimate_phases(study: Study, budget: Budget, cost: CostModel) -> list[PhaseEstimate]:
     """The trial-seconds of each phase."""
     rows = []
-    upstreams = study.pretrainings()
+    upstreams = study.upstreams()
     if upstreams:
-        per = [_trial_s(cost, pretrain_config(u, study, budget, budget.tune_seed, None), budget.pretrain_epochs)
+        per = [_trial_s(cost, upstream_config(u, study, budget, budget.tune_seed, None), budget.upstream_epochs)
                for u in upstreams]
-        n = budget.pretrain_trials * len(upstreams)
-        bound = budget.pretrain_trials * sum(per)
-        rows.append(PhaseEstimate("pretrain", "tune", f"{len(upstreams)} upstreams x {budget.pretrain_trials} trials",
-                                  n, budget.pretrain_epochs, bound, bound * (ASHA_SHARE if n > len(upstreams) else 1)))
+        n = budget.upstream_trials * len(upstreams)
+        bound = budget.upstream_trials * sum(per)
+        rows.append(PhaseEstimate(STAGE_UPSTREAM, PHASE_TUNE, f"{len(upstreams)} upstreams x {budget.upstream_trials} trials",
+                                  n, budget.upstream_epochs, bound, bound * (ASHA_SHARE if n > len(upstreams) else 1)))
         # the tune seed's upstream is the best tune trial: not trained again
         n = len(budget.seeds) * len(upstreams)
-        rows.append(PhaseEstimate("pretrain", "replicate", f"{len(upstreams)} upstreams x {len(budget.seeds)} seeds",
-                                  n, budget.pretrain_epochs, len(budget.seeds) * sum(per), len(budget.seeds) * sum(per)))
+        rows.append(PhaseEstimate(STAGE_UPSTREAM, PHASE_REPLICATE, f"{len(upstreams)} upstreams x {len(budget.seeds)} seeds",
+                                  n, budget.upstream_epochs, len(budget.seeds) * sum(per), len(budget.seeds) * sum(per)))
     arms = study.arms()
     per = [_trial_s(cost, classify_config(a, study, budget, budget.tune_seed, PHASE_TUNE, None), budget.epochs)
            for a in arms]
     tunings = len(arms) * len(budget.seeds)
     n = tunings * budget.trials_per_tuning
     bound = budget.trials_per_tuning * len(budget.seeds) * sum(per)
-    rows.append(PhaseEstimate("classify", "tune", f"{tunings} tunings x {budget.trials_per_tuning} trials", n,
+    rows.append(PhaseEstimate(STAGE_CLASSIFY, PHASE_TUNE, f"{tunings} tunings x {budget.trials_per_tuning} trials", n,
                               budget.epochs, bound, bound * (ASHA_SHARE if budget.trials_per_tuning > 1 else 1)))
     bound = len(budget.seeds) * sum(per)
-    rows.append(PhaseEstimate("classify", "replicate", f"{len(arms)} arms x {len(budget.seeds)} seeds",
+    rows.append(PhaseEstimate(STAGE_CLASSIFY, PHASE_REPLICATE, f"{len(arms)} arms x {len(budget.seeds)} seeds",
                               len(arms) * len(budget.seeds), budget.epochs, bound, bound))
     return rows
 
@@ -152,13 +152,13 @@ def print_plan(opts: RunOptions, cost: CostModel, resources: TrialResources) -> 
                   " is better)")
     if study.design == "half_fraction":
         print("  half fraction: every main effect is aliased with the interaction of all other factors")
-    for upstream in study.pretrainings():
+    for upstream in study.upstreams():
         stage = upstream.stage
-        stops = (f", early stopping after {budget.pretrain_patience} epochs without a better {stage.metric}"
+        stops = (f", early stopping after {budget.upstream_patience} epochs without a better {stage.metric}"
                  if "early_stopping" in declared.claims(cost.trainables[ref_label(stage.trainable)]) else "")
         print(f"  upstream {upstream.key} (stage {stage.name}, {ref_label(stage.trainable)}): tunes "
               f"{', '.join(p.describe() for p in stage.search_space.params)} on {stage.metric} ({stage.mode}); "
-              f"trained for seeds {pretrain_seeds(budget)}, at most {budget.pretrain_epochs} epochs{stops}")
+              f"trained for seeds {upstream_seeds(budget)}, at most {budget.upstream_epochs} epochs{stops}")
     print()
     print_cost(opts, estimate_phases(study, budget, cost), cost, resources)
     if budget.max_seeds:

@@ -1,7 +1,7 @@
 """How a study runs: stages and phases, on Ray Tune, recorded in MLflow.
 
     check            before anything: the study's code, keys and data (study.check)
-    stage pretrain   (only if an arm uses an upstream artifact: study.stages)
+    stage upstream   (only if an arm uses an upstream artifact: study.stages)
         phase tune       Optuna + ASHA per upstream, on its stage's validation metric
         phase replicate  the best config trained on every seed (replicate seeds + tune seed)
     stage classify
@@ -221,17 +221,17 @@ def _open_parent(opts: RunOptions, experiment_id: str, previous: ParentRun | Non
 def train_seeds(ctx: PhaseContext) -> list[PhaseResult]:
     """Both stages for the seeds of ``ctx.opts.budget``: the upstreams the arms build on, then
     every arm's tuning and replicate on each seed."""
-    from study.stages import pretrain_stage
+    from study.stages import upstream_stage
 
-    pretrain_phases, shipped = pretrain_stage(ctx)
-    return pretrain_phases + classify_stage(replace(ctx, artifacts=shipped))
+    upstream_phases, shipped = upstream_stage(ctx)
+    return upstream_phases + classify_stage(replace(ctx, artifacts=shipped))
 
 
 # -- stage classify ------------------------------------------------------------------------
 def classify_stage(ctx: PhaseContext) -> list[PhaseResult]:
     """Tunes every arm on every seed (its own search on that seed's split and initialisation),
     then trains each tuning's choice on its seed and evaluates it on the test set."""
-    opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
+    study = ctx.opts.study
     tunings = arm_tunings(ctx)
     phases = phase_once(ctx, STAGE_CLASSIFY, PHASE_TUNE, lambda: _tune_arms(ctx, tunings))
     picked = chosen(ctx, STAGE_CLASSIFY)
@@ -301,7 +301,7 @@ def _arm_tags(study: Study):
             tags[Tag.IS_BASELINE] = str(arm.is_baseline).lower()
             tags.update({f"{Tag.FACTOR}{f}": level for f, level in arm.levels.items()})
             for use in arm.uses:
-                tags.update(artifact_ref(use, config["seed"]).tags(use.meta_key))
+                tags.update(artifact_ref(use, config["seed"]).tags(use.slot))
         return tags
     return tags_for
 

@@ -8,7 +8,7 @@ or torch at import time. docs/architecture.md §2 lists the record in prose.
     tags         the names runs are found by; run kinds, stages, phases, statuses, outcomes
     provenance   the git state a study or a report was made at
     references   the upstream file a trial loads (``<upstream key>/<seed>/<file>``), written
-                 as tags; the upstream runs a study used (the parent's ``pretrained_runs``)
+                 as tags; the upstream runs a study used (the parent's ``upstream_runs``)
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ class Tag:
     CHOSEN = "best_configs."               # + stage: JSON, per arm the tune phase's choice (stores before
                                            # tuning inside the replication; now the file tuning_file(stage))
     FAILED_ARMS = "failed_arms"            # JSON list: arms no tune trial of which produced the metric
-    PRETRAINED_RUNS = "pretrained_runs"    # see pretrained_runs()
+    UPSTREAM_RUNS = "upstream_runs"        # see upstream_runs() (stores before it: "pretrained_runs")
     PHASE_DONE = "phase_done."             # + "<stage>.<phase>[.look<k>]" = "true": what --resume skips
     SEQUENTIAL_LOOK = "sequential_look"    # the last look a sequential study analysed (study.looks)
     # a trial run (one per Tune trial, a child of the parent run)
@@ -144,8 +144,8 @@ class Tag:
     TRIAL_ID = "trial_id"
     TRIAL_KEY = "trial_key"                # "<Tune experiment>/<trial id>": a resumed trial's run
     CONFIG_HASH = "config_hash"
-    PRETRAINING = "pretraining"            # upstream stage runs: the upstream's key
-    PRETRAIN_CACHE_KEY = "pretrain_cache_key"   # a trained upstream any later study may reuse
+    UPSTREAM = "upstream"                      # upstream stage runs: the upstream's key
+    UPSTREAM_CACHE_KEY = "upstream_cache_key"   # a trained upstream any later study may reuse
     USES = "uses."                         # + "<slot>.upstream|seed|file": see ArtifactRef
 
 
@@ -158,7 +158,15 @@ class RunKind:
     TRIAL = "trial"
 
 
-STAGE_PRETRAIN, STAGE_CLASSIFY = "pretrain", "classify"     # upstream stages, the arms
+STAGE_UPSTREAM, STAGE_CLASSIFY = "upstream", "classify"     # upstream stages, the arms
+# stage names of older stores, read as today's ("pretrain" before the stages were named after study.api's Stage)
+LEGACY_STAGES = {"pretrain": STAGE_UPSTREAM}
+
+
+def stage_of(tags: Mapping[str, Any]) -> str | None:
+    """A run's stage, today's name for an older store's."""
+    stage = tags.get(Tag.STAGE)
+    return LEGACY_STAGES.get(stage, stage)
 PHASE_TUNE, PHASE_REPLICATE = "tune", "replicate"
 
 
@@ -206,7 +214,7 @@ class ArtifactRef:
     """A file of a trained upstream that a trial loads. ``path``, ``<upstream key>/<seed>/<file>``,
     names the file where the driver ships it and is the trial's ``meta.<slot>`` param; the trial
     run records it as tags (``tags(slot)``), which the analysis reads (``artifact_refs``). The
-    slot is the arm's config key for the reference (``Use.meta_key``, ``encoder_artifact``)."""
+    slot is the arm's config key for the reference (``Use.slot``, ``encoder_artifact``)."""
     upstream: str                          # the upstream's key (the ``arm`` tag of its runs)
     seed: int
     file: str                              # "" in stores recorded before the file was named
@@ -241,16 +249,17 @@ def artifact_refs(tags: Mapping[str, Any], params: Mapping[str, Any] | None = No
     return dict(sorted(refs.items()))
 
 
-def pretrained_runs_tag(runs: Mapping[tuple[str, int], str]) -> str:
-    """The parent's ``pretrained_runs`` tag: JSON ``{"<upstream key>/<seed>": run id}`` of the
+def upstream_runs_tag(runs: Mapping[tuple[str, int], str]) -> str:
+    """The parent's ``upstream_runs`` tag: JSON ``{"<upstream key>/<seed>": run id}`` of the
     upstream runs whose files the study's trials loaded (trained by it or reused)."""
     return json.dumps({f"{key}/{seed}": run_id for (key, seed), run_id in sorted(runs.items())})
 
 
-def pretrained_runs(parent_tags: Mapping[str, Any]) -> dict[tuple[str, int], str]:
-    """(upstream key, seed) -> run id, from a parent run's ``pretrained_runs`` tag ({} without)."""
+def upstream_runs(parent_tags: Mapping[str, Any]) -> dict[tuple[str, int], str]:
+    """(upstream key, seed) -> run id, from a parent run's ``upstream_runs`` tag (an older store's
+    ``pretrained_runs``; {} without)."""
     try:
-        listed = json.loads(parent_tags.get(Tag.PRETRAINED_RUNS) or "{}")
+        listed = json.loads(parent_tags.get(Tag.UPSTREAM_RUNS) or parent_tags.get("pretrained_runs") or "{}")
     except (json.JSONDecodeError, TypeError):
         return {}
     out = {}

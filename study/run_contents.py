@@ -31,7 +31,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Mapping
 
-from study.records import MODEL_NAME, STAGE_PRETRAIN, Outcome, Tag, has_model
+from study.records import MODEL_NAME, STAGE_UPSTREAM, Outcome, Tag, has_model
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
@@ -85,7 +85,7 @@ def dataset_inputs(entities: Mapping[str, Any], config: Mapping[str, Any]) -> li
         tags = {CONTEXT_TAG: split, **shared}
         if split == "train":
             # pretraining reads no labels: its fraction is of images, not labels
-            tags["label_fraction"] = config.get("label_fraction", 1.0) if config.get("stage") != STAGE_PRETRAIN \
+            tags["label_fraction"] = config.get("label_fraction", 1.0) if config.get("stage") != STAGE_UPSTREAM \
                 else "n/a (no labels)"
         inputs.append(DatasetInput(entities[split], tags=[InputTag(k, str(v)) for k, v in tags.items()]))
     return inputs

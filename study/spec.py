@@ -139,10 +139,10 @@ class Budget:
     epochs: int                      # classifier epochs (ASHA's max_t; replicate length)
     trials_per_tuning: int           # Optuna trials of each tuning: each arm is tuned on each seed (same for all)
     seeds: tuple[int, ...]           # replicate seeds, identical for every arm (paired)
-    pretrain_epochs: int = 0         # autoencoder epochs at most (early stopping may end sooner)
-    pretrain_trials: int = 0
-    pretrain_patience: int = 3       # autoencoder early stopping on val/loss; best epoch kept
-    pretrain_grace_period: int = 0   # ASHA's grace in an upstream's tuning (0: grace_period): epochs every
+    upstream_epochs: int = 0         # an upstream stage's epochs at most (its early stopping may end sooner)
+    upstream_trials: int = 0         # Optuna trials of each upstream's one tuning (on the tune seed)
+    upstream_patience: int = 3       # upstream early stopping: epochs without a better stage metric
+    upstream_grace_period: int = 0   # ASHA's grace in an upstream's tuning (0: grace_period): epochs every
                                      # trial gets, so that more than one runs to its end and they compare
     grace_period: int = 1            # ASHA: epochs every trial gets before it can be stopped
     reduction_factor: int = 2        # ASHA: keep the top 1/rf at each rung
@@ -177,7 +177,7 @@ class Arm:
     is_baseline: bool
 
     @property
-    def pretrainings(self) -> tuple[Upstream, ...]:
+    def upstreams(self) -> tuple[Upstream, ...]:
         """The distinct upstreams this arm builds on."""
         return tuple({u.upstream.key: u.upstream for u in self.uses}.values())
 
@@ -277,9 +277,9 @@ class Study:
         artifact references that do not collide."""
         upstreams: dict[str, Upstream] = {}
         for arm in arms:
-            if len({u.meta_key for u in arm.uses}) != len(arm.uses):
+            if len({u.slot for u in arm.uses}) != len(arm.uses):
                 raise ValueError(f"study {self.name}: arm {arm.name}: two uses of upstream artifacts go into "
-                                 f"keys with the same reference {[u.meta_key for u in arm.uses]}")
+                                 f"keys with the same reference {[u.slot for u in arm.uses]}")
             for u in arm.uses:
                 seen = upstreams.setdefault(u.upstream.key, u.upstream)
                 if seen != u.upstream:
@@ -351,7 +351,7 @@ class Study:
             "upstreams": [{"key": p.key, "stage": p.stage.name, "trainable": ref_label(p.stage.trainable),
                            "settings": dict(p.settings), "fixed": dict(p.stage.fixed), "metric": p.stage.metric,
                            "mode": p.stage.mode, "search_space": _space_definition(p.stage.search_space)}
-                          for p in self.pretrainings()],
+                          for p in self.upstreams()],
             "invalid": [{"levels": dict(c.levels), "reason": c.reason} for c in self.invalid],
             "degraded": [{"levels": dict(c.levels), "reason": c.reason} for c in self.degraded],
             "contrasts": [{"name": c.name, "metric": self.contrast_metric(c).name,
@@ -417,11 +417,11 @@ class Study:
         return Arm(name=name, levels=frozen_map(cell), settings=frozen_map(settings), uses=uses,
                    is_baseline=dict(cell) == dict(self.baseline))
 
-    def pretrainings(self) -> tuple[Upstream, ...]:
+    def upstreams(self) -> tuple[Upstream, ...]:
         """Distinct upstreams the arms build on, each trained once per seed."""
         seen: dict[str, Upstream] = {}
         for arm in self.arms():
-            for p in arm.pretrainings:
+            for p in arm.upstreams:
                 seen.setdefault(p.key, p)
         return tuple(seen.values())
 

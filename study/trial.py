@@ -20,7 +20,7 @@ import tempfile
 import traceback
 from typing import Any, Callable, Mapping
 
-# Keys the protocol adds to every trial config; an arm's artifact references (``Use.meta_key``:
+# Keys the protocol adds to every trial config; an arm's artifact references (``Use.slot``:
 # "<into minus _checkpoint>_artifact" = "<upstream key>/<seed>/<file>") come on top.
 META_KEYS = ("arm", "stage", "phase", "trainable", "tuning")
 
@@ -91,7 +91,7 @@ def normalize(metrics: Mapping[str, Any], epochs: Any, reports: int) -> dict[str
 def run_trial(config: dict, *, datasets: Mapping[str, Any], artifacts: Mapping[str, bytes],
               trainables: Mapping[str, Callable], feeds: Mapping[str, str], gpu_fraction: float = 0.0) -> None:
     """Entry point Tune calls in the trial's worker process. ``trainables``: label ->
-    function; ``feeds``: artifact reference key -> the config key that gets the local path."""
+    function; ``feeds``: an artifact reference's slot -> the config key that gets the local path."""
     import ray
     import torch
     from ray import tune
@@ -105,8 +105,8 @@ def run_trial(config: dict, *, datasets: Mapping[str, Any], artifacts: Mapping[s
         torch.cuda.set_per_process_memory_fraction(max(0.05, gpu_fraction * 0.9))
 
     with tempfile.TemporaryDirectory(prefix="study-artifacts-") as scratch, contextlib.ExitStack() as stack:
-        for ref_key, config_key in feeds.items():
-            ref = meta.get(ref_key)
+        for slot, config_key in feeds.items():
+            ref = meta.get(slot)
             if ref:
                 if ref not in artifacts:
                     raise RuntimeError(f"artifact {ref!r} was not shipped with the trial")

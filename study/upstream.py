@@ -53,9 +53,9 @@ class Stage:
     """An upstream stage: a trainable whose trained artifact feeds the arms that use it.
 
     Each distinct ``Upstream`` of a stage is tuned on the tune seed (Optuna + ASHA on
-    ``metric``, ``budget.pretrain_trials`` trials), then trained once per seed and found again
-    by its cache key (``study.stages.pretrain_cache_key``): every arm, rerun and study that
-    would train the very same one reuses it. Stage trials are tagged ``stage=pretrain``.
+    ``metric``, ``budget.upstream_trials`` trials), then trained once per seed and found again
+    by its cache key (``study.configs.upstream_cache_key``): every arm, rerun and study that
+    would train the very same one reuses it. Stage trials are tagged ``stage=upstream``.
     """
     name: str                           # default prefix of its upstreams' keys
     trainable: TrainableRef
@@ -81,7 +81,7 @@ class Stage:
 class Upstream:
     """One trained thing a stage makes: the stage with its settings.
 
-    ``name`` is its key in MLflow (the ``arm`` tag of its runs, ``pretrained_runs``), a
+    ``name`` is its key in MLflow (the ``arm`` tag of its runs, ``upstream_runs``), a
     ``str.format`` template over the settings (``"dae-{corruption}-{noise_level:g}"``); empty:
     the stage's name and the settings. ``settings_from`` takes stage settings from the settings
     of the arm that uses it: a denoiser trained on the corruption of the arm's own test inputs.
@@ -132,8 +132,10 @@ class Use:
         object.__setattr__(self, "shared", tuple(self.shared))
 
     @property
-    def meta_key(self) -> str:
-        """The trial config key of the artifact reference (MLflow param ``meta.<it>``)."""
+    def slot(self) -> str:
+        """The artifact reference's name: the trial config key that holds it (``<upstream key>/<seed>/
+        <file>``), the ``uses.<slot>.*`` tags of the trial's run, and an older store's ``meta.<slot>``
+        param. ``into`` is the other key: the one the trainable gets the file's local path under."""
         return self.into.removesuffix("_checkpoint") + "_artifact"
 
     def resolve(self, arm_settings: dict[str, Any], where: str) -> Use:

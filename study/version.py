@@ -44,7 +44,7 @@ def study_version(study: Study, budget: Budget, trainables: Mapping[str, Callabl
     definition = {**study.definition(), "trainables": declared.record(trainables),
                   "budget": _json_ready(budget.__dict__)}
     code = {_shown(path): _file_digest(path) for path in sorted(_code_files(study, trainables, origin))}
-    code.update({f"{u.key} (stage code_version)": code_version(u) for u in study.pretrainings()
+    code.update({f"{u.key} (stage code_version)": code_version(u) for u in study.upstreams()
                  if u.stage.code_version})
     return Version(definition, _digest(definition), code, _digest(code), _user_git(origin))
 

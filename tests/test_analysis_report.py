@@ -375,7 +375,7 @@ def test_load_study_frame(store):
     n_arms = len(factorial_arms())
     # pretrain: 2 tune + 4 replicate; classify: 2 tune per arm + 3 seeds per arm
     assert len(runs) == 6 + n_arms * 5
-    assert set(runs["stage"]) == {"pretrain", "classify"}
+    assert set(runs["stage"]) == {"upstream", "classify"}      # an older store's "pretrain" reads "upstream"
     assert runs["seed"].dtype.name == "Int64"
     assert {"factor.pretraining", "factor.encoder", "factor.labels", "params.lr",
             "metrics.test/acc", "metrics.val/acc"} <= set(runs.columns)
@@ -479,7 +479,7 @@ def test_report_latex_escapes(factorial_report):
 
 def test_history_figures_without_model_artifacts(factorial_report):
     by_name = {f.name: f for f in factorial_report.figures}
-    for name in ("learning_curves", "tune_classify", "tune_pretrain"):
+    for name in ("learning_curves", "tune_classify", "tune_upstream"):
         assert by_name[name].path is not None and by_name[name].path.is_file()
     # model figures whose inputs the store does not hold are left out, each with what a trainable
     # must log to get it, not silently dropped
@@ -605,7 +605,7 @@ def test_unknown_baseline(store, tmp_path, capsys):
 # Figures from real model artifacts, through the CLI as a user types it
 # ---------------------------------------------------------------------------------------------
 
-EXPECTED_FIGURES = ("effects", "learning_curves", "tune_classify", "tune_pretrain", "confusion_matrix",
+EXPECTED_FIGURES = ("effects", "learning_curves", "tune_classify", "tune_upstream", "confusion_matrix",
                     "per_class_accuracy", "misclassified", "filters_classifier",
                     "feature_maps_classifier", "reconstructions", "filters_encoder",
                     "feature_maps_encoder", "top_activating", "tsne")

@@ -257,7 +257,7 @@ def test_cost_table_counts_pruned_and_estimates_missing_costs():
          "metrics.cost/wall_seconds_trial": np.nan, "metrics.cost/gpu_seconds": np.nan, "duration_s": 4.0},
         {"stage": "classify", "arm": "a", "phase": "replicate", "outcome": "completed", "gpus_per_trial": 0.5,
          "metrics.cost/wall_seconds_trial": 20.0, "metrics.cost/gpu_seconds": 10.0, "duration_s": 21.0},
-        {"stage": "pretrain", "arm": "ae", "phase": "replicate", "outcome": "completed", "gpus_per_trial": 1.0,
+        {"stage": "upstream", "arm": "ae", "phase": "replicate", "outcome": "completed", "gpus_per_trial": 1.0,
          "metrics.cost/wall_seconds_trial": 30.0, "metrics.cost/gpu_seconds": 30.0, "duration_s": 31.0},
     ]).assign(start_time=start)
     cost = stats.cost_table(runs).set_index("arm")

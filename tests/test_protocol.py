@@ -39,25 +39,25 @@ def test_optimizer_study_states_momentum_where_the_optimizer_has_one():
 
 def test_every_pretraining_budget_stops_early():
     for study in STUDIES.values():
-        for p in study.pretrainings():
+        for p in study.upstreams():
             for budget in study.budgets.values():
-                config = configs.pretrain_config(p, study, budget, 0, None)
+                config = configs.upstream_config(p, study, budget, 0, None)
                 assert config["patience"] >= 1 and config["epochs"] > config["patience"], (study.name, budget)
 
 
 def test_pretraining_reuse_key_changes_with_what_shapes_the_weights(monkeypatch):
     study = STUDIES["ablation_pretraining"]
     budget = study.budget("smoke")
-    key = configs.pretrain_cache_key(Pretraining(), study, budget, SHA, 0)
-    assert key == configs.pretrain_cache_key(Pretraining(), study, budget, SHA, 0)
-    wider = configs.pretrain_cache_key(Pretraining(latent_dim=64), study, budget, SHA, 0)
+    key = configs.upstream_cache_key(Pretraining(), study, budget, SHA, 0)
+    assert key == configs.upstream_cache_key(Pretraining(), study, budget, SHA, 0)
+    wider = configs.upstream_cache_key(Pretraining(latent_dim=64), study, budget, SHA, 0)
     other_split = replace(study, fixed={**study.fixed, "val_fraction": 0.2})
-    other_val = configs.pretrain_cache_key(Pretraining(), other_split, budget, SHA, 0)
-    other_data = configs.pretrain_cache_key(Pretraining(), study, budget, "1" * 64, 0)
-    other_seed = configs.pretrain_cache_key(Pretraining(), study, budget, SHA, 1)
-    longer = configs.pretrain_cache_key(Pretraining(), study, replace(budget, pretrain_epochs=9), SHA, 0)
+    other_val = configs.upstream_cache_key(Pretraining(), other_split, budget, SHA, 0)
+    other_data = configs.upstream_cache_key(Pretraining(), study, budget, "1" * 64, 0)
+    other_seed = configs.upstream_cache_key(Pretraining(), study, budget, SHA, 1)
+    longer = configs.upstream_cache_key(Pretraining(), study, replace(budget, upstream_epochs=9), SHA, 0)
     monkeypatch.setattr(versions, "autoencoder_code_version", lambda: "changed")
-    other_code = configs.pretrain_cache_key(Pretraining(), study, budget, SHA, 0)
+    other_code = configs.upstream_cache_key(Pretraining(), study, budget, SHA, 0)
     keys = [key, wider, other_val, other_data, other_seed, longer, other_code]
     assert len(set(keys)) == len(keys)
 
@@ -65,7 +65,7 @@ def test_pretraining_reuse_key_changes_with_what_shapes_the_weights(monkeypatch)
 def test_autoencoder_holds_out_the_classifiers_validation_split():
     study = replace(STUDIES["ablation_pretraining"], fixed={**STUDIES["ablation_pretraining"].fixed,
                                                            "val_fraction": 0.2})
-    config = configs.pretrain_config(Pretraining(), study, study.budget("smoke"), 0, None)
+    config = configs.upstream_config(Pretraining(), study, study.budget("smoke"), 0, None)
     assert config["val_fraction"] == 0.2
 
 

@@ -195,7 +195,7 @@ def test_tuning_table_from_the_record(new_report):
     why = bad["degenerate_why"]
     assert "at most 1 full-length trial per tuning" in why and "4 of 5 compared the winner with a runner-up at an ASHA rung only" in why
     assert "first guess won every one" in why
-    assert not arms.loc[("pretrain", "ae")]["per_seed"] and arms.loc[("pretrain", "ae")]["tunings"] == 1
+    assert not arms.loc[("upstream", "ae")]["per_seed"] and arms.loc[("upstream", "ae")]["tunings"] == 1
     per_tuning = pd.read_csv(new_report.output_dir / "tunings.csv")
     assert len(per_tuning) == 5 * len(STUDY.arms()) + 2
     table = section(new_report.markdown, "### Tuning")

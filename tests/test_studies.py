@@ -21,7 +21,7 @@ REQUIRED_TAGS = ("study", "stage", "arm", "phase", "seed", "trial_id", "config_h
                  "mlflow.parentRunId")
 SMOKE_MIN_ACCURACY = 0.80      # issue 9: every non-degraded arm, mean over the smoke seeds
 SMOKE_MIN_PSNR_DB = 18.0       # autoencoders' validation PSNR at smoke
-PRETRAINING_STUDIES = sorted(n for n, s in STUDIES.items() if s.pretrainings())
+PRETRAINING_STUDIES = sorted(n for n, s in STUDIES.items() if s.upstreams())
 
 
 def _replicates(uri, name):
@@ -94,11 +94,11 @@ def test_study_smoke_uses_one_reconstructing_autoencoder_per_key_and_seed(name, 
     smoke_runs(name)
     study, uri = STUDIES[name], smoke_runs.uri
     budget = study.budgets["smoke"]
-    used = json.loads(parent_runs(uri, name)[0].data.tags["pretrained_runs"])
-    assert set(used) == {f"{p.key}/{s}" for p in study.pretrainings() for s in set(budget.seeds) | {budget.tune_seed}}
+    used = json.loads(parent_runs(uri, name)[0].data.tags["upstream_runs"])
+    assert set(used) == {f"{p.key}/{s}" for p in study.upstreams() for s in set(budget.seeds) | {budget.tune_seed}}
     # the autoencoders this study trained (others were reused) reconstruct, with early stopping
     for r in trial_runs(uri, name):
-        if r.data.tags["stage"] == "pretrain" and r.data.tags["phase"] == "replicate":
+        if r.data.tags["stage"] == "upstream" and r.data.tags["phase"] == "replicate":
             assert r.data.metrics["val/psnr"] >= SMOKE_MIN_PSNR_DB, (r.data.tags["arm"], r.data.metrics["val/psnr"])
 
 
@@ -109,12 +109,12 @@ def test_autoencoders_are_trained_once_and_shared_between_studies(smoke_runs):
     used = {}
     for name in PRETRAINING_STUDIES:
         smoke_runs(name)
-        used[name] = json.loads(parent_runs(smoke_runs.uri, name)[0].data.tags["pretrained_runs"])
+        used[name] = json.loads(parent_runs(smoke_runs.uri, name)[0].data.tags["upstream_runs"])
     c = tracking.client(smoke_runs.uri)
     experiments = [e.experiment_id for e in c.search_experiments()]
-    trained = [r for r in c.search_runs(experiments, "tags.stage = 'pretrain'", max_results=10000)
-               if "pretrain_cache_key" in r.data.tags]
-    assert max(Counter(r.data.tags["pretrain_cache_key"] for r in trained).values()) == 1, \
+    trained = [r for r in c.search_runs(experiments, "tags.stage = 'upstream'", max_results=10000)
+               if "upstream_cache_key" in r.data.tags]
+    assert max(Counter(r.data.tags["upstream_cache_key"] for r in trained).values()) == 1, \
         "an autoencoder was trained twice"
     run_of = {}
     for name, runs in used.items():

@@ -92,7 +92,7 @@ def test_the_plan_has_an_estimate_for_every_phase_of_a_study():
     study = STUDIES["ablation_pretraining"]
     budget = study.budgets["smoke"]
     estimates = per_trial_estimates(estimate_phases(study, budget, CostModel("cpu", check_code(study, "test"))))
-    for stage, phase in (("pretrain", "tune"), ("pretrain", "replicate"), ("classify", "tune"), ("classify", "replicate")):
+    for stage, phase in (("upstream", "tune"), ("upstream", "replicate"), ("classify", "tune"), ("classify", "replicate")):
         seconds = estimates.get((stage, phase))
         assert seconds is not None and 0.5 < seconds < 600, (stage, phase, seconds)
 

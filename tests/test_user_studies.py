@@ -168,7 +168,7 @@ from digits_mlp import fit, load, pretrain
 from study.api import Budget, Data, Factor, Level, Param, SearchSpace, Stage, Study, Upstream, Use
 
 AE = Stage("ae", pretrain, SearchSpace("ae", (Param("lr", 1e-3, 1e-2, log=True, start=3e-3, reason="test"),)))
-SMOKE = Budget(dataset="digits", epochs=1, trials_per_tuning=1, seeds=(0,), pretrain_epochs=1, pretrain_trials=1)
+SMOKE = Budget(dataset="digits", epochs=1, trials_per_tuning=1, seeds=(0,), upstream_epochs=1, upstream_trials=1)
 pretrained = Study(
     name="pretrained", description="a baseline on an upstream", question="?",
     factors=(Factor("init", (Level("ae", {{"hidden": 32}}, uses=(Use(Upstream(AE, {{"hidden": 32}}, name="ae32"),
@@ -277,7 +277,7 @@ def test_an_upstream_follows_the_settings_of_the_arm_that_uses_it():
                      search_space=SearchSpace("y", ()), trainable="m:g", budgets={"smoke": budget, "full": budget})
 
     arm = study(Level("b", {"hidden": 16}, uses=(use,))).arm("f=b")
-    assert arm.uses[0].upstream.key == "s-16" and arm.uses[0].meta_key == "init_artifact"
+    assert arm.uses[0].upstream.key == "s-16" and arm.uses[0].slot == "init_artifact"
     assert arm.settings["depth"] == 2                      # shared: the arm takes the upstream's value
     with pytest.raises(ValueError, match="sets depth=3 but builds on 's-16' with depth=2"):
         study(Level("b", {"hidden": 16, "depth": 3}, uses=(use,)))
@@ -361,7 +361,7 @@ def test_example_study_end_to_end(name, example):
     if name != "digits_screening":
         return
     # the upstream stage: each autoencoder once per seed (tune seed included), and used
-    pretrained = json.loads(parent.data.tags["pretrained_runs"])
+    pretrained = json.loads(parent.data.tags["upstream_runs"])
     seeds_needed = set(budget.seeds) | {budget.tune_seed}
     assert set(pretrained) == {f"digits-ae-h{w}/{s}" for w in (32, 128) for s in seeds_needed}
     keyed = [r for r in trials if r.data.tags["stage"] == "pretrain" and "pretrain_cache_key" in r.data.tags]
