@@ -22,3 +22,9 @@ def trial_runs(uri: str, study: str) -> list:
 def parent_runs(uri: str, study: str) -> list:
     """The study's parent runs (``run_kind = study``): one per run of the study."""
     return [r for r in study_runs(uri, study) if r.data.tags.get("run_kind") == "study"]
+
+
+def tune_trials_per_tuning(budget) -> int:
+    """Tune trials each (arm, seed) runs: none at one trial per tuning, since every one of our
+    studies' arms gives its first guess in full (study.tuning: no search, no tune phase)."""
+    return 0 if budget.trials_per_tuning == 1 else budget.trials_per_tuning

@@ -47,6 +47,7 @@ import pytest
 
 from raycluster import (_WATCHDOG, MARKER_ENV, free_port, free_port_range, http_request,
                         kill_processes_referencing, processes_referencing, wait_http)
+from mlflow_runs import tune_trials_per_tuning
 from study import tracking
 from study.registry import STUDIES
 from test_readme import FORBIDDEN, Block, blocks
@@ -330,7 +331,7 @@ def check_job_resume(w: Walk, block: Block) -> None:
     assert {r.data.tags["outcome"] for r in runs} <= {"completed", "pruned"}
     assert all(r.info.status != "RUNNING" for r in runs)
     phases = [r.data.tags["phase"] for r in runs]
-    assert phases.count("tune") == len(study.arms()) * len(budget.seeds) * budget.trials_per_tuning
+    assert phases.count("tune") == len(study.arms()) * len(budget.seeds) * tune_trials_per_tuning(budget)
     assert phases.count("replicate") == len(study.arms()) * len(budget.seeds)
     c = tracking.client(w.uri)
     for run in runs:

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 
-from mlflow_runs import trial_runs
+from mlflow_runs import trial_runs, tune_trials_per_tuning
 from study import tracking
 from study.registry import STUDIES
 
@@ -68,7 +68,7 @@ def _check_complete(uri, trials_per_tuning=1, seeds=(0,), epochs=None):
     arms = study.arms()
     tune = [r for r in runs if r.data.tags["phase"] == "tune"]
     replicate = [r for r in runs if r.data.tags["phase"] == "replicate"]
-    assert len(tune) == len(arms) * budget.trials_per_tuning
+    assert len(tune) == len(arms) * len(budget.seeds) * tune_trials_per_tuning(budget)
     assert len(replicate) == len(arms) * len(budget.seeds)
     c = tracking.client(uri)
     for run in runs:
