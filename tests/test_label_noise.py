@@ -16,33 +16,8 @@ import torch
 import trainables.classifier as classifier
 from trainables.classifier import train_classifier
 from trainables.config import ConfigError, resolve_classifier_config
-from trainables.data import ImageDataset, load_dataset
-from trainables.splits import flip_labels, make_splits, make_targets, stratified_split
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def mnist5k() -> ImageDataset:
-    return load_dataset("mnist-5k")
-
-
-@pytest.fixture(scope="module")
-def tiny(mnist5k) -> ImageDataset:
-    """100 training and 30 test images per class of mnist-5k (as tests/test_trainables.py)."""
-    generator = torch.Generator().manual_seed(0)
-    _, train = stratified_split(mnist5k.train_labels, 0.25, generator)
-    _, test = stratified_split(mnist5k.test_labels, 0.3, generator)
-    return ImageDataset(name="mnist-5k", train_images=mnist5k.train_images[train],
-                        train_labels=mnist5k.train_labels[train], test_images=mnist5k.test_images[test],
-                        test_labels=mnist5k.test_labels[test], class_names=mnist5k.class_names,
-                        sha256=mnist5k.sha256)
+from trainables.splits import flip_labels, make_splits, make_targets
+from small_data import full, one_thread, tiny  # noqa: F401
 
 
 def _noisy(dataset, seed, rate, label_fraction=1.0, task="digits"):
@@ -57,8 +32,8 @@ def _noisy(dataset, seed, rate, label_fraction=1.0, task="digits"):
 
 
 @pytest.mark.parametrize("rate", [0.2, 0.4, 0.6, 1.0])
-def test_rate_is_exact_per_class_and_every_flip_is_another_class(mnist5k, rate):
-    for part, (_, clean, noisy) in _noisy(mnist5k, 0, rate).items():
+def test_rate_is_exact_per_class_and_every_flip_is_another_class(full, rate):
+    for part, (_, clean, noisy) in _noisy(full, 0, rate).items():
         flipped = noisy != clean
         for c in range(10):
             n_c = int((clean == c).sum())
@@ -67,10 +42,10 @@ def test_rate_is_exact_per_class_and_every_flip_is_another_class(mnist5k, rate):
         assert int(noisy.min()) >= 0 and int(noisy.max()) <= 9
 
 
-def test_a_flipped_label_is_uniform_over_the_other_classes(mnist5k):
+def test_a_flipped_label_is_uniform_over_the_other_classes(full):
     """Every label wrong (rate 1): the offset to the wrong class is 1..9 with equal chances
     (3,600 draws: each offset 400 expected; a chi-square with 8 df stays below 26.1, p = 0.001)."""
-    _, clean, noisy = _noisy(mnist5k, 0, 1.0)["train"]
+    _, clean, noisy = _noisy(full, 0, 1.0)["train"]
     offsets = torch.bincount((noisy - clean) % 10, minlength=10)
     assert offsets[0] == 0
     expected = clean.numel() / 9
@@ -78,9 +53,9 @@ def test_a_flipped_label_is_uniform_over_the_other_classes(mnist5k):
     assert chi2 < 26.1, offsets.tolist()
 
 
-def test_flips_depend_on_the_seed_only_and_are_nested_across_rates(mnist5k):
-    a, again, other = _noisy(mnist5k, 3, 0.4), _noisy(mnist5k, 3, 0.4), _noisy(mnist5k, 4, 0.4)
-    lower = _noisy(mnist5k, 3, 0.2)
+def test_flips_depend_on_the_seed_only_and_are_nested_across_rates(full):
+    a, again, other = _noisy(full, 3, 0.4), _noisy(full, 3, 0.4), _noisy(full, 4, 0.4)
+    lower = _noisy(full, 3, 0.2)
     for part in ("train", "val"):
         assert torch.equal(a[part][2], again[part][2])
         # another seed has another split: compare the flips of the images both splits hold
@@ -97,14 +72,14 @@ def test_flips_depend_on_the_seed_only_and_are_nested_across_rates(mnist5k):
         assert torch.equal(lower[part][2][low], noisy_a[low])
 
 
-def test_flips_follow_the_image_not_its_position(mnist5k):
+def test_flips_follow_the_image_not_its_position(full):
     """Under a label fraction the kept images keep the wrong labels they have in the full split
     whenever they are flipped in both (the draws are per image of the pool), and the rate is
     exact within the kept subset."""
-    full = _noisy(mnist5k, 0, 0.4)["train"]
-    part = _noisy(mnist5k, 0, 0.4, label_fraction=0.1)["train"]
-    label_of = {int(i): int(y) for i, y in zip(full[0], full[2])}
-    flipped_full = {int(i) for i, c, n in zip(*full) if c != n}
+    whole = _noisy(full, 0, 0.4)["train"]
+    part = _noisy(full, 0, 0.4, label_fraction=0.1)["train"]
+    label_of = {int(i): int(y) for i, y in zip(whole[0], whole[2])}
+    flipped_full = {int(i) for i, c, n in zip(*whole) if c != n}
     index, clean, noisy = part
     both = [k for k, i in enumerate(index) if int(i) in flipped_full and clean[k] != noisy[k]]
     assert both and all(int(noisy[k]) == label_of[int(index[k])] for k in both)
@@ -113,15 +88,15 @@ def test_flips_follow_the_image_not_its_position(mnist5k):
         assert int((noisy != clean)[clean == c].sum()) == int(n_c * 0.4 + 0.5)
 
 
-def test_even_odd_flips_the_task_targets(mnist5k):
-    _, clean, noisy = _noisy(mnist5k, 0, 0.2, task="even_odd")["train"]
+def test_even_odd_flips_the_task_targets(full):
+    _, clean, noisy = _noisy(full, 0, 0.2, task="even_odd")["train"]
     flipped = noisy != clean
     assert torch.equal(noisy[flipped], 1 - clean[flipped])
     assert abs(int(flipped.sum()) - 0.2 * clean.numel()) <= 1
 
 
-def test_rate_zero_returns_the_targets_themselves(mnist5k):
-    _, clean, noisy = _noisy(mnist5k, 0, 0.0)["train"]
+def test_rate_zero_returns_the_targets_themselves(full):
+    _, clean, noisy = _noisy(full, 0, 0.0)["train"]
     assert noisy is clean
 
 

@@ -4,12 +4,10 @@ the delivered (best validation) epoch's."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from trainables.classifier import time_to, train_classifier
-from trainables.data import ImageDataset, load_dataset
-from trainables.splits import stratified_split
+from small_data import full, one_thread, tiny  # noqa: F401
 
 
 def _history(*accuracies):
@@ -37,17 +35,6 @@ def test_the_delivered_epoch_always_reaches_its_own_bar():
 def test_seconds_are_left_out_when_the_run_did_not_record_every_epoch():
     out = time_to(_history(0.9), 0.95, 2, 2, 10, [1.5])   # a resume from a checkpoint that had none
     assert "time_to/seconds_99" not in out and out["time_to/epoch_99"] == 2.0
-
-
-@pytest.fixture(scope="module")
-def tiny() -> ImageDataset:
-    full = load_dataset("mnist-5k")
-    generator = torch.Generator().manual_seed(0)
-    _, train = stratified_split(full.train_labels, 0.25, generator)
-    _, test = stratified_split(full.test_labels, 0.3, generator)
-    return ImageDataset(name="mnist-5k", train_images=full.train_images[train],
-                        train_labels=full.train_labels[train], test_images=full.test_images[test],
-                        test_labels=full.test_labels[test], class_names=full.class_names, sha256=full.sha256)
 
 
 def test_the_last_report_says_when_the_run_reached_99_percent(tiny):

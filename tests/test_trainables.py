@@ -26,8 +26,7 @@ from trainables.config import (
     AUTOENCODER_SCHEMA, CLASSIFIER_SCHEMA, ConfigError, resolve_autoencoder_config,
     resolve_classifier_config,
 )
-from trainables.data import ImageDataset, load_dataset
-from trainables.splits import stratified_split
+from small_data import full, one_thread, tiny  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCH_KEYS = {"epoch", "train/loss", "val/loss", "final", "precision"}
@@ -35,33 +34,6 @@ TEST_KEYS = {"test/acc", "test/precision_macro", "test/recall_macro", "test/f1_m
              "test/log_loss"}
 COST_KEYS = {"model/trainable_params", "cost/wall_seconds", "cost/images_per_second"}
 TIME_TO_KEYS = {"time_to/epoch_99", "time_to/step_99", "time_to/seconds_99"}   # tests/test_time_to.py
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Other jobs share this machine's two cores; one intra-op thread avoids oversubscription
-    (module scope, so it is in force before the module-scoped training fixtures run)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def full() -> ImageDataset:
-    return load_dataset("mnist-5k")
-
-
-@pytest.fixture(scope="module")
-def tiny(full) -> ImageDataset:
-    """A stratified slice of mnist-5k (100 train / 30 test images per class), same name."""
-    generator = torch.Generator().manual_seed(0)
-    _, train = stratified_split(full.train_labels, 0.25, generator)
-    _, test = stratified_split(full.test_labels, 0.3, generator)
-    return ImageDataset(name="mnist-5k", train_images=full.train_images[train],
-                        train_labels=full.train_labels[train], test_images=full.test_images[test],
-                        test_labels=full.test_labels[test], class_names=full.class_names,
-                        sha256=full.sha256)
 
 
 class Recorder:
@@ -97,7 +69,7 @@ def pretrained(tiny, tmp_path_factory) -> Path:
 
 # --------------------------------------------------------------------------- learning
 
-def test_cnn_learns_mnist5k_far_above_chance(full, tmp_path):
+def test_cnn_learns_full_far_above_chance(full, tmp_path):
     recorder = Recorder(tmp_path)
     result = train_classifier({"model": "cnn", "epochs": 3, "batch_size": 64, "lr": 3e-3}, recorder,
                               dataset=full)
