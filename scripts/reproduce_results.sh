@@ -76,6 +76,7 @@ for study in "${studies[@]}"; do
   echo "== $study at $budget -> $dir ($(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1-3 /proc/loadavg))"
   .venv/bin/python -m study.run "$study" "${options[@]}" --results-dir "$dir"
   rm -rf "${out:?}/$study"
-  .venv/bin/python -m analysis.compare "$study" --budget "$budget" --tracking-uri "${tracking:-sqlite:///$PWD/$dir/mlflow.db}" \
+  case "$dir" in /*) store="$dir" ;; *) store="$PWD/$dir" ;; esac      # RESULTS_ROOT may be absolute
+  .venv/bin/python -m analysis.compare "$study" --budget "$budget" --tracking-uri "${tracking:-sqlite:///$store/mlflow.db}" \
     --output "$out/$study" --format md,csv
 done

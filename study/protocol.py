@@ -245,15 +245,19 @@ def classify_stage(ctx: PhaseContext) -> list[PhaseResult]:
 
 
 def _warn_mixed(ctx: PhaseContext, tag: str) -> None:
-    """Says so when the replicates ran with different values of a run tag a trainable reports
-    (``precision``: "auto" decides per node, and a cluster's nodes can differ)."""
-    values: dict[str, int] = {}
+    """Says so when the replicates of one arm ran with different values of a run tag a trainable
+    reports (``precision``: "auto" decides per node, and a cluster's nodes can differ); arms that
+    set it differently on purpose (a study of it) are not mixed."""
+    values: dict[str, dict[str, int]] = {}
     for run in phase_runs(ctx, STAGE_CLASSIFY, PHASE_REPLICATE):
         if tag in run.data.tags:
-            values[run.data.tags[tag]] = values.get(run.data.tags[tag], 0) + 1
-    if len(values) > 1:
-        log(f"warning: the replicates ran with mixed {tag} ({', '.join(f'{v} on {n}' for v, n in sorted(values.items()))}): "
-            f"the contrasts mix them; set {tag} in the study's fixed settings to pin it")
+            arm = values.setdefault(run.data.tags.get(Tag.ARM, "?"), {})
+            arm[run.data.tags[tag]] = arm.get(run.data.tags[tag], 0) + 1
+    mixed = {arm: counts for arm, counts in values.items() if len(counts) > 1}
+    for arm, counts in mixed.items():
+        log(f"warning: the replicates of {arm} ran with mixed {tag} "
+            f"({', '.join(f'{v} on {n}' for v, n in sorted(counts.items()))}): its mean mixes them; set {tag} in "
+            "the study's fixed settings to pin it")
 
 
 def arm_tunings(ctx: PhaseContext) -> dict[str, Tuning]:
