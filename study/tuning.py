@@ -23,6 +23,7 @@ from study import tracking
 from study.phases import PhaseContext, PhaseResult, phase_runs, run_phase
 from study.records import PHASE_TUNE, Outcome, Tag, tuning_file
 from study.searchers import PerArmASHA, PerArmOptunaSearch, space_function
+from study.terminal import log
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ def tune_phase(ctx: PhaseContext, stage: str, tunings: Mapping[str, Tuning], tri
     if trials == 1 and all(set(t.first_point) == {p.name for p in t.params} for t in tunings.values()):
         # one trial per tuning, its first guess given in full: there is nothing to search and
         # nothing to compare, so the first guess is the choice and no trial trains twice
+        log(f"{stage}/{PHASE_TUNE}: no search: one trial per tuning and its first guess given in full, so each "
+            f"of the {len(tunings)} tunings chooses it")
         result = PhaseResult(f"{stage}/{PHASE_TUNE}", 0, {}, [])
         result.decided_files = {tuning_file(stage): {**earlier, **{k: unsearched(t) for k, t in tunings.items()}}}
         return result
