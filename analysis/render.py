@@ -35,7 +35,7 @@ def status_line(study: StudyRecord) -> str | None:
 def render_markdown(a, tabs: Sequence[Table], footer: Sequence[tuple[str, str]],
                     figures: Sequence = ()) -> str:
     s = a.study
-    parts = [f"# StudyRecord report: {s.name}", ""]
+    parts = [f"# Study report: {s.name}", ""]
     banner = status_line(s)
     if banner:
         parts += [f"> **{banner}**", ""]
