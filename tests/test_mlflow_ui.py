@@ -86,7 +86,7 @@ def test_experiment_opens_on_the_training_runs(record):
 @pytest.mark.slow
 def test_every_trial_run_has_its_dataset_inputs(record):
     sha = record.parent.data.tags["data_sha256"]
-    assert len(record.trials) == 6
+    assert len(record.trials) == 3          # one replicate per arm: one trial per tuning is no search
     for run in record.trials:
         inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
         expected = {"mnist-5k/train", "mnist-5k/validation"} | (

@@ -364,8 +364,8 @@ def test_example_study_end_to_end(name, example):
     pretrained = json.loads(parent.data.tags["upstream_runs"])
     seeds_needed = set(budget.seeds) | {budget.tune_seed}
     assert set(pretrained) == {f"digits-ae-h{w}/{s}" for w in (32, 128) for s in seeds_needed}
-    keyed = [r for r in trials if r.data.tags["stage"] == "pretrain" and "pretrain_cache_key" in r.data.tags]
-    assert Counter(r.data.tags["pretrain_cache_key"] for r in keyed).most_common(1)[0][1] == 1
+    keyed = [r for r in trials if r.data.tags["stage"] == "upstream" and "upstream_cache_key" in r.data.tags]
+    assert keyed and Counter(r.data.tags["upstream_cache_key"] for r in keyed).most_common(1)[0][1] == 1
     assert {r.info.run_id for r in keyed} == set(pretrained.values())
     for r in replicate:
         ref = r.data.params.get("meta.encoder_artifact")
