@@ -11,6 +11,7 @@ the samplers, one Tuner per tuning.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -35,6 +36,11 @@ def trainable(config: dict) -> None:
     train_classifier(dict(config), report)
 
 
+def define_by_run(params, trial) -> None:
+    """Optuna's define-by-run space (a module function: Tune pickles the searcher)."""
+    suggest(trial, params)
+
+
 def replicate(config: dict) -> None:
     """One tuning's choice, trained on its seed and tested."""
     trainable(config["chosen"])
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             fixed = {**arm.settings, "seed": seed, "epochs": budget.epochs, "dataset": budget.dataset,
                      "evaluate_test": False}
             first = default_point(params, {**schema_defaults(train_classifier), **arm.settings})
-            search = OptunaSearch(space=lambda trial, p=params: suggest(trial, p) or None, metric=study.metric,
+            search = OptunaSearch(space=functools.partial(define_by_run, params), metric=study.metric,
                                   mode=study.mode, points_to_evaluate=[first])
             tuner = tune.Tuner(trainable, param_space=fixed, tune_config=tune.TuneConfig(
                 search_alg=search, scheduler=ASHAScheduler(metric=study.metric, mode=study.mode, max_t=budget.epochs,
