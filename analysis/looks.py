@@ -15,8 +15,11 @@ changes.
     repeated confidence interval at that look: level alpha / m, simultaneous over the family
     and the looks), seq_test ("difference" | "equivalence" | ""), seq_level (the Holm level
     it was tested at), seq_nominal_p, seq_t_critical (the boundary crossed), seq_t, seq_p (the
-    look's statistic), seq_not_zero (equivalent, and different from zero at that look),
-    seq_next_n (seeds at the next look while undecided); and sets ``verdict``.
+    look's statistic), seq_boundary_low, seq_boundary_high (the interval at the level the
+    boundary was crossed: it excludes 0 for "different" and lies inside +-SESOI for
+    "equivalent"; narrower than the repeated interval when Holm had raised the level),
+    seq_not_zero (equivalent, and different from zero at that look), seq_next_n (seeds at the
+    next look while undecided); and sets ``verdict``.
 """
 from __future__ import annotations
 
@@ -33,8 +36,8 @@ from study import inference, records
 
 FILE = getattr(records, "SEQUENTIAL_FILE", "sequential.json")
 SEQ_COLUMNS = ["seq_decision", "seq_look", "seq_looks", "seq_n", "seq_cap", "seq_estimate", "seq_low", "seq_high",
-               "seq_test", "seq_level", "seq_nominal_p", "seq_t_critical", "seq_t", "seq_p", "seq_not_zero",
-               "seq_next_n"]
+               "seq_test", "seq_level", "seq_nominal_p", "seq_t_critical", "seq_t", "seq_p", "seq_boundary_low",
+               "seq_boundary_high", "seq_not_zero", "seq_next_n"]
 
 
 def read(study: StudyRecord) -> dict | None:
@@ -72,12 +75,14 @@ def _columns(entry: Mapping | None, last: Mapping, design: Mapping) -> dict | No
         return None
     interval = entry.get("interval") or [None, None]
     boundary = entry.get("boundary") or {}
+    crossed = boundary.get("interval") or [None, None]
     return {"seq_decision": entry.get("decision", ""), "seq_look": entry.get("look"),
             "seq_looks": len(design.get("looks") or []), "seq_n": entry.get("n"), "seq_cap": design.get("max_seeds"),
             "seq_estimate": entry.get("estimate"), "seq_low": interval[0], "seq_high": interval[1],
             "seq_test": boundary.get("test", ""), "seq_level": boundary.get("level"),
             "seq_nominal_p": boundary.get("nominal_p"), "seq_t_critical": boundary.get("t_critical"),
-            "seq_t": boundary.get("t"), "seq_p": boundary.get("p"), "seq_not_zero": bool(entry.get("not_zero")),
+            "seq_t": boundary.get("t"), "seq_p": boundary.get("p"),
+            "seq_boundary_low": crossed[0], "seq_boundary_high": crossed[1], "seq_not_zero": bool(entry.get("not_zero")),
             "seq_next_n": last.get("next_n") if entry.get("decision") == "undecided" else None}
 
 
@@ -135,12 +140,19 @@ def text(r, metric: str) -> str:
     if r.seq_decision in ("different", "equivalent"):
         bound = ("|t|" if r.seq_test == "difference" else "each one-sided t")
         crossed = (f"crossed the {r.seq_test} boundary at Holm level {r.seq_level:.3g} (nominal p "
-                   f"{r.seq_nominal_p:.2g}, {bound} ≥ {r.seq_t_critical:.3g}; look p {r.seq_p:.2g})"
+                   f"{r.seq_nominal_p:.2g}, {bound} ≥ {r.seq_t_critical:.3g}; look p {r.seq_p:.2g}"
+                   f"{_at_level(r, metric)})"
                    if _finite(r.seq_level, r.seq_nominal_p, r.seq_t_critical, r.seq_p) else "crossed its boundary")
         return f"decided {r.seq_decision} at {at}: {crossed}; {interval}"
     if r.seq_decision == "undecided":
         return f"undecided at {at}; next look at {_int(r.seq_next_n)} seeds; {interval}"
     return f"cap reached at {at} without crossing a boundary; {interval}"
+
+
+def _at_level(r, metric: str) -> str:
+    """The interval at the level the boundary was crossed (older records lack it)."""
+    low, high = getattr(r, "seq_boundary_low", None), getattr(r, "seq_boundary_high", None)
+    return f"; interval at that level {amount(low, metric)} to {amount(high, metric)}" if _finite(low, high) else ""
 
 
 def shown(frame: pd.DataFrame) -> pd.DataFrame:

@@ -342,6 +342,10 @@ def test_the_looks_are_shown_per_planned_contrast(seq_report, store):
     assert "decided different at n = 5 (look 1 of 2, cap 8 seeds)" in finding
     assert f"crossed the difference boundary at Holm level {b['level']:.3g}" in finding
     assert f"|t| ≥ {b['t_critical']:.3g}" in finding and "interval adjusted for the looks" in finding
+    # the interval at the level it was decided excludes zero, as the decision says
+    low, high = float(early["seq_boundary_low"]), float(early["seq_boundary_high"])
+    assert (low, high) == pytest.approx(tuple(b["interval"])) and (low > 0 or high < 0)
+    assert "interval at that level" in finding
     assert "All 8 seeds in the store, not adjusted for the looks" in finding
     late = planned.loc["dropout 0.5 vs none"]
     assert late["seq_decision"] == last["dropout 0.5 vs none"]["decision"] == "inconclusive"
