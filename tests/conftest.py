@@ -23,10 +23,31 @@ def ray_local(tmp_path_factory):
     ray.shutdown()
 
 
+def pytest_collection_modifyitems(items):
+    """The README walk-through first (a stable sort keeps the rest in order): its fresh clone is
+    the folder of the session's smoke runs (``smoke_folder``), so the studies its commands run
+    (the main job's ``ablation_pretraining``, the job's ``ablation_dropout``, both at smoke) are
+    the session's records of them, and the autoencoders they trained are reused, instead of
+    training them all again. Only the time depends on this order, never a result: a smoke run
+    finds the study finished, or runs it."""
+    items.sort(key=lambda item: item.path.name != "test_readme_walkthrough.py")
+
+
+@pytest.fixture(scope="session")
+def smoke_folder(tmp_path_factory) -> Path:
+    """The folder whose ``results/`` holds the session's smoke runs: the README walk-through
+    clones the working tree into it while ``results/`` is still empty (it runs first), and the
+    other tests' smoke runs go into the same ``results/``, as a user's next studies would."""
+    return tmp_path_factory.mktemp("clone")
+
+
 class SmokeRuns:
     """Each registered study at its smoke budget, run at most once per test session on demand,
     into one store shared as a user's results folder is (so autoencoders are reused between
-    studies). Tests that only read a study's record share its run; none depends on the order."""
+    studies). Tests that only read a study's record share its run; none depends on the order.
+    A study the README walk-through already ran there is found finished: the run then only
+    checks the study and says so (``already finished``), and its tests read the walk-through's
+    record, which is the same study at the same budget and version."""
 
     def __init__(self, results: Path):
         self.results = results
@@ -51,5 +72,5 @@ class SmokeRuns:
 
 
 @pytest.fixture(scope="session")
-def smoke_runs(tmp_path_factory, ray_local) -> SmokeRuns:
-    return SmokeRuns(tmp_path_factory.mktemp("smoke_results"))
+def smoke_runs(smoke_folder, ray_local) -> SmokeRuns:
+    return SmokeRuns(smoke_folder / "results")

@@ -11,7 +11,9 @@ fails the test with the block's name and the shell's output.
 What the test changes, and nothing else:
   * the clone: the working tree's files (tracked and untracked-not-ignored) with a ``.git`` of
     their own and ``.venv`` linked to this repo's, in a temp folder; ``results/`` and
-    ``reports/`` are therefore the clone's;
+    ``reports/`` are therefore the clone's. The folder is the session's smoke folder (conftest.py:
+    this test runs first, on an empty ``results/``), so the studies the README runs at smoke are
+    the records the smoke tests read afterwards;
   * ports: every port number in a ``--...port N`` flag or after ``127.0.0.1:``/``localhost:``
     is replaced by a free port (the same number always by the same port), and the ports
     ``ray start --head`` would take by default (GCS 6379, dashboard 8265, client server 10001,
@@ -103,8 +105,12 @@ class Ports:
 
 
 def _fresh_clone(dest: Path) -> None:
-    """The working tree as a fresh clone would have it, plus this repo's .venv, linked."""
-    subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(ROOT), str(dest)], check=True)
+    """The working tree as a fresh clone would have it, plus this repo's .venv, linked. ``dest``
+    may exist (the session's smoke folder): the clone's ``.git`` is made beside it, then moved in."""
+    with tempfile.TemporaryDirectory(dir=dest.parent) as bare:
+        subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(ROOT), bare], check=True)
+        dest.mkdir(exist_ok=True)
+        shutil.move(Path(bare) / ".git", dest / ".git")
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                             cwd=ROOT, check=True, capture_output=True).stdout.decode().split("\0")
     for rel in filter(None, listed):
@@ -382,14 +388,17 @@ def _everything_recorded(uri) -> str:
 
 
 @pytest.mark.slow
-def test_readme_walkthrough(tmp_path):
+def test_readme_walkthrough(tmp_path, smoke_folder):
     readme = [b for b in blocks() if b.runs]
     names = [b.name for b in readme]
     assert not set(CHECKS) - set(names), f"checks for blocks no longer in README.md: {set(CHECKS) - set(names)}"
     assert not [b.name for b in readme if FORBIDDEN.search(b.text)], "a README block runs `ray stop`/pkill"
     if not _venv_is_current():
         pytest.fail("the .venv is older than pyproject.toml/constraints.txt: run ./scripts/setup.sh")
-    clone, home = tmp_path / "clone", tmp_path / "home"
+    # the session's smoke folder while its results/ is empty (conftest.py runs this test first),
+    # so the records the README's commands make serve the smoke tests; else a folder of its own
+    clone = smoke_folder if not (smoke_folder / "results").exists() else tmp_path / "clone"
+    home = tmp_path / "home"
     home.mkdir()
     _fresh_clone(clone)
     ray_tmp = tempfile.mkdtemp(prefix="rw", dir="/tmp")    # short: Ray's socket paths live below it
@@ -428,7 +437,8 @@ def test_readme_walkthrough(tmp_path):
                 break
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert shell.proc.returncode == 0, shell.tail()
-    shutil.rmtree(clone / "results")          # ~300 MB; kept when the test fails
+    if clone != smoke_folder:
+        shutil.rmtree(clone / "results")      # ~300 MB; kept when the test fails
 
 
 def _wait_http(url: str, block: Block, shell: Shell, pgid: int, timeout: float = 120) -> None:
