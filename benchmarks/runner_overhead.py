@@ -173,7 +173,7 @@ def run_experiment(root: Path, dataset, *, trials: int, reports: int, reuse: boo
     from ray.tune.logger import JsonLoggerCallback
 
     from study.searchers import ListSearcher
-    from study.terminal import PhaseProgress
+    from study.progress import PhaseProgress
     from study.trial_logger import MlflowTrialLogger
 
     ResultClock, TimedLogger = _callback_classes(MlflowTrialLogger)

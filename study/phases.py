@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Mapping
 
-from study import declared, run_contents, terminal, tracking, trial_logger
+from study import declared, progress, run_contents, terminal, tracking, trial_logger
 from study.check import Loaded
 from study.cluster import TrialResources
 from study.records import ERROR_TRACEBACK_FILE, PHASE_REPLICATE, PHASE_TUNE, STAGE_CLASSIFY, Outcome, Tag, run_filter
@@ -135,8 +135,8 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
         tune.with_parameters(run_trial, datasets=ctx.datasets, artifacts=dict(ctx.artifacts),
                              trainables=ctx.loaded.trainables, feeds=feeds, gpu_fraction=resources.gpus),
         resources.tune)
-    progress = terminal.phase_progress(opts, stage, phase, num_trials, resources.max_concurrent,
-                                       ctx.estimates.get((stage, phase)))
+    display = progress.phase_progress(opts, stage, phase, num_trials, resources.max_concurrent,
+                                      ctx.estimates.get((stage, phase)))
     # MLflow is the record: of Tune's own per-result loggers only result.json stays (the
     # TensorBoard and CSV copies cost the driver ~3 ms per result; benchmarks/runner_overhead.py).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
@@ -169,7 +169,7 @@ def run_phase(ctx: PhaseContext, stage: str, phase: str, searcher, scheduler, nu
                 # trainable's own code is reported, not raised (study.trial), so never retried
                 failure_config=tune.FailureConfig(max_failures=2), stop=stopper,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[logger, JsonLoggerCallback()] + ([progress] if progress else []),
+                callbacks=[logger, JsonLoggerCallback()] + ([display] if display else []),
                 # each trial's stdout/stderr files, next to its result.json in the storage path
                 sync_config=tune.SyncConfig(sync_artifacts=True), log_to_file=True,
                 verbose=terminal.tune_verbosity(opts.verbose)))

@@ -1,4 +1,4 @@
-"""The runner's terminal output (study/terminal.py) without Ray: progress lines and bars, the
+"""The runner's terminal output (study/terminal.py, study/progress.py) without Ray: progress lines and bars, the
 ETA from the plan's estimate, outcome counts, the closing lines, the verbosity flags."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from study import terminal
+from study import progress, terminal
 from study.run import build_parser
 
 
@@ -25,9 +25,9 @@ def trial(status, **result):
     return SimpleNamespace(status=status, last_result=result)
 
 
-def progress(clock, **kw):
+def display(clock, **kw):
     kw = {"stream": io.StringIO(), "tty": False, "interval_s": 10.0, **kw}
-    p = terminal.PhaseProgress("classify/tune", 4, 2, 10.0, clock=clock, **kw)
+    p = progress.PhaseProgress("classify/tune", 4, 2, 10.0, clock=clock, **kw)
     p.setup()
     return p
 
@@ -35,12 +35,12 @@ def progress(clock, **kw):
 def test_outcomes_are_counted_as_the_mlflow_records_name_them():
     trials = [trial("TERMINATED", final=1.0), trial("TERMINATED", final=0.0), trial("TERMINATED", diverged=1.0, final=1.0),
               trial("ERROR"), trial("RUNNING"), trial("PENDING")]
-    assert terminal.trial_counts(trials) == {"completed": 1, "pruned": 1, "failed": 2, "running": 1}
+    assert progress.trial_counts(trials) == {"completed": 1, "pruned": 1, "failed": 2, "running": 1}
 
 
 def test_plain_lines_are_throttled_and_only_printed_on_change():
     clock = Clock()
-    p = progress(clock)
+    p = display(clock)
     p.draw([trial("RUNNING"), trial("RUNNING")])
     clock.now += 1
     p.draw([trial("TERMINATED", final=1.0), trial("RUNNING")])       # changed, but 1 s later
@@ -48,7 +48,7 @@ def test_plain_lines_are_throttled_and_only_printed_on_change():
     p.draw([trial("TERMINATED", final=1.0), trial("RUNNING")])       # 11 s later: printed
     clock.now += 20
     p.draw([trial("TERMINATED", final=1.0), trial("RUNNING")])       # unchanged: not printed
-    clock.now += terminal.HEARTBEAT_S
+    clock.now += progress.HEARTBEAT_S
     p.draw([trial("TERMINATED", final=1.0), trial("RUNNING")])       # a minute of silence: printed
     lines = p.stream.getvalue().splitlines()
     assert len(lines) == 3 == p.lines, lines
@@ -59,7 +59,7 @@ def test_plain_lines_are_throttled_and_only_printed_on_change():
 
 def test_a_terminal_gets_one_bar_redrawn_in_place():
     clock = Clock()
-    p = progress(clock, tty=True)
+    p = display(clock, tty=True)
     for done in range(4):
         clock.now += 1
         p.draw([trial("TERMINATED", final=1.0)] * done + [trial("RUNNING")] * (4 - done))
@@ -71,17 +71,17 @@ def test_a_terminal_gets_one_bar_redrawn_in_place():
 
 def test_eta_is_the_plans_estimate_scaled_by_the_finished_trials():
     clock = Clock()
-    p = progress(clock)          # 4 trials, 2 at a time, the plan says 10 s each
+    p = display(clock)          # 4 trials, 2 at a time, the plan says 10 s each
     counts = {"completed": 0, "pruned": 0, "failed": 0, "running": 0}
     assert p.eta_s([trial("PENDING")] * 4, counts, 0.0) == pytest.approx(20.0)
     # two finished in 20 s each: twice the plan, so the other two take 2 x 20 s / 2 at a time
     trials = [trial("TERMINATED", final=1.0, time_total_s=20.0)] * 2 + [trial("PENDING")] * 2
-    counts = terminal.trial_counts(trials)
+    counts = progress.trial_counts(trials)
     assert p.eta_s(trials, counts, 40.0) == pytest.approx(20.0)
     # a running trial 15 s in has 5 s left of its 20
     trials[2] = trial("RUNNING", time_total_s=15.0)
-    assert p.eta_s(trials, terminal.trial_counts(trials), 55.0) == pytest.approx((20 + 5) / 2)
-    assert p.eta_s([trial("TERMINATED", final=1.0)] * 4, terminal.trial_counts([trial("TERMINATED", final=1.0)] * 4),
+    assert p.eta_s(trials, progress.trial_counts(trials), 55.0) == pytest.approx((20 + 5) / 2)
+    assert p.eta_s([trial("TERMINATED", final=1.0)] * 4, progress.trial_counts([trial("TERMINATED", final=1.0)] * 4),
                    9.0) == 0.0
 
 
@@ -98,7 +98,7 @@ def test_the_plan_has_an_estimate_for_every_phase_of_a_study():
 
 
 def test_the_progress_display_survives_tunes_pickling():
-    p = terminal.PhaseProgress("classify/tune", 4, 2, 10.0, stream=io.StringIO(), tty=True)
+    p = progress.PhaseProgress("classify/tune", 4, 2, 10.0, stream=io.StringIO(), tty=True)
     p.setup()                             # an open bar and a stream: neither is pickled
     copy = pickle.loads(pickle.dumps(p))
     assert copy.total == 4 and copy.stream is None and copy._bar is None and copy.tty_arg is True
@@ -134,8 +134,8 @@ def test_the_bar_is_drawn_on_a_pty_that_reports_no_size():
     import os
     import pty
     import sys
-    code = ("import time; from types import SimpleNamespace as S; from study import terminal\n"
-            "p = terminal.PhaseProgress('classify/tune', 3, 2, 5.0); p.setup(); assert p.tty\n"
+    code = ("import time; from types import SimpleNamespace as S; from study import progress\n"
+            "p = progress.PhaseProgress('classify/tune', 3, 2, 5.0); p.setup(); assert p.tty\n"
             "p.draw([S(status='TERMINATED', last_result={'final': 1.0}), S(status='RUNNING', last_result={})])\n"
             "p.on_experiment_end([S(status='TERMINATED', last_result={'final': 1.0})] * 3)\n")
     pid, fd = pty.fork()
