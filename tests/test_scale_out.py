@@ -66,7 +66,7 @@ def test_fake_autoscaler_adds_gpu_nodes_for_fractional_trials_and_removes_them(t
         nodes = Counter(r.data.tags.get("node_id") for r in runs)
         assert None not in nodes and len(nodes) >= 2, f"trials ran on nodes {dict(nodes)}"
         assert list((results / "tune").glob("*/*/checkpoint_*"))
-        # Idle workers go after the config's idle timeout (30 s).
+        # Idle workers go after the config's idle timeout (15 s).
         assert head.alive_nodes(at_least=0, timeout=0) >= 1
         deadline = time.time() + 120
         while head.alive_nodes() > 1 and time.time() < deadline:
