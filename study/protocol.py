@@ -64,18 +64,20 @@ def run_study(opts: RunOptions) -> int:
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 
     tracking.check_reachable(opts.tracking_uri)
-    ray, loaded, dry = _check_while_ray_starts(opts)
+    trainables = check_code(study, opts.origin or study.name)
+    version = study_version(study, budget, trainables, opts.origin or study.name)
+    earlier = _earlier_run(opts, version)
+    if earlier and earlier[0] and earlier[0].status == StudyStatus.FINISHED:
+        log(f"{study.name} ({opts.budget_name}, {budget.dataset}) already finished in run "
+            f"{earlier[0].run_id}, this very version of it; nothing to do. Pass --fresh to run it again.")
+        print_epilogue(opts, earlier[0])
+        return 0
+    ray, loaded, dry = _check_while_ray_starts(opts, trainables)
     log(f"checked: the trainables, the study's keys, the data ({budget.dataset}); one epoch of {dry.arm} "
         f"in {dry.seconds:.1f} s reported {study.metric}")
-    version = study_version(study, budget, loaded.trainables, opts.origin or study.name)
     records.mark_output_folder(opts.results_dir)
     experiment_id = tracking.ensure_experiment(opts.tracking_uri, study.name, opts.results_dir / "mlartifacts")
-    previous, number = _previous_run(opts, experiment_id, version)
-    if previous and previous.status == StudyStatus.FINISHED:
-        log(f"{study.name} ({opts.budget_name}, {budget.dataset}) already finished in run "
-            f"{previous.run_id}, this very version of it; nothing to do. Pass --fresh to run it again.")
-        print_epilogue(opts, previous)
-        return 0
+    previous, number = earlier or _previous_run(opts, experiment_id, version)
 
     ship_user_code()
     resources = cluster.plan_trials(ray.cluster_resources(), opts)
@@ -116,12 +118,12 @@ def run_study(opts: RunOptions) -> int:
     return 0
 
 
-def _check_while_ray_starts(opts: RunOptions):
-    """The check (study.check), with its seconds-long part (the data and the dry trial) on a
-    thread while Ray starts (seconds too) on this one: ``ray``, what the check loaded, the dry
-    trial. The quick part (code, keys) comes first: a study that cannot run starts nothing."""
+def _check_while_ray_starts(opts: RunOptions, trainables: Mapping[str, Any]):
+    """The check's seconds-long part (study.check: the data and the dry trial) on a thread while
+    Ray starts (seconds too) on this one: ``ray``, what the check loaded, the dry trial. Its quick
+    part (``check_code``: code, keys, the ``trainables``) came first: a study that cannot run
+    starts nothing."""
     origin = opts.origin or opts.study.name
-    trainables = check_code(opts.study, origin)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="study-check") as pool:
         checking = pool.submit(check_data, opts.study, opts.budget, origin, opts.data_dir, trainables)
         try:
@@ -129,6 +131,15 @@ def _check_while_ray_starts(opts: RunOptions):
         finally:
             loaded, dry = checking.result()          # its StudyError, if any, first
     return ray, loaded, dry
+
+
+def _earlier_run(opts: RunOptions, version: Version) -> tuple[ParentRun | None, int] | None:
+    """``_previous_run`` before Ray starts and before the dry trial, when the store already holds
+    the study's experiment: a finished study says so at once, an unfinished one without --resume
+    (or a changed one with it) is refused at once. None when there is no such experiment yet
+    (nothing to look up, and nothing is created)."""
+    experiment_id = tracking.existing_experiment(opts.tracking_uri, opts.study.name)
+    return None if experiment_id is None else _previous_run(opts, experiment_id, version)
 
 
 def _previous_run(opts: RunOptions, experiment_id: str, version: Version) -> tuple[ParentRun | None, int]:

@@ -106,6 +106,16 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+def existing_experiment(tracking_uri: str, name: str) -> str | None:
+    """The id of experiment ``name`` in the store, or None; creates neither (a SQLite file that
+    does not exist is left so)."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).exists():
+        return None
+    prepare_store(tracking_uri)
+    experiment = client(tracking_uri).get_experiment_by_name(name)
+    return experiment.experiment_id if experiment is not None else None
+
+
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path | None) -> str:
     prepare_store(tracking_uri)
     c = client(tracking_uri)

@@ -83,7 +83,11 @@ def _code_files(study: Study, trainables: Mapping[str, Callable], origin: str) -
     origin_path = _origin_file(origin)
     if origin_path:
         files |= _with_package(origin_path)
-    files |= {Path(m.__file__).resolve() for m in user_modules()}
+    # the user's modules beside the study file: not those of other study files this process
+    # loaded (the API or a notebook runs several studies; each keeps its own version)
+    folder = _origin_folder(origin)
+    files |= {path for path in (Path(m.__file__).resolve() for m in user_modules())
+              if folder is not None and path.is_relative_to(folder)}
     refs: list[Any] = list(trainables.values()) + ([study.data.load] if study.data else [])
     for ref in refs:
         module = sys.modules.get(getattr(ref, "__module__", "") or "") if callable(ref) else \
@@ -107,6 +111,15 @@ def _origin_file(origin: str) -> Path | None:
         if candidate.suffix == ".py" and candidate.is_file():
             return candidate.resolve()
     return None
+
+
+def _origin_folder(origin: str) -> Path | None:
+    """The folder of the study file, or of the module ``origin`` names (``pkg.studies:STUDY``)."""
+    path = _origin_file(origin)
+    if path is not None:
+        return path.parent
+    file = getattr(sys.modules.get(origin.partition(":")[0]), "__file__", None)
+    return Path(file).resolve().parent if file else None
 
 
 def _user_git(origin: str) -> dict[str, Any] | None:

@@ -117,6 +117,7 @@ def test_killed_trial_worker_and_killed_driver_then_resume(tmp_path):
     again = _start(results, uri, "--epochs", str(epochs))
     out, _ = again.communicate(timeout=120)
     assert again.returncode == 2 and "--resume" in out, out
+    assert "checked:" not in out, "refused only after starting Ray and the dry trial"
 
     resumed = _start(results, uri, "--epochs", str(epochs), "--resume")
     out, _ = resumed.communicate(timeout=400)

@@ -133,5 +133,7 @@ def test_running_a_finished_study_again_does_nothing(smoke_runs, capsys):
     code = main([name, "--budget", "smoke", "--results-dir", str(smoke_runs.results),
                  "--tracking-uri", smoke_runs.uri, "--quiet"])
     assert code == 0
-    assert "already finished" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "already finished" in out
+    assert "checked:" not in out, "a finished study was checked (its dry trial run) before nothing was done"
     assert len(study_runs(smoke_runs.uri, name)) == before

@@ -178,6 +178,34 @@ def test_dry_run_and_check_estimate_a_users_trainable(tmp_path, capsys):
     assert "best validation epoch's weights" not in out and "whatever the label fraction" not in out
 
 
+def test_a_version_counts_only_its_own_study_files_code(tmp_path):
+    """One process that loads several studies (the API, a notebook, this test session) gives
+    each the version it has alone: another study file's modules are not its code. Its own helper
+    module beside the study file is."""
+    from study.check import check_code
+    from study.registry import find
+    from study.version import study_version
+
+    def version(target):
+        found = find(target)[0]
+        return study_version(found.study, found.study.budgets["smoke"], check_code(found.study, found.origin),
+                             found.origin)
+
+    mine = write_study(tmp_path / "mine", "wine_mine")
+    (tmp_path / "mine" / "wine_helpers.py").write_text("SCALE = 1.0\n")
+    mine.write_text(mine.read_text().replace("import os, tempfile", "import os, tempfile\nimport wine_helpers"))
+    alone = version(str(mine))
+    assert str(tmp_path / "mine" / "wine_helpers.py") in alone.code
+    other = write_study(tmp_path / "other", "wine_other")
+    (tmp_path / "other" / "wine_other_helpers.py").write_text("X = 2\n")
+    other.write_text(other.read_text().replace("import os, tempfile", "import os, tempfile\nimport wine_other_helpers"))
+    version(str(other))
+    again = version(str(mine))
+    assert again.code == alone.code and again.code_sha256 == alone.code_sha256
+    assert version("ablation_dropout").code == version("ablation_dropout").code
+    assert not [f for f in version("ablation_dropout").code if "wine" in f]
+
+
 # -------------------------------------------------------------------- studies that run
 @pytest.mark.slow
 def test_a_nan_reported_without_raising_is_a_failed_trial(tmp_path, capsys, ray_local):
