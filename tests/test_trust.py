@@ -236,7 +236,9 @@ def test_an_edited_study_is_a_new_version(tmp_path, capsys, ray_local):
     path = write_study(folder, "wine_edit")
     results = tmp_path / "results"
     uri = f"sqlite:///{results / 'mlflow.db'}"
-    args = [str(path), "--results-dir", str(results), "--tracking-uri", uri, "--quiet"]
+    # one seed, one trial per tuning: versions, not the study, are under test
+    args = [str(path), "--results-dir", str(results), "--tracking-uri", uri, "--quiet", "--seeds", "0",
+            "--trials-per-tuning", "1"]
     assert run(args, capsys)[0] == 0
     code, out = run(args, capsys)
     assert code == 0 and "already finished" in out, out            # unchanged: nothing to do
@@ -285,11 +287,12 @@ def test_two_studies_at_once_on_a_new_folder_and_the_analysis_without_options(tm
     folder = tmp_path / "project"
     for name in ("wine_a", "wine_b"):
         write_study(folder, name)
-    first = subprocess.Popen([sys.executable, "-m", "study.run", "wine_a.py", "--quiet"], cwd=folder,
+    small = ["--seeds", "0", "--trials-per-tuning", "1"]      # the store and the folders are under test
+    first = subprocess.Popen([sys.executable, "-m", "study.run", "wine_a.py", "--quiet", *small], cwd=folder,
                              env=cli_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     time.sleep(2)
-    second = cli(["-m", "study.run", "wine_b.py", "--quiet"], cwd=folder)
+    second = cli(["-m", "study.run", "wine_b.py", "--quiet", *small], cwd=folder)
     out_first = first.communicate(timeout=600)[0]
     assert first.returncode == 0, out_first
     assert second.returncode == 0, second.stdout + second.stderr
