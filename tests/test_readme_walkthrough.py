@@ -329,9 +329,12 @@ def check_job_stop(w: Walk, block: Block) -> None:
 def check_job_resume(w: Walk, block: Block) -> None:
     second = w.job(resumed=True)
     assert _status(second) == "SUCCEEDED"
-    assert f"python -m analysis.compare {w.job_study}" in w.jobs().get_job_logs(second.submission_id)
     study, budget = STUDIES[w.job_study], STUDIES[w.job_study].budgets["smoke"]
     runs = w.runs(w.job_study, "trial")
+    _assert_compact(w.jobs().get_job_logs(second.submission_id), w.job_study, len(study.arms()) * len(budget.seeds))
+    for run in runs:       # stdout and stderr of every trial in its Tune trial directory
+        trial_dir = next((w.results / "tune").glob(f"*/{run.data.tags['trial_id']}"))
+        assert {"stderr", "stdout", "result.json"} <= {p.name for p in trial_dir.iterdir()}, trial_dir
     keys = [r.data.tags["trial_key"] for r in runs]
     assert len(keys) == len(set(keys)), "duplicate run for a trial"
     assert {r.data.tags["outcome"] for r in runs} <= {"completed", "pruned"}
@@ -350,6 +353,20 @@ def check_job_resume(w: Walk, block: Block) -> None:
     token = (w.home / ".ray" / "auth_token").read_text().strip()
     for name, secret in {**SECRETS, "the Ray token": token}.items():
         assert secret not in recorded, f"{name} leaked into MLflow"
+
+
+def _assert_compact(out: str, study: str, replicates: int) -> None:
+    """The runner's output as ``ray job logs`` shows it (no TTY): a few lines, progress lines of
+    its phases, the closing lines last; none of Tune's status tables."""
+    lines = out.splitlines()
+    assert len(lines) < 30, out
+    assert not re.search(r"Trial status|Configuration for experiment|Checkpoint successfully created|╭", out), out
+    progress = [line for line in lines if re.search(rf"classify/replicate +\d+/{replicates} trials: ", line)]
+    assert progress and all(re.search(r"\d+ completed, \d+ pruned, \d+ failed, \d+ running; \d+:\d\d elapsed, "
+                                      r"ETA (\d+:\d\d|\?)$", line) for line in progress), out
+    closing = [i for i, line in enumerate(lines) if line.startswith(f"Next: python -m analysis.compare {study}")]
+    assert closing and closing[-1] >= len(lines) - 3, out
+    assert any("mlflow ui --backend-store-uri" in line and "workflowType=machine_learning" in line for line in lines)
 
 
 def check_job_analysis(w: Walk, block: Block) -> None:
