@@ -210,7 +210,8 @@ def spread_text(values: Mapping[str, list]) -> str:
 def _why(g: pd.DataFrame) -> str:
     full, trials = g["full_length"].max(), g["trials"].max()
     if trials == 0:
-        return "no search: one trial per tuning with its first guess given in full, trained as the choice"
+        return ("no search: one trial per tuning, so nothing to compare: its first point (the first guess, any "
+                "parameter it leaves open drawn by the seeded sampler) trained as the choice")
     parts = [f"{'one trial' if trials == 1 else f'at most {int(full)} full-length trial' + 's' * bool(full != 1)} "
              "per tuning"]
     if g["lead"].notna().any() and trials > 1:
@@ -253,12 +254,17 @@ def warning(d: Diagnostics) -> str:
     # arms that went the same way are named together
     groups = bad.groupby(["stage", "tunings", "degenerate_why"], sort=False)["arm"].apply(list)
     items = "; ".join(f"{', '.join(arms)} ({stage}, {n} tuning{'s' * (n != 1)}{' each' * (len(arms) > 1)}: "
-                      f"{why.removeprefix('no tuning compared two trials at full length (')[:-1]})"
-                      for (stage, n, why), arms in groups.items())
+                      f"{_reason(why)})" for (stage, n, why), arms in groups.items())
     many = len(bad) > 1
     return (f"Tuning was degenerate for {len(bad)} arm{'s' * many}: no tuning of {'them' if many else 'it'} "
             f"compared two trials at full length, so the configuration{'s' * many} {'they' if many else 'it'} "
             f"trained {'were' if many else 'was'} never shown better than another finished one: {items}.")
+
+
+def _reason(why: str) -> str:
+    """``_why``'s text inside the warning, which already says that no tuning compared two trials."""
+    prefix = "no tuning compared two trials at full length ("
+    return why[len(prefix):-1] if why.startswith(prefix) else why
 
 
 def table(d: Diagnostics, metric_is_percent: bool) -> Table:

@@ -50,10 +50,11 @@ DENOISER_FOR_TEST_NOISE = Use(
 # number it prints still means something: 4 classifier epochs at the searches' first guess
 # (lr 3e-3, batch 64) take every arm of every study above 80% on mnist-5k (3 left a frozen
 # encoder with 10% of the labels at 75% on one seed), 4 autoencoder epochs reach ~19-21 dB;
-# 1 trial per tuning: every arm's first guess is given in full, so there is no search and no
-# tune phase, and each seed trains its arm once (the tuning machinery is tested on the user
-# studies of the test suite and runs at laptop); 1 pretraining trial (the first guess), 2 paired
-# seeds: n=2 gives estimates, never verdicts.
+# 1 trial per tuning: nothing to compare, so there is no search and no tune phase (study.tuning),
+# and each seed trains its arm once at its first guess, given in full (the tuning machinery is
+# tested on the user studies of the test suite and runs at laptop); 1 pretraining trial per
+# tuning likewise (its first guess, weight decay drawn by the seeded sampler), 2 paired seeds:
+# n=2 gives estimates, never verdicts.
 SMOKE = Budget(dataset="mnist-5k", epochs=4, trials_per_tuning=1, seeds=(0, 1),
                upstream_epochs=4, upstream_trials=1, upstream_patience=2, grace_period=1)
 # laptop: the budget that answers a study's question on one CPU machine (<= 20 min per study

@@ -24,8 +24,9 @@ RUN_ONLY_KEYS = ("dataset", "data_dir", "channels_last", "device")
 
 
 def upstream_seeds(budget: Budget) -> list[int]:
-    """Upstreams are trained on every replicate seed and on the tune seed (for tuning)."""
-    return sorted(set(budget.seeds) | {budget.tune_seed})
+    """The seeds an upstream is trained on: every replicate seed (an arm's tuning and replicate on
+    seed s load seed s's upstream; the upstream's own tuning, on the tune seed, only chooses)."""
+    return sorted(budget.seeds)
 
 
 def artifact_ref(use: Use, seed: int) -> ArtifactRef:

@@ -80,26 +80,33 @@ def estimate_phases(study: Study, budget: Budget, cost: CostModel) -> list[Phase
     if upstreams:
         per = [_trial_s(cost, upstream_config(u, study, budget, budget.tune_seed, None), budget.upstream_epochs)
                for u in upstreams]
-        n = budget.upstream_trials * len(upstreams)
-        bound = budget.upstream_trials * sum(per)
-        rows.append(PhaseEstimate(STAGE_UPSTREAM, PHASE_TUNE, f"{len(upstreams)} upstreams x {budget.upstream_trials} trials",
-                                  n, budget.upstream_epochs, bound, bound * (ASHA_SHARE if n > len(upstreams) else 1)))
-        # the tune seed's upstream is the best tune trial: not trained again
+        trials = _searched(budget.upstream_trials)
+        bound = trials * sum(per)
+        rows.append(PhaseEstimate(STAGE_UPSTREAM, PHASE_TUNE, _tunings_text(len(upstreams), "upstreams", trials),
+                                  trials * len(upstreams), budget.upstream_epochs, bound, bound * ASHA_SHARE))
         n = len(budget.seeds) * len(upstreams)
         rows.append(PhaseEstimate(STAGE_UPSTREAM, PHASE_REPLICATE, f"{len(upstreams)} upstreams x {len(budget.seeds)} seeds",
                                   n, budget.upstream_epochs, len(budget.seeds) * sum(per), len(budget.seeds) * sum(per)))
     arms = study.arms()
     per = [_trial_s(cost, classify_config(a, study, budget, budget.tune_seed, PHASE_TUNE, None), budget.epochs)
            for a in arms]
-    tunings = len(arms) * len(budget.seeds)
-    n = tunings * budget.trials_per_tuning
-    bound = budget.trials_per_tuning * len(budget.seeds) * sum(per)
-    rows.append(PhaseEstimate(STAGE_CLASSIFY, PHASE_TUNE, f"{tunings} tunings x {budget.trials_per_tuning} trials", n,
-                              budget.epochs, bound, bound * (ASHA_SHARE if budget.trials_per_tuning > 1 else 1)))
+    tunings, trials = len(arms) * len(budget.seeds), _searched(budget.trials_per_tuning)
+    bound = trials * len(budget.seeds) * sum(per)
+    rows.append(PhaseEstimate(STAGE_CLASSIFY, PHASE_TUNE, _tunings_text(tunings, "tunings", trials), tunings * trials,
+                              budget.epochs, bound, bound * ASHA_SHARE))
     bound = len(budget.seeds) * sum(per)
     rows.append(PhaseEstimate(STAGE_CLASSIFY, PHASE_REPLICATE, f"{len(arms)} arms x {len(budget.seeds)} seeds",
                               len(arms) * len(budget.seeds), budget.epochs, bound, bound))
     return rows
+
+
+def _searched(trials_per_tuning: int) -> int:
+    """The trials a tuning trains: none for a tuning of one trial (study.tuning: nothing to compare)."""
+    return trials_per_tuning if trials_per_tuning > 1 else 0
+
+
+def _tunings_text(n: int, what: str, trials: int) -> str:
+    return f"{n} {what} x {trials} trials" if trials else f"{n} {what}: no search (1 trial)"
 
 
 def _trial_s(cost: CostModel, config: Mapping[str, Any], epochs: int) -> float:
@@ -114,7 +121,8 @@ def per_trial_estimates(rows: list[PhaseEstimate]) -> dict[tuple[str, str], floa
 
 def wall_seconds(rows: list[PhaseEstimate], concurrency: int) -> float:
     """The study's wall time on ``concurrency`` trial slots, with the runner's own overheads."""
-    return STUDY_OVERHEAD_S + sum(PHASE_OVERHEAD_S + r.expected_s / max(1, min(concurrency, r.trials)) for r in rows)
+    return STUDY_OVERHEAD_S + sum(PHASE_OVERHEAD_S + r.expected_s / max(1, min(concurrency, r.trials))
+                                  for r in rows if r.trials)
 
 
 def print_plan(opts: RunOptions, cost: CostModel, resources: TrialResources) -> None:

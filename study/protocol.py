@@ -325,7 +325,7 @@ def _arm_tags(study: Study):
 def print_summary(phases: list[PhaseResult]) -> None:
     for phase in phases:
         if not phase.trials:
-            print(f"  {phase.name:<20} no search: one trial per tuning, its first guess given in full, is the choice")
+            print(f"  {phase.name:<20} no search: one trial per tuning, so its first point is the choice, untrained")
             continue
         counts = ", ".join(f"{n} {o}" for o, n in sorted(phase.outcomes.items()))
         print(f"  {phase.name:<20} {phase.trials:>4} trials: {counts}")

@@ -12,7 +12,6 @@ a user's study declares its own stages the same way.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from study.declared import schema_defaults
 from study.configs import artifact_ref, upstream_cache_key, upstream_config, upstream_seeds
 from study.phases import PhaseContext, PhaseResult, phase_once, run_phase
 from study.records import (PHASE_REPLICATE, PHASE_TUNE, STAGE_UPSTREAM, Outcome, Tag, upstream_runs, upstream_runs_tag,
-                           run_filter, tuning_file)
+                           run_filter)
 from study.searchers import ListSearcher
 from study.tuning import Tuning, chosen, tune_phase
 from study.terminal import log
@@ -58,7 +57,7 @@ def upstream_stage(ctx: PhaseContext) -> tuple[list[PhaseResult], dict[str, byte
 
 def _train(ctx: PhaseContext, upstreams: list[Upstream], cache_keys) -> list[PhaseResult]:
     """Tunes ``upstreams`` on the tune seed, then trains each one's chosen configuration on the
-    seeds the tune phase did not train."""
+    replicate seeds it has no artifact for."""
     opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
     log(f"upstream: training {', '.join(p.key for p in upstreams)}")
     # an upstream is tuned once, on the tune seed, whatever look's seeds it is trained for
@@ -69,10 +68,10 @@ def _train(ctx: PhaseContext, upstreams: list[Upstream], cache_keys) -> list[Pha
     if failed:
         raise RuntimeError(f"no pretraining trial of {failed} reported {_objective(upstreams)[0]}; see the "
                            "upstream runs in MLflow (failure_reason)")
-    after_tune = _trained_runs(ctx, cache_keys)    # with the tune seed's artifacts
+    trained = _trained_runs(ctx, cache_keys)
     configs = [{**upstream_config(p, study, budget, s, opts.data_dir), **picked[p.key], "phase": PHASE_REPLICATE,
                 "tuning": p.key}
-               for p in upstreams for s in upstream_seeds(budget) if (p.key, s) not in after_tune]
+               for p in upstreams for s in upstream_seeds(budget) if (p.key, s) not in trained]
     if configs:
         metric, mode = _objective(upstreams)
         phases += phase_once(ctx, STAGE_UPSTREAM, PHASE_REPLICATE, lambda: run_phase(
@@ -98,9 +97,8 @@ def upstream_tags(cache_keys: Mapping[tuple[str, int], str]):
 
 
 def _tune(ctx: PhaseContext, upstreams: list[Upstream], cache_keys) -> PhaseResult:
-    """The upstream tune phase on the tune seed: one tuning per upstream. The best full-length
-    trial of each upstream IS its tune seed's artifact (same config, seed and epochs), so it is
-    registered as such instead of being trained again."""
+    """The upstream tune phase on the tune seed: one tuning per upstream. Its trials only choose:
+    no arm loads a tune seed's upstream (each arm's tuning and replicate on seed s load seed s's)."""
     opts, study, budget = ctx.opts, ctx.opts.study, ctx.opts.budget
     tunings = {}
     for p in upstreams:
@@ -110,13 +108,8 @@ def _tune(ctx: PhaseContext, upstreams: list[Upstream], cache_keys) -> PhaseResu
         defaults = schema_defaults(ctx.loaded.trainables[ref_label(p.stage.trainable)])
         tunings[p.key] = Tuning(config, params, default_point(params, defaults), budget.tune_seed)
     metric, mode = _objective(upstreams)
-    result = tune_phase(ctx, STAGE_UPSTREAM, tunings, budget.upstream_trials, metric, mode, budget.upstream_epochs,
-                        budget.upstream_grace_period or budget.grace_period, upstream_tags(cache_keys), log_weights=True)
-    c = tracking.client(opts.tracking_uri)
-    for key, choice in result.decided_files[tuning_file(STAGE_UPSTREAM)].items():
-        if choice["outcome"] == Outcome.COMPLETED:
-            c.set_tag(choice["tune_run_id"], Tag.UPSTREAM_CACHE_KEY, cache_keys[(key, budget.tune_seed)])
-    return result
+    return tune_phase(ctx, STAGE_UPSTREAM, tunings, budget.upstream_trials, metric, mode, budget.upstream_epochs,
+                      budget.upstream_grace_period or budget.grace_period, upstream_tags(cache_keys), log_weights=True)
 
 
 def _ship(ctx: PhaseContext, runs: Mapping[tuple[str, int], str]) -> dict[str, bytes]:

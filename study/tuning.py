@@ -6,6 +6,7 @@ of which is the hand-picked first guess. The classify stage runs one tuning per 
 each replicate seed is tuned on its own split and initialisation before its replicate, so the
 spread over seeds includes how far one tuning draw moves an arm (docs/protocol.md, "Tuning
 inside the replication"). An upstream stage runs one tuning per upstream, on the tune seed.
+A tuning of one trial compares nothing: it trains nothing either (``untrained_choices``).
 
 ``tune_phase`` runs the searches and returns, per tuning, what it chose and how the search went
 (``choose``): the record a resumed study reads back (``chosen``) and the report's diagnostics.
@@ -22,8 +23,12 @@ from search_spaces import Param
 from study import tracking
 from study.phases import PhaseContext, PhaseResult, phase_runs, run_phase
 from study.records import PHASE_TUNE, Outcome, Tag, tuning_file
-from study.searchers import PerArmASHA, PerArmOptunaSearch, space_function
+from study.searchers import TUNING_KEY, PerArmASHA, PerArmOptunaSearch, space_function
 from study.terminal import log
+
+# The outcome of a tuning of one trial, which trains nothing: its first guess was given in full,
+# or the tuning's seeded sampler drew the parameters the guess leaves open.
+FIRST_GUESS, FIRST_DRAW = "first guess", "first draw"
 
 
 @dataclass(frozen=True)
@@ -42,18 +47,19 @@ def tune_phase(ctx: PhaseContext, stage: str, tunings: Mapping[str, Tuning], tri
     tuning, what it chose (the parent's ``tuning-<stage>.json``)."""
     budget = ctx.opts.budget
     earlier = _recorded(ctx, stage) if ctx.look > 1 else {}     # the tunings of the earlier looks' seeds
-    if trials == 1 and all(set(t.first_point) == {p.name for p in t.params} for t in tunings.values()):
-        # one trial per tuning, its first guess given in full: there is nothing to search and
-        # nothing to compare, so the first guess is the choice and no trial trains twice
-        log(f"{stage}/{PHASE_TUNE}: no search: one trial per tuning and its first guess given in full, so each "
-            f"of the {len(tunings)} tunings chooses it")
-        result = PhaseResult(f"{stage}/{PHASE_TUNE}", 0, {}, [])
-        result.decided_files = {tuning_file(stage): {**earlier, **{k: unsearched(t) for k, t in tunings.items()}}}
-        return result
     searcher = PerArmOptunaSearch(
         {label: dict(t.config) for label, t in tunings.items()}, lambda label: space_function(tunings[label].params),
         trials, metric, mode, seeds={label: t.seed for label, t in tunings.items()},
         startup_trials=budget.startup_trials, first_points={label: dict(t.first_point) for label, t in tunings.items()})
+    if trials == 1:
+        # one trial per tuning: nothing to compare, so its choice is the point it would train (the
+        # first guess, any parameter the guess leaves open drawn by the tuning's seeded sampler,
+        # exactly as that trial would have drawn it), and no trial trains twice
+        log(f"{stage}/{PHASE_TUNE}: no search: one trial per tuning, so each of the {len(tunings)} tunings "
+            "chooses its first point without training it")
+        result = PhaseResult(f"{stage}/{PHASE_TUNE}", 0, {}, [])
+        result.decided_files = {tuning_file(stage): {**earlier, **untrained_choices(searcher, tunings)}}
+        return result
     scheduler = PerArmASHA(metric, mode, max_t, min(grace, max_t), budget.reduction_factor)
     result = run_phase(ctx, stage, PHASE_TUNE, searcher, scheduler, trials * len(tunings), tags_for,
                        log_weights=log_weights)
@@ -112,12 +118,21 @@ def _entry(ranked: list, runs: list, tuning: Tuning, metric: str, sign: float,
             "lead_examples": round(lead * examples) if lead is not None and examples else None}
 
 
-def unsearched(tuning: Tuning) -> dict[str, Any]:
-    """The record of a tuning that had one trial and its first guess in full: no search ran."""
-    return {"arm": tuning.config.get("arm"), "seed": tuning.config.get("seed"), "params": dict(tuning.first_point),
-            "tune_run_id": None, "val_metric": None, "outcome": "first guess", "epochs": None, "trials": 0,
-            "full_length": 0, "failed": 0, "first_guess_won": True, "lead": None, "lead_epoch": None,
-            "lead_examples": None}
+def untrained_choices(searcher: PerArmOptunaSearch, tunings: Mapping[str, Tuning]) -> dict[str, dict]:
+    """Per tuning, the record of a search of one trial that did not train: the point its sampler
+    gives first (the first guess in full, else completed by the seeded draw)."""
+    asked = [searcher.suggest(f"first-point-{i}") for i in range(len(tunings))]
+    records = {}
+    for suggestion in asked:
+        tuning = tunings[suggestion[TUNING_KEY]]
+        params = {p.name: suggestion[p.name] for p in tuning.params if p.name in suggestion}
+        guessed = set(tuning.first_point) == set(params)
+        records[suggestion[TUNING_KEY]] = {
+            "arm": tuning.config.get("arm"), "seed": tuning.config.get("seed"), "params": params,
+            "tune_run_id": None, "val_metric": None, "outcome": FIRST_GUESS if guessed else FIRST_DRAW,
+            "epochs": None, "trials": 0, "full_length": 0, "failed": 0, "first_guess_won": guessed or None,
+            "lead": None, "lead_epoch": None, "lead_examples": None}
+    return records
 
 
 def _lead(best, runner_up, metric: str, sign: float, history) -> tuple[float | None, int | None]:

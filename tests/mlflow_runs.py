@@ -25,6 +25,6 @@ def parent_runs(uri: str, study: str) -> list:
 
 
 def tune_trials_per_tuning(budget) -> int:
-    """Tune trials each (arm, seed) runs: none at one trial per tuning, since every one of our
-    studies' arms gives its first guess in full (study.tuning: no search, no tune phase)."""
+    """Tune trials each (arm, seed) runs: none at one trial per tuning (study.tuning: nothing to
+    compare, so no search and no tune phase)."""
     return 0 if budget.trials_per_tuning == 1 else budget.trials_per_tuning

@@ -212,6 +212,15 @@ def test_degenerate_tuning_is_warned_in_the_findings(new_report):
     assert "for 1 arm:" in warning and DEGENERATE in warning and "first guess won every one" in warning
 
 
+def test_a_tuning_without_search_is_warned_in_whole_words():
+    """Tunings of one trial (smoke) are degenerate; the warning gives their reason uncut."""
+    from analysis import tuning as tuning_report
+    arms = pd.DataFrame([{"stage": "classify", "arm": "a", "tunings": 2, "degenerate": True,
+                          "degenerate_why": tuning_report._why(pd.DataFrame([{"full_length": 0, "trials": 0}]))}])
+    text = tuning_report.warning(tuning_report.Diagnostics(pd.DataFrame(), arms, per_seed=True))
+    assert text.endswith("trained as the choice).") and "no search: one trial per tuning" in text, text
+
+
 def test_footnote_says_the_interval_counts_the_tuning_per_seed(new_report):
     planned = pd.read_csv(new_report.output_dir / "planned_contrasts.csv")
     covers = ("the tuning (each seed tuned on its own), the seeds (initialisation, split, order) and the test "

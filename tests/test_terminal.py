@@ -90,7 +90,7 @@ def test_the_plan_has_an_estimate_for_every_phase_of_a_study():
     from study.plan import CostModel, estimate_phases, per_trial_estimates
     from study.registry import STUDIES
     study = STUDIES["ablation_pretraining"]
-    budget = study.budgets["smoke"]
+    budget = study.budgets["laptop"]        # smoke's tunings of one trial train nothing: no tune phase
     estimates = per_trial_estimates(estimate_phases(study, budget, CostModel("cpu", check_code(study, "test"))))
     for stage, phase in (("upstream", "tune"), ("upstream", "replicate"), ("classify", "tune"), ("classify", "replicate")):
         seconds = estimates.get((stage, phase))

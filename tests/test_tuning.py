@@ -50,6 +50,35 @@ def test_a_lead_over_a_pruned_runner_up_is_measured_where_asha_stopped_it():
     assert entry["lead_epoch"] == 2 and abs(entry["lead"] - 0.02) < 1e-12 and not entry["first_guess_won"]
 
 
+def test_a_tuning_of_one_trial_chooses_what_that_trial_would_have_drawn_without_training_it():
+    """A first guess that leaves a parameter open: the seeded sampler draws it, exactly as the
+    first trial of a real search of that tuning draws it; the record says so."""
+    from study.searchers import PerArmOptunaSearch, space_function
+    from study.tuning import FIRST_DRAW, FIRST_GUESS, untrained_choices
+
+    params = (*PARAMS, Param("batch_size", choices=(32, 64, 128, 256), reason="test"))
+    tunings = {f"a@{s}": Tuning({"arm": "a", "seed": s}, params, {"lr": 3e-3}, seed=1000 + s) for s in (0, 1)}
+    tunings["b@0"] = Tuning({"arm": "b", "seed": 0}, params, {"lr": 3e-3, "batch_size": 64}, seed=1000)
+
+    def searcher(trials):
+        return PerArmOptunaSearch({k: dict(t.config) for k, t in tunings.items()},
+                                  lambda k: space_function(tunings[k].params), trials, "val/acc", "max",
+                                  seeds={k: t.seed for k, t in tunings.items()},
+                                  first_points={k: dict(t.first_point) for k, t in tunings.items()})
+
+    chosen = untrained_choices(searcher(1), tunings)
+    assert chosen == untrained_choices(searcher(1), tunings)            # reproducible
+    searched = searcher(4)
+    first_trials = [searched.suggest(f"t{i}") for i in range(len(tunings))]
+    for trial in first_trials:                    # what a real search's first trial of each tuning trains
+        assert chosen[trial["tuning"]]["params"] == {"lr": trial["lr"], "batch_size": trial["batch_size"]}
+    assert chosen["a@0"]["params"]["lr"] == 3e-3 and chosen["a@0"]["params"]["batch_size"] in (32, 64, 128, 256)
+    assert chosen["b@0"]["params"] == {"lr": 3e-3, "batch_size": 64}
+    assert [chosen[k]["outcome"] for k in ("a@0", "a@1", "b@0")] == [FIRST_DRAW, FIRST_DRAW, FIRST_GUESS]
+    assert chosen["b@0"]["first_guess_won"] is True and chosen["a@0"]["first_guess_won"] is None
+    assert all(c["trials"] == 0 and c["tune_run_id"] is None for c in chosen.values())
+
+
 @pytest.mark.slow
 def test_one_trial_per_tuning_with_a_full_first_guess_trains_it_once(tmp_path, capsys, ray_local):
     """Nothing to search, nothing to compare: no tune trial, the first guess is each tuning's
