@@ -23,14 +23,28 @@ def ray_local(tmp_path_factory):
     ray.shutdown()
 
 
-def pytest_collection_modifyitems(items):
+SMOKE_FIXTURES = {"smoke_runs", "smoke_folder"}
+
+
+def pytest_collection_modifyitems(config, items):
     """The README walk-through first (a stable sort keeps the rest in order): its fresh clone is
     the folder of the session's smoke runs (``smoke_folder``), so the studies its commands run
     (the main job's ``ablation_pretraining``, the job's ``ablation_dropout``, both at smoke) are
     the session's records of them, and the autoencoders they trained are reused, instead of
     training them all again. Only the time depends on this order, never a result: a smoke run
-    finds the study finished, or runs it."""
+    finds the study finished, or runs it.
+
+    Two workers (pyproject.toml: ``-n 2 --dist loadgroup``) run the suite: a quarter of one
+    worker's time the CPU waits (Ray heads starting, jobs, servers, autoscaler timeouts). Each
+    test module stays on one worker (its module fixtures run once), and every module that reads
+    the session's smoke records goes to the same one, the walk-through first, so each smoke
+    study still trains once per session."""
     items.sort(key=lambda item: item.path.name != "test_readme_walkthrough.py")
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    smoke = {item.path for item in items if SMOKE_FIXTURES & set(item.fixturenames)}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("smoke-records" if item.path in smoke else item.path.stem))
 
 
 @pytest.fixture(scope="session")
