@@ -1,4 +1,5 @@
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -23,28 +24,37 @@ def ray_local(tmp_path_factory):
     ray.shutdown()
 
 
-SMOKE_FIXTURES = {"smoke_runs", "smoke_folder"}
-
-
-def pytest_collection_modifyitems(config, items):
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
     """The README walk-through first (a stable sort keeps the rest in order): its fresh clone is
     the folder of the session's smoke runs (``smoke_folder``), so the studies its commands run
     (the main job's ``ablation_pretraining``, the job's ``ablation_dropout``, both at smoke) are
     the session's records of them, and the autoencoders they trained are reused, instead of
     training them all again. Only the time depends on this order, never a result: a smoke run
-    finds the study finished, or runs it.
-
-    Two workers (pyproject.toml: ``-n 2 --dist loadgroup``) run the suite: a quarter of one
-    worker's time the CPU waits (Ray heads starting, jobs, servers, autoscaler timeouts). Each
-    test module stays on one worker (its module fixtures run once), and every module that reads
-    the session's smoke records goes to the same one, the walk-through first, so each smoke
-    study still trains once per session."""
+    finds the study finished, or runs it."""
     items.sort(key=lambda item: item.path.name != "test_readme_walkthrough.py")
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    smoke = {item.path for item in items if SMOKE_FIXTURES & set(item.fixturenames)}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group("smoke-records" if item.path in smoke else item.path.stem))
+
+
+# Two workers run the suite (pyproject.toml: ``-n 2``): a serial run left the CPU idle a quarter
+# of its time (Ray heads starting, jobs, servers, autoscaler timeouts; vmstat over a full run).
+# Each test module stays on one worker, so its module fixtures run once, and the modules that
+# read the session's smoke records share one worker, the walk-through first, so each smoke study
+# still trains once per session. (xdist's own ``loadgroup`` cannot do it under pytest 9: it
+# renames node ids through an attribute pytest no longer reads.)
+SMOKE_MODULES = frozenset(p.name for p in Path(__file__).parent.glob("test_*.py")
+                          if re.search(r"\bsmoke_(runs|folder)\b", p.read_text()))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndSmokeRecords(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "smoke-records" if Path(module).name in SMOKE_MODULES else module
+
+    return ModulesAndSmokeRecords(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +98,4 @@ class SmokeRuns:
 @pytest.fixture(scope="session")
 def smoke_runs(smoke_folder, ray_local) -> SmokeRuns:
     return SmokeRuns(smoke_folder / "results")
+
