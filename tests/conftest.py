@@ -31,8 +31,11 @@ def pytest_collection_modifyitems(items):
     (the main job's ``ablation_pretraining``, the job's ``ablation_dropout``, both at smoke) are
     the session's records of them, and the autoencoders they trained are reused, instead of
     training them all again. Only the time depends on this order, never a result: a smoke run
-    finds the study finished, or runs it."""
-    items.sort(key=lambda item: item.path.name != "test_readme_walkthrough.py")
+    finds the study finished, or runs it.
+
+    Then the slow tests, then the rest: the two workers (below) take modules in the order of
+    their first test, so the long ones start early and the short ones fill the end."""
+    items.sort(key=lambda item: (item.path.name != "test_readme_walkthrough.py", item.get_closest_marker("slow") is None))
 
 
 # Two workers run the suite (pyproject.toml: ``-n 2``): a serial run left the CPU idle a quarter
