@@ -43,7 +43,7 @@ def pytest_collection_modifyitems(items):
 # Each test module stays on one worker, so its module fixtures run once, and the modules that
 # read the session's smoke records share one worker, the walk-through first, so each smoke study
 # still trains once per session. (xdist's own ``loadgroup`` cannot do it under pytest 9: it
-# renames node ids through an attribute pytest no longer reads.)
+# renames node ids through an attribute pytest no longer reads: pytest-dev/pytest-xdist#1386.)
 SMOKE_MODULES = frozenset(p.name for p in Path(__file__).parent.glob("test_*.py")
                           if re.search(r"\bsmoke_(runs|folder)\b", p.read_text()))
 
